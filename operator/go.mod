@@ -1,0 +1,3 @@
+module palaver.dev/operator
+
+go 1.26

@@ -1,0 +1,3 @@
+module palaver.dev/services
+
+go 1.26
