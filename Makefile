@@ -1,0 +1,96 @@
+# Palaver's front door. `make help` lists the targets.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Tools are pinned here and installed into ./bin by this Makefile.
+LOCALBIN ?= $(CURDIR)/bin
+GOLANGCI_LINT_VERSION ?= v2.15.0
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+
+# envtest's etcd, kube-apiserver and kubectl are built from Go modules (no
+# prebuilt download reaches every machine), once per machine, outside the
+# clone so every checkout shares them.
+ENVTEST_K8S_VERSION ?= 1.37.2
+ENVTEST_ASSETS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/palaver/envtest/$(ENVTEST_K8S_VERSION)
+
+GO_TEST_FLAGS ?= -count=1 -timeout=30m
+FUZZTIME ?= 10s
+MODULES := services operator
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Run
+
+.PHONY: dev
+dev: prereqs-go ## Run all of Palaver in one process on an embedded Kafka-protocol broker.
+	cd services && go run ./cmd/palaver dev --data-dir=$(CURDIR)/.cache/dev
+
+.PHONY: kafka-up
+kafka-up: prereqs-kafka ## Start a local real Apache Kafka broker (KRaft) on 127.0.0.1:19092.
+	cd services && go run ./internal/kafkatest/kafkalocal up
+
+.PHONY: kafka-down
+kafka-down: prereqs-go ## Stop the local Kafka broker started by kafka-up.
+	cd services && go run ./internal/kafkatest/kafkalocal down
+
+##@ Test
+
+.PHONY: test
+test: prereqs-kafka envtest vet lint test-services test-operator ## Everything: vet, lint, unit and integration tests against the real broker and API server.
+
+.PHONY: test-services
+test-services: prereqs-kafka ## Unit and integration tests of the services (starts real Kafka brokers).
+	cd services && go test -v $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-operator
+test-operator: envtest ## Operator tests against a real kube-apiserver, etcd and Kafka.
+	cd operator && KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test -v $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-short
+test-short: prereqs-go ## Fast unit tests only (no Kafka broker, no API server).
+	for m in $(MODULES); do (cd $$m && go test -short ./...); done
+
+.PHONY: vet
+vet: prereqs-go ## go vet both modules.
+	for m in $(MODULES); do (cd $$m && go vet ./...); done
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## golangci-lint both modules.
+	for m in $(MODULES); do (cd $$m && $(GOLANGCI_LINT) run ./...); done
+
+.PHONY: fuzz
+fuzz: prereqs-go ## Run every fuzz target for FUZZTIME (default 10s) each.
+	cd services && for pkg in $$(go list ./...); do \
+	  for f in $$(go test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+##@ Build
+
+.PHONY: build
+build: prereqs-go ## Build the binaries into ./bin.
+	cd services && GOBIN=$(LOCALBIN) go install ./cmd/...
+	cd operator && go build -o $(LOCALBIN)/palaver-operator ./cmd
+
+.PHONY: envtest
+envtest: prereqs-go ## Build etcd, kube-apiserver and kubectl for tests from Go modules (once, ~6 min).
+	hack/envtest/build.sh $(ENVTEST_ASSETS)
+
+# Prerequisites: say what to install instead of failing obscurely.
+
+.PHONY: prereqs-go prereqs-kafka
+prereqs-go:
+	@hack/prereqs.sh go
+prereqs-kafka:
+	@hack/prereqs.sh go java mvn
+
+$(GOLANGCI_LINT): | prereqs-go
+	@echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) into $(LOCALBIN) (built from source, once)"
+	mkdir -p $(LOCALBIN)
+	tmp=$$(mktemp -d) && GOWORK=off GOBIN=$$tmp go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) && mv $$tmp/golangci-lint $@ && rmdir $$tmp
