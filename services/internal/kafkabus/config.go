@@ -104,51 +104,68 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-// security builds the TLS config and SASL mechanism, reading key material
-// and passwords from their files.
-func (c *Config) security() (*tls.Config, sasl.Mechanism, error) {
+// secrets is the key material and password read from their files.
+type secrets struct {
+	tls      *tls.Config
+	password string
+}
+
+// security builds the TLS config and reads the SASL password, from files.
+func (c *Config) security() (secrets, error) {
+	var sec secrets
 	if err := c.Validate(); err != nil {
-		return nil, nil, err
+		return sec, err
 	}
-	var tlsConfig *tls.Config
 	if c.TLS {
-		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServerName}
+		sec.tls = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServerName}
 		if c.TLSCAFile != "" {
 			pem, err := os.ReadFile(c.TLSCAFile)
 			if err != nil {
-				return nil, nil, fmt.Errorf("kafkabus: read Kafka CA: %w", err)
+				return sec, fmt.Errorf("kafkabus: read Kafka CA: %w", err)
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, nil, fmt.Errorf("%w: no certificate in %s", ErrConfig, c.TLSCAFile)
+				return sec, fmt.Errorf("%w: no certificate in %s", ErrConfig, c.TLSCAFile)
 			}
-			tlsConfig.RootCAs = pool
+			sec.tls.RootCAs = pool
 		}
 		if c.TLSCertFile != "" {
 			cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
 			if err != nil {
-				return nil, nil, fmt.Errorf("kafkabus: load Kafka client certificate: %w", err)
+				return sec, fmt.Errorf("kafkabus: load Kafka client certificate: %w", err)
 			}
-			tlsConfig.Certificates = []tls.Certificate{cert}
+			sec.tls.Certificates = []tls.Certificate{cert}
 		}
 	}
-	var mech sasl.Mechanism
 	if c.SASLMechanism == SCRAMSHA512 {
 		pw, err := os.ReadFile(c.SASLPasswordFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("kafkabus: read SASL password: %w", err)
+			return sec, fmt.Errorf("kafkabus: read SASL password: %w", err)
 		}
-		mech, err = scram.Mechanism(scram.SHA512, c.SASLUsername, strings.TrimRight(string(pw), "\r\n"))
-		if err != nil {
-			return nil, nil, fmt.Errorf("kafkabus: SCRAM mechanism: %w", err)
-		}
+		sec.password = strings.TrimRight(string(pw), "\r\n")
 	}
-	return tlsConfig, mech, nil
+	return sec, nil
+}
+
+// mechanism is kafka-go's SASL mechanism for the configuration, or nil.
+func (c *Config) mechanism(sec secrets) (sasl.Mechanism, error) {
+	if c.SASLMechanism != SCRAMSHA512 {
+		return nil, nil
+	}
+	mech, err := scram.Mechanism(scram.SHA512, c.SASLUsername, sec.password)
+	if err != nil {
+		return nil, fmt.Errorf("kafkabus: SCRAM mechanism: %w", err)
+	}
+	return mech, nil
 }
 
 // Dialer returns a dialer for the kafka-go Conn and Reader APIs.
 func (c *Config) Dialer() (*kafka.Dialer, error) {
-	tlsConfig, mech, err := c.security()
+	sec, err := c.security()
+	if err != nil {
+		return nil, err
+	}
+	mech, err := c.mechanism(sec)
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +174,7 @@ func (c *Config) Dialer() (*kafka.Dialer, error) {
 		Timeout:       10 * time.Second,
 		DualStack:     true,
 		KeepAlive:     30 * time.Second,
-		TLS:           tlsConfig,
+		TLS:           sec.tls,
 		SASLMechanism: mech,
 	}, nil
 }
@@ -165,7 +182,11 @@ func (c *Config) Dialer() (*kafka.Dialer, error) {
 // Transport returns a transport for the kafka-go Writer and Client APIs.
 // Create one per process and share it: it pools connections.
 func (c *Config) Transport() (*kafka.Transport, error) {
-	tlsConfig, mech, err := c.security()
+	sec, err := c.security()
+	if err != nil {
+		return nil, err
+	}
+	mech, err := c.mechanism(sec)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +195,7 @@ func (c *Config) Transport() (*kafka.Transport, error) {
 		DialTimeout: 10 * time.Second,
 		IdleTimeout: 5 * time.Minute,
 		MetadataTTL: 6 * time.Second,
-		TLS:         tlsConfig,
+		TLS:         sec.tls,
 		SASL:        mech,
 	}, nil
 }

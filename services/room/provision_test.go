@@ -1,0 +1,216 @@
+package room
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"palaver.dev/services/internal/devbroker"
+	"palaver.dev/services/internal/kafkabus"
+	"palaver.dev/services/internal/kafkatest"
+)
+
+func TestMain(m *testing.M) { kafkatest.Main(m) }
+
+// brokers runs a test against the real Apache Kafka broker and against the
+// embedded dev broker, since dev mode provisions through the same code.
+func brokers(t *testing.T, test func(t *testing.T, bootstrap string)) {
+	t.Run("kafka", func(t *testing.T) {
+		bootstrap := kafkatest.Shared(t)
+		t.Logf("real Apache Kafka broker at %s", bootstrap)
+		test(t, bootstrap)
+	})
+	t.Run("devbroker", func(t *testing.T) {
+		b, err := devbroker.Start(devbroker.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+		test(t, b.Addr())
+	})
+}
+
+func newProvisioner(t *testing.T, bootstrap string) (*Provisioner, *kafkabus.Cluster) {
+	t.Helper()
+	cfg := kafkabus.Config{Brokers: strings.Split(bootstrap, ","), ClientID: "room-test"}
+	client, err := cfg.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	cl, err := kafkabus.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewProvisioner(client), cl
+}
+
+// uniqueName keeps tests that share a broker out of each other's topics.
+func uniqueName(t *testing.T) string {
+	return fmt.Sprintf("t%d", time.Now().UnixNano()%1e12)
+}
+
+func TestEnsureCreatesGrowsAndRepairs(t *testing.T) {
+	brokers(t, func(t *testing.T, bootstrap string) {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+		defer cancel()
+		p, _ := newProvisioner(t, bootstrap)
+		spec := Spec{Name: uniqueName(t), Retention: time.Hour}.WithDefaults(1)
+
+		if err := p.Ensure(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		st := observe(ctx, t, p, spec.Topic)
+		if st.Partitions != 1 || st.ReplicationFactor != 1 || st.ID == "" {
+			t.Fatalf("created topic: %+v", st)
+		}
+		if d := Drift(spec, st); len(d) != 0 {
+			t.Fatalf("fresh topic drifts: %+v", d)
+		}
+
+		// Idempotent, then growth.
+		if err := p.Ensure(ctx, spec); err != nil {
+			t.Fatalf("second Ensure: %v", err)
+		}
+		spec.Partitions = 3
+		if err := p.Ensure(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		if st := observe(ctx, t, p, spec.Topic); st.Partitions != 3 {
+			t.Fatalf("partitions = %d after growth, want 3", st.Partitions)
+		}
+
+		// A config changed behind our back is drift, and Ensure repairs it.
+		if err := p.ApplyConfigs(ctx, spec.Topic, []ConfigDrift{{Key: "retention.ms", Want: "1000"}}); err != nil {
+			t.Fatal(err)
+		}
+		// Brokers apply config changes asynchronously.
+		var d []ConfigDrift
+		for deadline := time.Now().Add(30 * time.Second); len(d) == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			d = Drift(spec, observe(ctx, t, p, spec.Topic))
+		}
+		if len(d) != 1 || d[0].Key != "retention.ms" || d[0].Have != "1000" || d[0].Want != "3600000" {
+			t.Fatalf("drift = %+v, want retention.ms 1000 -> 3600000", d)
+		}
+		if err := p.Ensure(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(30 * time.Second); len(d) != 0; time.Sleep(100 * time.Millisecond) {
+			if d = Drift(spec, observe(ctx, t, p, spec.Topic)); len(d) != 0 && time.Now().After(deadline) {
+				t.Fatalf("drift after Ensure: %+v", d)
+			}
+		}
+
+		// Partitions never shrink.
+		spec.Partitions = 2
+		if err := p.Ensure(ctx, spec); !errors.Is(err, ErrPartitionDecrease) {
+			t.Fatalf("Ensure with fewer partitions = %v, want ErrPartitionDecrease", err)
+		}
+	})
+}
+
+func TestObserveSeesARecreatedTopic(t *testing.T) {
+	brokers(t, func(t *testing.T, bootstrap string) {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+		defer cancel()
+		p, _ := newProvisioner(t, bootstrap)
+		spec := Spec{Name: uniqueName(t)}.WithDefaults(1)
+		ids, errs, err := p.Create(ctx, spec)
+		if err != nil || errs[spec.Topic] != nil {
+			t.Fatalf("create: %v %v", err, errs)
+		}
+		first := observe(ctx, t, p, spec.Topic)
+		if first.ID != ids[spec.Topic] {
+			t.Fatalf("observed id %s, created id %s", first.ID, ids[spec.Topic])
+		}
+		if _, errs, _ := p.Create(ctx, spec); !errors.Is(errs[spec.Topic], ErrTopicExists) {
+			t.Fatalf("second create: %v, want ErrTopicExists", errs[spec.Topic])
+		}
+		if err := p.DeleteTopics(ctx, spec.Topic); err != nil {
+			t.Fatal(err)
+		}
+		var again map[string]error
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			// Deletion is asynchronous on a real broker.
+			_, again, err = p.Create(ctx, spec)
+			if err == nil && again[spec.Topic] == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil || again[spec.Topic] != nil {
+			t.Fatalf("recreate: %v %v", err, again)
+		}
+		second, err := p.awaitVisible(ctx, []string{spec.Topic})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if second[spec.Topic].ID == first.ID {
+			t.Fatalf("recreated topic kept id %s", first.ID)
+		}
+	})
+}
+
+func TestRegistryFollowsPublishAndTombstone(t *testing.T) {
+	brokers(t, func(t *testing.T, bootstrap string) {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+		defer cancel()
+		p, cl := newProvisioner(t, bootstrap)
+		if err := p.EnsureRegistry(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.EnsureRegistry(ctx, 1); err != nil {
+			t.Fatalf("EnsureRegistry is not idempotent: %v", err)
+		}
+		w := cl.Writer()
+		defer w.Close()
+		a := Spec{Name: uniqueName(t) + "a", DisplayName: "A"}.WithDefaults(1)
+		b := Spec{Name: uniqueName(t) + "b"}.WithDefaults(1)
+		if err := Publish(ctx, w, a.Info(), b.Info()); err != nil {
+			t.Fatal(err)
+		}
+
+		reg := NewRegistry(cl, nil)
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- reg.Run(runCtx) }()
+		defer func() { stop(); <-done }()
+
+		select {
+		case <-reg.Ready():
+		case <-ctx.Done():
+			t.Fatal("registry never became ready")
+		}
+		if in, err := reg.Get(a.Name); err != nil || in.DisplayName != "A" || in.Topic != a.Topic {
+			t.Fatalf("Get(%q) = %+v, %v", a.Name, in, err)
+		}
+
+		changed := reg.Changed()
+		if err := Tombstone(ctx, w, b.Name); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := reg.Get(b.Name); errors.Is(err, ErrNotFound) {
+				break
+			}
+			select {
+			case <-changed:
+				changed = reg.Changed()
+			case <-ctx.Done():
+				t.Fatal("tombstone never reached the registry")
+			}
+		}
+	})
+}
+
+func observe(ctx context.Context, t *testing.T, p *Provisioner, topic string) TopicState {
+	t.Helper()
+	states, err := p.Observe(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return states[topic]
+}

@@ -1,0 +1,129 @@
+package room
+
+import (
+	"errors"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+)
+
+func TestWithDefaults(t *testing.T) {
+	s := Spec{Name: "lobby"}.WithDefaults(3)
+	want := Spec{Name: "lobby", Namespace: "default", Topic: "palaver.room.default.lobby", Partitions: 1,
+		ReplicationFactor: 3, MinInSyncReplicas: 2, Retention: DefaultRetention}
+	if s != want {
+		t.Fatalf("WithDefaults = %+v\nwant %+v", s, want)
+	}
+	if got := (Spec{Name: "x"}).WithDefaults(1).MinInSyncReplicas; got != 1 {
+		t.Fatalf("minISR on a single broker = %d, want 1", got)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Spec)
+		ok     bool
+	}{
+		{"defaults", func(*Spec) {}, true},
+		{"bad name", func(s *Spec) { s.Name = "Lobby!" }, false},
+		{"bad topic", func(s *Spec) { s.Topic = "a/b" }, false},
+		{"zero partitions", func(s *Spec) { s.Partitions = 0 }, false},
+		{"minISR above RF", func(s *Spec) { s.MinInSyncReplicas = 4 }, false},
+		{"tiny retention", func(s *Spec) { s.Retention = time.Second }, false},
+		{"unlimited retention", func(s *Spec) { s.Retention = -1 }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := Spec{Name: "lobby"}.WithDefaults(3)
+			tt.mutate(&s)
+			err := s.Validate()
+			if tt.ok != (err == nil) || (err != nil && !errors.Is(err, ErrInvalidSpec)) {
+				t.Fatalf("Validate = %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}
+
+func TestTopicConfigsMakeRetentionApply(t *testing.T) {
+	tests := []struct {
+		retention time.Duration
+		segmentMs string
+	}{
+		{time.Hour, "360000"},             // a tenth: 6 minutes
+		{5 * time.Minute, "60000"},        // never below a minute
+		{30 * 24 * time.Hour, "86400000"}, // never above a day
+		{7 * 24 * time.Hour, "60480000"},  // the default retention
+	}
+	for _, tt := range tests {
+		c := Spec{Name: "r", Retention: tt.retention}.WithDefaults(3).TopicConfigs()
+		if c["segment.ms"] != tt.segmentMs {
+			t.Errorf("retention %v: segment.ms = %s, want %s", tt.retention, c["segment.ms"], tt.segmentMs)
+		}
+		if c["message.timestamp.type"] != "LogAppendTime" || c["min.insync.replicas"] != "2" {
+			t.Errorf("retention %v: configs %v", tt.retention, c)
+		}
+	}
+	c := Spec{Name: "r", Retention: -1}.WithDefaults(3).TopicConfigs()
+	if _, ok := c["segment.ms"]; ok || c["retention.ms"] != "-1" {
+		t.Errorf("unlimited retention: %v", c)
+	}
+}
+
+func TestParseManifests(t *testing.T) {
+	specs, err := ParseManifests([]byte(`
+# two rooms in one stream
+apiVersion: chat.palaver.dev/v1alpha1
+kind: ChatRoom
+metadata: {name: ops, namespace: team-a, labels: {x: y}}
+spec:
+  topicName: custom.ops
+  partitions: 3
+  replicationFactor: 3
+  minInSyncReplicas: 2
+  retention: {time: 2h, bytes: 1000}
+  deletionPolicy: Delete
+status: {observedGeneration: 4}
+---
+apiVersion: chat.palaver.dev/v1alpha1
+kind: ChatRoom
+metadata: {name: lobby}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Spec{
+		{Name: "ops", Namespace: "team-a", Topic: "custom.ops", Partitions: 3, ReplicationFactor: 3, MinInSyncReplicas: 2, Retention: 2 * time.Hour, RetentionBytes: 1000},
+		{Name: "lobby"},
+	}
+	if len(specs) != 2 || specs[0] != want[0] || specs[1] != want[1] {
+		t.Fatalf("ParseManifests = %+v\nwant %+v", specs, want)
+	}
+
+	for _, bad := range []string{
+		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+		"apiVersion: chat.palaver.dev/v1alpha1\nkind: ChatRoom\nspec: {retention: {time: forever}}\n",
+		"kind: [",
+	} {
+		if _, err := ParseManifests([]byte(bad)); err == nil {
+			t.Errorf("ParseManifests(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestSamplesAreValidRooms(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	specs, err := ReadManifestDir(filepath.Join(filepath.Dir(file), "..", "..", "k8s", "samples"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(specs) < 3 {
+		t.Fatalf("%d sample rooms, want at least 3", len(specs))
+	}
+	for _, s := range specs {
+		if err := s.WithDefaults(1).Validate(); err != nil {
+			t.Errorf("sample %q: %v", s.Name, err)
+		}
+	}
+}
