@@ -29,7 +29,7 @@ help: ## Show this help.
 
 .PHONY: dev
 dev: prereqs-go ## Run all of Palaver in one process on an embedded Kafka-protocol broker.
-	cd services && go run ./cmd/palaver dev --data-dir=$(CURDIR)/.cache/dev
+	cd services && go run ./cmd/palaver dev --data-dir=$(CURDIR)/.cache/dev --rooms=$(CURDIR)/k8s/samples
 
 .PHONY: kafka-up
 kafka-up: prereqs-kafka ## Start a local real Apache Kafka broker (KRaft) on 127.0.0.1:19092.

@@ -8,19 +8,60 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"palaver.dev/services/internal/devbroker"
 	"palaver.dev/services/internal/kafkabus"
 	"palaver.dev/services/internal/ops"
 	"palaver.dev/services/internal/runner"
+	"palaver.dev/services/room"
 )
+
+// provisionRooms gives every ChatRoom manifest in dir its topic and registry
+// entry, through the same code the operator uses, with replication factor 1
+// on the single embedded broker.
+func provisionRooms(ctx context.Context, cluster *kafkabus.Cluster, dir string) ([]room.Spec, error) {
+	specs, err := room.ReadManifestDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	infos := make([]room.Info, len(specs))
+	for i := range specs {
+		specs[i] = specs[i].WithDefaults(1)
+		specs[i].ReplicationFactor = 1 // one broker, whatever the manifest asks
+		specs[i].MinInSyncReplicas = 1
+		if err := specs[i].Validate(); err != nil {
+			return nil, fmt.Errorf("room %q: %w", specs[i].Name, err)
+		}
+		infos[i] = specs[i].Info()
+	}
+	client, err := cluster.AdminClient()
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	p := room.NewProvisioner(client)
+	if err := p.EnsureRegistry(ctx, 1); err != nil {
+		return nil, err
+	}
+	if err := p.Ensure(ctx, specs...); err != nil {
+		return nil, err
+	}
+	w := cluster.Writer()
+	defer w.Close()
+	if err := room.Publish(ctx, w, infos...); err != nil {
+		return nil, err
+	}
+	return specs, nil
+}
 
 // Config is dev mode's configuration.
 type Config struct {
 	KafkaPort int    // embedded broker port on 127.0.0.1
 	OpsAddr   string // metrics and probes
 	DataDir   string // broker data; empty keeps it in memory
+	RoomsDir  string // ChatRoom manifests to provision (k8s/samples)
 }
 
 // Run starts everything, prints where it listens to out, and serves until
@@ -38,6 +79,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	}
 	defer cluster.Close()
 
+	specs, err := provisionRooms(ctx, cluster, cfg.RoomsDir)
+	if err != nil {
+		return err
+	}
+
 	reg := ops.NewRegistry()
 	health := ops.NewHandler(reg)
 	health.AddReadiness("kafka", cluster.Ping)
@@ -50,12 +96,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	if data == "" {
 		data = "(in memory)"
 	}
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
 	fmt.Fprintf(out, `Palaver dev mode
   Kafka (embedded):  %s   (any Kafka client, e.g. kcat -b %[1]s -L)
+  rooms:             %s   (from %s)
   data:              %s
   metrics:           http://%s/metrics
 Press Ctrl-C to stop.
-`, broker.Addr(), data, opsServer.Addr())
+`, broker.Addr(), strings.Join(names, ", "), cfg.RoomsDir, data, opsServer.Addr())
 
 	return runner.Run(ctx, log, 10*time.Second,
 		runner.Named{Name: "ops", Part: opsServer},

@@ -4,12 +4,21 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"path/filepath"
 	"regexp"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"palaver.dev/services/internal/kafkabus"
+	"palaver.dev/services/room"
 )
+
+func samplesDir(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "k8s", "samples")
+}
 
 type syncBuffer struct {
 	ch chan string
@@ -22,7 +31,7 @@ func TestRunServesAndStops(t *testing.T) {
 	out := syncBuffer{make(chan string, 1)}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- Run(ctx, Config{OpsAddr: "127.0.0.1:0", DataDir: t.TempDir()}, nil, out)
+		errc <- Run(ctx, Config{OpsAddr: "127.0.0.1:0", DataDir: t.TempDir(), RoomsDir: samplesDir(t)}, nil, out)
 	}()
 
 	var banner string
@@ -53,6 +62,26 @@ func TestRunServesAndStops(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/readyz = %d %s", resp.StatusCode, body.String())
+	}
+
+	// The sample rooms are provisioned and registered.
+	reg := room.NewRegistry(cl, nil)
+	regCtx, stopReg := context.WithCancel(t.Context())
+	defer stopReg()
+	go reg.Run(regCtx)
+	select {
+	case <-reg.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("room registry not readable")
+	}
+	for _, name := range []string{"lobby", "engineering", "random"} {
+		in, err := reg.Get(name)
+		if err != nil || in.Topic != "palaver.room.default."+name {
+			t.Errorf("registry entry of %q: %+v, %v", name, in, err)
+		}
+	}
+	if !strings.Contains(banner, "lobby") {
+		t.Errorf("banner does not list the rooms:\n%s", banner)
 	}
 
 	cancel()

@@ -31,3 +31,7 @@ func (c *Config) AdminClient() (*kgo.Client, error) {
 	}
 	return cl, nil
 }
+
+// AdminClient returns a franz-go client for admin calls; see
+// Config.AdminClient.
+func (c *Cluster) AdminClient() (*kgo.Client, error) { return c.cfg.AdminClient() }
