@@ -18,17 +18,28 @@ import (
 //
 // The archive is recorded by running a throwaway broker once with
 // -XX:ArchiveClassesAtExit (the JVM writes it when the broker exits on SIGTERM). It is
-// keyed by the jar set and the exact JVM, since HotSpot ignores an archive made by another
-// build. Any failure only costs speed: the harness logs it and runs without the archive.
+// keyed by the exact JVM and by the name, size and modification time of every jar, which
+// is what HotSpot checks before it maps an archive: a refetched jar would otherwise make
+// every broker warn and start without it. Any failure only costs speed: the harness logs
+// it and runs without the archive.
 func ensureCDS(ctx context.Context, java, javaVersion, libs string, log *slog.Logger) []string {
-	stamp, err := os.ReadFile(filepath.Join(libs, stampFile))
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00", java, javaVersion)
+	entries, err := os.ReadDir(libs)
 	if err != nil {
-		log.Warn("kafkatest: no class-data archive: jar stamp unreadable", "err", err)
+		log.Warn("kafkatest: no class-data archive", "err", err)
 		return nil
 	}
-	sum := sha256.Sum256([]byte(java + "\x00" + javaVersion + "\x00" + string(stamp)))
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil {
+			log.Warn("kafkatest: no class-data archive", "err", err)
+			return nil
+		}
+		fmt.Fprintf(h, "%s %d %d\n", e.Name(), info.Size(), info.ModTime().UnixNano())
+	}
 	base := filepath.Dir(libs)
-	archive := filepath.Join(base, "cds", hex.EncodeToString(sum[:8])+".jsa")
+	archive := filepath.Join(base, "cds", hex.EncodeToString(h.Sum(nil)[:8])+".jsa")
 	use := []string{"-XX:SharedArchiveFile=" + archive}
 	if _, err := os.Stat(archive); err == nil {
 		return use
@@ -54,6 +65,15 @@ func ensureCDS(ctx context.Context, java, javaVersion, libs string, log *slog.Lo
 		return nil
 	}
 	log.Info("kafkatest: class-data archive recorded", "took", time.Since(began).Round(time.Millisecond))
+	// Archives of earlier jar sets or JVMs are dead weight (about 50 MB each). A broker
+	// still mapping one keeps its copy until it exits.
+	if old, err := filepath.Glob(filepath.Join(filepath.Dir(archive), "*.jsa")); err == nil {
+		for _, p := range old {
+			if p != archive {
+				_ = os.Remove(p)
+			}
+		}
+	}
 	return use
 }
 

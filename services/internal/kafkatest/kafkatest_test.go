@@ -157,6 +157,7 @@ func TestAckedMessagesSurviveLeaderKill(t *testing.T) {
 	)
 	value := func(i int) []byte { return fmt.Appendf(nil, "m%05d", i) }
 
+	killed := make(chan error, 1)
 	pending := []int{}
 	next := 0
 	for nAcked < total {
@@ -165,11 +166,11 @@ func TestAckedMessagesSurviveLeaderKill(t *testing.T) {
 				nAcked, total, writes, failed, firstErrs)
 		}
 		if killedAt.IsZero() && nAcked >= killAfter {
-			if err := c.KillNode(leader); err != nil {
-				t.Fatalf("kill leader: %v", err)
-			}
+			// Kill from another goroutine so that the SIGKILL lands while writes are in
+			// flight, not between two of them.
+			go func() { killed <- c.KillNode(leader) }()
 			killedAt = time.Now()
-			t.Logf("killed partition leader node %d with SIGKILL after %d acknowledged messages", leader, nAcked)
+			t.Logf("killing partition leader node %d with SIGKILL after %d acknowledged messages", leader, nAcked)
 		}
 		for len(pending) < batch && next < total {
 			pending = append(pending, next)
@@ -219,13 +220,18 @@ func TestAckedMessagesSurviveLeaderKill(t *testing.T) {
 	if killedAt.IsZero() {
 		t.Fatal("the leader was never killed")
 	}
-	t.Logf("produced %d acknowledged messages in %d writes (%d failed, first errors: %q); writes resumed %s after the kill",
-		nAcked, writes, failed, firstErrs, recoveredAt.Sub(killedAt).Round(time.Millisecond))
+	if err := <-killed; err != nil {
+		t.Fatalf("kill leader: %v", err)
+	}
+	t.Logf("produced %d acknowledged messages in %d writes; writes resumed %s after the kill; %d writes failed, first errors: %q",
+		nAcked, writes, recoveredAt.Sub(killedAt).Round(time.Millisecond), failed, firstErrs)
 
 	// Bring the killed node back: it must rejoin as a follower without losing anything.
+	restartBegan := time.Now()
 	if err := c.StartNode(ctx, leader); err != nil {
 		t.Fatalf("restart node %d: %v", leader, err)
 	}
+	t.Logf("restarted node %d in %s", leader, time.Since(restartBegan).Round(time.Millisecond))
 
 	last := lastOffset(ctx, t, bootstrap, topic)
 	r := kafka.NewReader(kafka.ReaderConfig{
