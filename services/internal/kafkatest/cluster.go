@@ -157,6 +157,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = 15 * time.Second
 	}
+	// A fixed port that is taken fails now rather than after the jar fetch.
+	for i, p := range opts.Ports {
+		if p != 0 && !portFree(p) {
+			return nil, fmt.Errorf("%w: 127.0.0.1:%d (fixed for node %d)", ErrPortInUse, p, i)
+		}
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -461,7 +467,10 @@ func (c *Cluster) exitError(nd *node) error {
 	status := nd.err
 	c.mu.Unlock()
 	logs := c.logTails([]*node{nd}, 40)
-	err := fmt.Errorf("%w: node %d (%s): %v", ErrNodeExited, nd.id, nd.addr(), status)
+	if status == nil {
+		status = errors.New("exit status 0")
+	}
+	err := fmt.Errorf("%w: node %d (%s): %w", ErrNodeExited, nd.id, nd.addr(), status)
 	if strings.Contains(logs, "Address already in use") {
 		err = fmt.Errorf("%w: %w", ErrPortInUse, err)
 	}

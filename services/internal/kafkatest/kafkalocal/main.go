@@ -118,7 +118,7 @@ func up(ctx context.Context, st state, nodes int, verbose bool) error {
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if errors.Is(err, kafkatest.ErrPortInUse) {
-		return fmt.Errorf("%w\nsomething else listens on 127.0.0.1:%d-%d; stop it (another Kafka?) and retry", err, basePort, basePort+nodes-1)
+		return fmt.Errorf("%w\nkafkalocal needs 127.0.0.1:%s: stop what listens there (another Kafka?) and retry", err, portRange(nodes))
 	}
 	if err != nil {
 		return err
@@ -130,6 +130,13 @@ func up(ctx context.Context, st state, nodes int, verbose bool) error {
 	fmt.Fprintf(os.Stderr, "started in %s; logs in %s\n", time.Since(began).Round(time.Millisecond), st.dir)
 	printAddress(c.Bootstrap())
 	return nil
+}
+
+func portRange(nodes int) string {
+	if nodes == 1 {
+		return strconv.Itoa(basePort)
+	}
+	return fmt.Sprintf("%d-%d", basePort, basePort+nodes-1)
 }
 
 func printAddress(bootstrap string) {
