@@ -280,6 +280,20 @@ func TestAckedMessagesSurviveLeaderKill(t *testing.T) {
 		t.Fatalf("%d acknowledged messages missing after the leader was killed, first: %v",
 			len(missing), missing[:min(20, len(missing))])
 	}
+
+	// The graceful path too: SIGTERM a node, then bring it back.
+	other := (leader + 1) % 3
+	stopBegan := time.Now()
+	if err := c.StopNode(other); err != nil {
+		t.Fatalf("stop node %d: %v", other, err)
+	}
+	if c.Running(other) {
+		t.Fatalf("node %d still running after StopNode", other)
+	}
+	if err := c.StartNode(ctx, other); err != nil {
+		t.Fatalf("restart node %d: %v", other, err)
+	}
+	t.Logf("stopped and restarted node %d in %s", other, time.Since(stopBegan).Round(time.Millisecond))
 }
 
 // newTransport returns a Transport of the test's own. kafka.DefaultTransport caches
