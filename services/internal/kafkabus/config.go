@@ -180,7 +180,10 @@ func (c *Config) Dialer() (*kafka.Dialer, error) {
 }
 
 // Transport returns a transport for the kafka-go Writer and Client APIs.
-// Create one per process and share it: it pools connections.
+// Create one per process and share it: it pools connections. Its metadata
+// is refreshed every second (kafka-go's default is 6 s) so that after a
+// leader moves, or a room's topic is created, writes find the partition
+// within a second instead of failing for up to six.
 func (c *Config) Transport() (*kafka.Transport, error) {
 	sec, err := c.security()
 	if err != nil {
@@ -194,7 +197,7 @@ func (c *Config) Transport() (*kafka.Transport, error) {
 		ClientID:    c.ClientID,
 		DialTimeout: 10 * time.Second,
 		IdleTimeout: 5 * time.Minute,
-		MetadataTTL: 6 * time.Second,
+		MetadataTTL: time.Second,
 		TLS:         sec.tls,
 		SASL:        mech,
 	}, nil
