@@ -1,0 +1,198 @@
+// Package chatclient is a Go client of Palaver's client protocol, version 1
+// (docs/protocol.md): the WebSocket session (hello, join, leave, send, live
+// messages) and the HTTP API (rooms, scroll-back, dev login). `palaver chat`
+// and the integration tests use it.
+//
+// Errors the server answers with are *Error values carrying the protocol's
+// stable code; a connection the server closed ends with a *CloseError
+// carrying the close code.
+package chatclient
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// Error codes of the protocol (docs/protocol.md, "error").
+const (
+	CodeBadFrame           = "bad_frame"
+	CodeUnknownOp          = "unknown_op"
+	CodeUnsupportedVersion = "unsupported_version"
+	CodeUnauthorized       = "unauthorized"
+	CodeForbidden          = "forbidden"
+	CodeNotFound           = "not_found"
+	CodeNotJoined          = "not_joined"
+	CodeBadRequest         = "bad_request"
+	CodeTooLarge           = "too_large"
+	CodeInvalidUTF8        = "invalid_utf8"
+	CodeRateLimited        = "rate_limited"
+	CodeUnavailable        = "unavailable"
+	CodeInternal           = "internal"
+)
+
+// Close codes of the protocol (docs/protocol.md, "Close codes").
+const (
+	CloseNormal       = 1000
+	CloseGoingAway    = 1001
+	CloseTooBig       = 1009
+	CloseBadFrame     = 4400
+	CloseUnauthorized = 4401
+	CloseSlowConsumer = 4408
+	CloseRateLimited  = 4429
+)
+
+// ErrClosed is returned by commands on a client that Close closed.
+var ErrClosed = errors.New("chatclient: client closed")
+
+// Error is an error the server answered with: an `error` frame, or an HTTP
+// error body.
+type Error struct {
+	Code    string // stable code, one of the Code constants
+	Message string // human-readable detail; may change between releases
+	Room    string // the room the command named, if any
+	// Supported lists the server's protocol versions (unsupported_version).
+	Supported []int
+	// Status is the HTTP status for errors of the HTTP API; 0 on the WebSocket.
+	Status int
+}
+
+func (e *Error) Error() string {
+	s := "palaver: " + e.Code
+	if e.Room != "" {
+		s += " (room " + e.Room + ")"
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// Code returns the protocol error code carried by err (an *Error anywhere in
+// its chain), or "" if there is none.
+func Code(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// CloseError reports that the server closed the connection, with the close
+// code and reason it sent. A connection lost without a close frame ends
+// with another error (a network error).
+type CloseError struct {
+	Code   int
+	Reason string
+}
+
+func (e *CloseError) Error() string {
+	name := closeNames[e.Code]
+	if name == "" {
+		name = "closed"
+	}
+	s := fmt.Sprintf("palaver: connection closed: %d %s", e.Code, name)
+	if e.Reason != "" {
+		s += ": " + e.Reason
+	}
+	return s
+}
+
+var closeNames = map[int]string{
+	CloseNormal:       "normal",
+	CloseGoingAway:    "going away",
+	CloseTooBig:       "too big",
+	CloseBadFrame:     "bad frame",
+	CloseUnauthorized: "unauthorized",
+	CloseSlowConsumer: "slow consumer",
+	CloseRateLimited:  "rate limited",
+}
+
+// CloseCode returns the close code carried by err (a *CloseError anywhere in
+// its chain), or 0 if there is none.
+func CloseCode(err error) int {
+	var e *CloseError
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return 0
+}
+
+// User is who a token names.
+type User struct {
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+}
+
+// Limits are the server's limits announced in welcome.
+type Limits struct {
+	MaxTextBytes   int     `json:"max_text_bytes"`
+	MaxFrameBytes  int     `json:"max_frame_bytes"`
+	SendsPerSecond float64 `json:"sends_per_second"`
+	SendBurst      int     `json:"send_burst"`
+}
+
+// Welcome is the server's answer to hello.
+type Welcome struct {
+	Version int    `json:"version"`
+	User    User   `json:"user"`
+	Limits  Limits `json:"limits"`
+}
+
+// Joined is the answer to join.
+type Joined struct {
+	Room string `json:"room"`
+	// Cursor is the position delivery starts from.
+	Cursor string `json:"cursor"`
+	// Recovering is true when the join carried a cursor and the server first
+	// delivers what was stored after it.
+	Recovering bool `json:"recovering"`
+}
+
+// Ack is the answer to send: where Kafka stored the message.
+type Ack struct {
+	Room      string    `json:"room"`
+	ID        string    `json:"id"`
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Time      time.Time `json:"time"`
+	// Duplicate is true when a message with the same id was already stored;
+	// the position is the first one's.
+	Duplicate bool `json:"duplicate"`
+}
+
+// Message is a stored chat message.
+type Message struct {
+	Room      string    `json:"room"`
+	ID        string    `json:"id"`
+	Sender    User      `json:"sender"`
+	Text      string    `json:"text"`
+	Time      time.Time `json:"time"`
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	// Cursor is the position just after this message.
+	Cursor string `json:"cursor"`
+}
+
+// Presence lists who is in a room.
+type Presence struct {
+	Room  string `json:"room"`
+	Users []User `json:"users"`
+}
+
+// Room is an entry of GET /v1/rooms.
+type Room struct {
+	Name        string `json:"name"`
+	DisplayName string `json:"display_name,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// Page is a page of scroll-back: Messages oldest first, and the cursor to
+// ask for the page before it.
+type Page struct {
+	Messages []Message `json:"messages"`
+	Before   string    `json:"before"`
+}

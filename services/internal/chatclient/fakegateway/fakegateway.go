@@ -1,0 +1,514 @@
+// Package fakegateway is a small, scripted stand-in for Palaver's gateway
+// that speaks protocol v1 on loopback, for the unit tests of clients. It
+// keeps each room's messages in memory on one partition; it is not a
+// reference implementation of the gateway (that one is tested against Kafka).
+package fakegateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"palaver.dev/services/internal/cursor"
+)
+
+// Tokens the fake accepts: "tok-<name>" names user u-<name> with display
+// name <name>; POST /v1/dev/login issues them. "tok-lobbyonly-<name>" may
+// only join lobby.
+const tokenPrefix = "tok-"
+
+// Server is a running fake gateway.
+type Server struct {
+	*httptest.Server
+
+	mu    sync.Mutex
+	rooms map[string]*room
+	conns map[*conn]bool
+	// Unavailable makes the next N sends answer unavailable after storing
+	// (the case a client must retry with the same id).
+	unavailable int
+	// RejectRate makes the next N sends answer rate_limited without storing.
+	rateLimited int
+	joins       []JoinRecord
+}
+
+// JoinRecord is a join the fake received.
+type JoinRecord struct {
+	User, Room, Cursor string
+	Last               int
+}
+
+type room struct {
+	info     map[string]string
+	messages []msg
+	ids      map[string]int // sender+id -> index, for dedup
+}
+
+type msg struct {
+	ID, SenderID, SenderName, Text string
+	Time                           time.Time
+}
+
+type conn struct {
+	ws     *websocket.Conn
+	user   string
+	name   string
+	mu     sync.Mutex
+	joined map[string]bool
+}
+
+// Start serves a fake gateway with the rooms lobby, random and secret (which
+// nobody may join) until the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s := New()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// New serves a fake gateway like Start, until Close.
+func New() *Server {
+	s := &Server{
+		rooms: map[string]*room{
+			"lobby":  {info: map[string]string{"name": "lobby", "display_name": "Lobby", "description": "Say hello"}, ids: map[string]int{}},
+			"random": {info: map[string]string{"name": "random", "display_name": "Random", "description": "Anything goes"}, ids: map[string]int{}},
+			"secret": {info: map[string]string{"name": "secret", "display_name": "Secret"}, ids: map[string]int{}},
+		},
+		conns: map[*conn]bool{},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ws", s.serveWS)
+	mux.HandleFunc("POST /v1/dev/login", s.devLogin)
+	mux.HandleFunc("GET /v1/rooms", s.listRooms)
+	mux.HandleFunc("GET /v1/rooms/{room}/messages", s.history)
+	mux.HandleFunc("POST /v1/rooms/{room}/messages", s.post)
+	s.Server = httptest.NewServer(mux)
+	return s
+}
+
+// Close closes every connection (going away) and stops the server.
+func (s *Server) Close() {
+	s.CloseAll(websocket.StatusGoingAway, "server closed")
+	s.Server.Close()
+}
+
+// Token returns a token the fake accepts for name.
+func Token(name string) string { return tokenPrefix + name }
+
+// Seed stores messages in a room as if sent by sender.
+func (s *Server) Seed(roomName, sender string, texts ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rooms[roomName]
+	for i, text := range texts {
+		r.messages = append(r.messages, msg{ID: fmt.Sprintf("seed-%d-%d", len(r.messages), i), SenderID: "u-" + sender, SenderName: sender, Text: text, Time: time.Now()})
+	}
+}
+
+// FailNextSends makes the next n sends answer unavailable after storing.
+func (s *Server) FailNextSends(n int) { s.mu.Lock(); s.unavailable = n; s.mu.Unlock() }
+
+// RateLimitNextSends makes the next n sends answer rate_limited.
+func (s *Server) RateLimitNextSends(n int) { s.mu.Lock(); s.rateLimited = n; s.mu.Unlock() }
+
+// Joins returns the joins received so far.
+func (s *Server) Joins() []JoinRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]JoinRecord(nil), s.joins...)
+}
+
+// Messages returns the texts stored in a room.
+func (s *Server) Messages(roomName string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, m := range s.rooms[roomName].messages {
+		out = append(out, m.Text)
+	}
+	return out
+}
+
+// CloseAll closes every WebSocket connection with code.
+func (s *Server) CloseAll(code websocket.StatusCode, reason string) {
+	s.mu.Lock()
+	cs := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	for _, c := range cs {
+		c.ws.Close(code, reason)
+	}
+}
+
+// Conns returns how many WebSocket connections are open.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func userOf(token string) (id, name, rooms string, ok bool) {
+	name, ok = strings.CutPrefix(token, tokenPrefix)
+	if !ok || name == "" {
+		return "", "", "", false
+	}
+	if n, only := strings.CutPrefix(name, "lobbyonly-"); only {
+		return "u-" + n, n, "lobby", true
+	}
+	return "u-" + name, name, "", true
+}
+
+func bearer(r *http.Request) string {
+	t, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return t
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func httpErr(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]string{"code": code, "message": message})
+}
+
+func (s *Server) devLogin(w http.ResponseWriter, r *http.Request) {
+	var in struct{ Name string }
+	if err := json.NewDecoder(r.Body).Decode(&in); err != nil || in.Name == "" {
+		httpErr(w, 400, "bad_request", "name required")
+		return
+	}
+	writeJSON(w, 200, map[string]any{"token": Token(in.Name), "expires_at": time.Now().Add(time.Hour)})
+}
+
+func (s *Server) listRooms(w http.ResponseWriter, r *http.Request) {
+	if _, _, _, ok := userOf(bearer(r)); !ok {
+		httpErr(w, 401, "unauthorized", "no valid token")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rooms []map[string]string
+	for _, name := range []string{"lobby", "random", "secret"} {
+		rooms = append(rooms, s.rooms[name].info)
+	}
+	writeJSON(w, 200, map[string]any{"rooms": rooms})
+}
+
+// frameOf renders stored message i of a room as a message frame.
+func frameOf(roomName string, i int, m msg) map[string]any {
+	var c cursor.Cursor
+	c.Advance(0, int64(i))
+	return map[string]any{"op": "message", "room": roomName, "id": m.ID,
+		"sender": map[string]string{"id": m.SenderID, "name": m.SenderName},
+		"text":   m.Text, "time": m.Time, "partition": 0, "offset": i, "cursor": c.String()}
+}
+
+func positionOf(token string) (int, error) {
+	c, err := cursor.Parse(token)
+	if err != nil {
+		return 0, err
+	}
+	next, _ := c.Next(0)
+	return int(next), nil
+}
+
+func (s *Server) history(w http.ResponseWriter, r *http.Request) {
+	if _, _, _, ok := userOf(bearer(r)); !ok {
+		httpErr(w, 401, "unauthorized", "no valid token")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name := r.PathValue("room")
+	rm := s.rooms[name]
+	if rm == nil {
+		httpErr(w, 404, "not_found", "no such room")
+		return
+	}
+	end := len(rm.messages)
+	if b := r.URL.Query().Get("before"); b != "" {
+		p, err := positionOf(b)
+		if err != nil {
+			httpErr(w, 400, "bad_request", "bad cursor")
+			return
+		}
+		end = min(p, end)
+	}
+	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	if limit <= 0 || limit > 500 {
+		limit = 50
+	}
+	start := max(0, end-limit)
+	msgs := []map[string]any{}
+	for i := start; i < end; i++ {
+		msgs = append(msgs, frameOf(name, i, rm.messages[i]))
+	}
+	var before cursor.Cursor
+	before.Advance(0, int64(start)-1)
+	writeJSON(w, 200, map[string]any{"messages": msgs, "before": before.String()})
+}
+
+func (s *Server) post(w http.ResponseWriter, r *http.Request) {
+	id, name, _, ok := userOf(bearer(r))
+	if !ok {
+		httpErr(w, 401, "unauthorized", "no valid token")
+		return
+	}
+	var in struct{ ID, Text string }
+	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+		httpErr(w, 400, "bad_request", "bad body")
+		return
+	}
+	ack, code := s.store(r.PathValue("room"), id, name, in.ID, in.Text)
+	if code != "" {
+		httpErr(w, map[string]int{"not_found": 404, "bad_request": 400}[code], code, code)
+		return
+	}
+	writeJSON(w, 201, ack)
+}
+
+// store appends a message, or returns the first one's ack for a duplicate id.
+func (s *Server) store(roomName, userID, userName, id, text string) (map[string]any, string) {
+	s.mu.Lock()
+	rm := s.rooms[roomName]
+	if rm == nil {
+		s.mu.Unlock()
+		return nil, "not_found"
+	}
+	if id == "" || text == "" {
+		s.mu.Unlock()
+		return nil, "bad_request"
+	}
+	key := userID + "\x00" + id
+	i, dup := rm.ids[key]
+	if !dup {
+		i = len(rm.messages)
+		rm.ids[key] = i
+		rm.messages = append(rm.messages, msg{ID: id, SenderID: userID, SenderName: userName, Text: text, Time: time.Now().UTC()})
+	}
+	m := rm.messages[i]
+	var targets []*conn
+	for c := range s.conns {
+		c.mu.Lock()
+		if c.joined[roomName] {
+			targets = append(targets, c)
+		}
+		c.mu.Unlock()
+	}
+	s.mu.Unlock()
+	if !dup {
+		for _, c := range targets {
+			c.send(frameOf(roomName, i, m))
+		}
+	}
+	return map[string]any{"op": "ack", "room": roomName, "id": id, "partition": 0, "offset": i, "time": m.Time, "duplicate": dup}, ""
+}
+
+func (c *conn) send(v any) {
+	b, _ := json.Marshal(v)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.mu.Lock() // keeps a join's frames in order with live ones
+	defer c.mu.Unlock()
+	_ = c.ws.Write(ctx, websocket.MessageText, b)
+}
+
+type clientFrame struct {
+	Op       string `json:"op"`
+	Ref      string `json:"ref"`
+	Versions []int  `json:"versions"`
+	Token    string `json:"token"`
+	Room     string `json:"room"`
+	Cursor   string `json:"cursor"`
+	Last     int    `json:"last"`
+	ID       string `json:"id"`
+	Text     string `json:"text"`
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return
+	}
+	c := &conn{ws: ws, joined: map[string]bool{}}
+	ctx := r.Context()
+	reply := func(v map[string]any) { c.send(v) }
+	fail := func(ref, code, message, room string) {
+		reply(map[string]any{"op": "error", "ref": ref, "code": code, "message": message, "room": room})
+	}
+
+	// hello
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, b, err := ws.Read(hctx)
+	cancel()
+	var f clientFrame
+	if err != nil || json.Unmarshal(b, &f) != nil || f.Op != "hello" {
+		ws.Close(4400, "expected hello")
+		return
+	}
+	if !contains(f.Versions, 1) {
+		reply(map[string]any{"op": "error", "ref": f.Ref, "code": "unsupported_version", "message": "speaks 1", "supported": []int{1}})
+		ws.Close(4400, "no common version")
+		return
+	}
+	token := f.Token
+	if token == "" {
+		token = bearer(r)
+	}
+	uid, name, only, ok := userOf(token)
+	if !ok {
+		fail(f.Ref, "unauthorized", "bad token", "")
+		ws.Close(4401, "unauthorized")
+		return
+	}
+	c.user, c.name = uid, name
+	reply(map[string]any{"op": "welcome", "ref": f.Ref, "version": 1, "user": map[string]string{"id": uid, "name": name},
+		"limits": map[string]any{"max_text_bytes": 4096, "max_frame_bytes": 16384, "sends_per_second": 10, "send_burst": 20}})
+	s.mu.Lock()
+	s.conns[c] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+
+	for {
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			return
+		}
+		var f clientFrame
+		if json.Unmarshal(b, &f) != nil {
+			fail("", "bad_frame", "not JSON", "")
+			continue
+		}
+		switch f.Op {
+		case "ping":
+			reply(map[string]any{"op": "pong", "ref": f.Ref})
+		case "join":
+			s.join(c, f, only)
+		case "leave":
+			c.mu.Lock()
+			was := c.joined[f.Room]
+			delete(c.joined, f.Room)
+			c.mu.Unlock()
+			if !was {
+				fail(f.Ref, "not_joined", "not joined", f.Room)
+				continue
+			}
+			reply(map[string]any{"op": "left", "ref": f.Ref, "room": f.Room})
+		case "send":
+			c.mu.Lock()
+			joined := c.joined[f.Room]
+			c.mu.Unlock()
+			if !joined {
+				fail(f.Ref, "not_joined", "join first", f.Room)
+				continue
+			}
+			s.mu.Lock()
+			limited := s.rateLimited > 0
+			if limited {
+				s.rateLimited--
+			}
+			s.mu.Unlock()
+			if limited {
+				fail(f.Ref, "rate_limited", "slow down", f.Room)
+				continue
+			}
+			ack, code := s.store(f.Room, c.user, c.name, f.ID, f.Text)
+			if code != "" {
+				fail(f.Ref, code, code, f.Room)
+				continue
+			}
+			s.mu.Lock()
+			unavailable := s.unavailable > 0
+			if unavailable {
+				s.unavailable--
+			}
+			s.mu.Unlock()
+			if unavailable {
+				fail(f.Ref, "unavailable", "Kafka did not answer in time", f.Room)
+				continue
+			}
+			ack["ref"] = f.Ref
+			reply(ack)
+		default:
+			fail(f.Ref, "unknown_op", "unknown op "+f.Op, "")
+		}
+	}
+}
+
+func (s *Server) join(c *conn, f clientFrame, only string) {
+	fail := func(code string) {
+		c.send(map[string]any{"op": "error", "ref": f.Ref, "code": code, "message": code, "room": f.Room})
+	}
+	s.mu.Lock()
+	s.joins = append(s.joins, JoinRecord{User: c.name, Room: f.Room, Cursor: f.Cursor, Last: f.Last})
+	rm := s.rooms[f.Room]
+	s.mu.Unlock()
+	switch {
+	case rm == nil:
+		fail("not_found")
+		return
+	case f.Room == "secret" || only != "" && f.Room != only:
+		fail("forbidden")
+		return
+	}
+	start := -1
+	if f.Cursor != "" {
+		p, err := positionOf(f.Cursor)
+		if err != nil {
+			fail("bad_request")
+			return
+		}
+		start = p
+	}
+	// Hold the connection's lock from the snapshot to the last frame of the
+	// join, so a live message cannot overtake or be lost.
+	s.mu.Lock()
+	c.mu.Lock()
+	n := len(rm.messages)
+	if start < 0 {
+		start = max(0, n-min(f.Last, 500))
+	}
+	start = min(start, n)
+	backlog := append([]msg(nil), rm.messages[start:n]...)
+	c.joined[f.Room] = true
+	s.mu.Unlock()
+	var pos cursor.Cursor
+	pos.Advance(0, int64(start)-1)
+	frames := []any{map[string]any{"op": "joined", "ref": f.Ref, "room": f.Room, "cursor": pos.String(), "recovering": f.Cursor != ""}}
+	for i, m := range backlog {
+		frames = append(frames, frameOf(f.Room, start+i, m))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, fr := range frames {
+		b, _ := json.Marshal(fr)
+		_ = c.ws.Write(ctx, websocket.MessageText, b)
+	}
+	c.mu.Unlock()
+}
+
+func contains(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
