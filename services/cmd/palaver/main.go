@@ -1,5 +1,6 @@
 // Command palaver is Palaver's command-line tool. `palaver dev` runs the
-// whole platform in one process on an embedded broker.
+// whole platform in one process on an embedded broker; `palaver chat` and
+// `palaver rooms` are clients of a gateway (docs/cli.md).
 package main
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"os"
 
+	"palaver.dev/services/internal/chatcli"
 	"palaver.dev/services/internal/devmode"
 	"palaver.dev/services/internal/envflag"
 	"palaver.dev/services/internal/ops"
@@ -18,9 +20,17 @@ import (
 const usage = `palaver: the Palaver chat platform's command-line tool
 
 Usage:
-  palaver dev [flags]    run Palaver in one process on an embedded Kafka-protocol broker
+  palaver dev [flags]      run Palaver in one process on an embedded Kafka-protocol broker
+  palaver chat --room R    chat in a room: print its messages, send each line of stdin
+  palaver rooms            list the rooms you may join
 
-Run 'palaver <command> -h' for a command's flags.
+chat and rooms talk to the gateway at --url (default $PALAVER_URL or
+http://127.0.0.1:8080, where 'make dev' serves it), as --name NAME (dev login),
+with --token-file FILE, or with the token in $PALAVER_TOKEN.
+
+  echo "build passed" | palaver chat --room lobby --name ci
+
+Run 'palaver <command> -h' for a command's flags; docs/cli.md has more.
 `
 
 func main() {
@@ -29,7 +39,7 @@ func main() {
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "palaver:", err)
-		os.Exit(1)
+		os.Exit(chatcli.ExitCode(err))
 	}
 }
 
@@ -41,9 +51,13 @@ func run(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "dev":
 		return dev(ctx, args[1:])
+	case "chat":
+		return chat(ctx, args[1:])
+	case "rooms":
+		return rooms(ctx, args[1:])
 	default:
 		fmt.Fprint(os.Stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
+		return &chatcli.UsageError{Msg: fmt.Sprintf("unknown command %q", args[0])}
 	}
 }
 
@@ -64,4 +78,60 @@ func dev(ctx context.Context, args []string) error {
 		return err
 	}
 	return devmode.Run(ctx, cfg, log, os.Stdout)
+}
+
+func chat(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("palaver chat", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: palaver chat --room ROOM [flags]
+
+Prints the room's messages (15:04:05 <Ada> hello) and sends each line of
+stdin as a message; exits when stdin ends and every line was acknowledged.
+Reconnects by itself, without missing or repeating a message.
+
+Exit codes: 0 ok, 1 failure, 2 usage, 3 no such room, 4 unauthorized, 5 forbidden.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	o := chatcli.ChatOptions{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}
+	o.Conn.RegisterFlags(fs)
+	fs.StringVar(&o.Room, "room", "", "the room to chat in (required)")
+	fs.IntVar(&o.Last, "last", 0, "first print the latest N messages (at most 500)")
+	fs.BoolVar(&o.FromBeginning, "from-beginning", false, "first print the room's stored history")
+	fs.BoolVar(&o.Verbose, "verbose", false, "report each ack (partition and offset) and every retry on stderr")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if o.Room == "" {
+		fs.Usage()
+		return &chatcli.UsageError{Msg: "chat: --room is required"}
+	}
+	return chatcli.Chat(ctx, o)
+}
+
+func rooms(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("palaver rooms", flag.ContinueOnError)
+	o := chatcli.RoomsOptions{Out: os.Stdout}
+	o.Conn.RegisterFlags(fs)
+	fs.BoolVar(&o.JSON, "json", false, "print JSON ({\"rooms\":[...]}) instead of a table")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return chatcli.Rooms(ctx, o)
+}
+
+// parse parses the flags of a client command, which takes no arguments.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &chatcli.UsageError{Msg: err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return &chatcli.UsageError{Msg: fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+	}
+	return nil
 }

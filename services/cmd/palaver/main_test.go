@@ -1,0 +1,33 @@
+package main
+
+import (
+	"testing"
+
+	"palaver.dev/services/internal/chatcli"
+	"palaver.dev/services/internal/chatclient/fakegateway"
+)
+
+func TestCommandLine(t *testing.T) {
+	gw := fakegateway.Start(t)
+	tests := []struct {
+		args []string
+		exit int
+	}{
+		{nil, chatcli.ExitOK},
+		{[]string{"help"}, chatcli.ExitOK},
+		{[]string{"nope"}, chatcli.ExitUsage},
+		{[]string{"rooms", "--url", gw.URL, "--name", "Ada"}, chatcli.ExitOK},
+		{[]string{"rooms", "--url", gw.URL, "--name", "Ada", "extra"}, chatcli.ExitUsage},
+		{[]string{"rooms", "-h"}, chatcli.ExitOK},
+		{[]string{"chat", "--url", gw.URL, "--name", "Ada"}, chatcli.ExitUsage},
+		{[]string{"chat", "--url", gw.URL, "--name", "Ada", "--room", "nowhere"}, chatcli.ExitNotFound},
+		{[]string{"chat", "--url", gw.URL, "--name", "Ada", "--room", "secret"}, chatcli.ExitForbidden},
+		{[]string{"chat", "--bogus"}, chatcli.ExitUsage},
+		{[]string{"dev", "--bogus"}, chatcli.ExitFailure}, // as before the chat commands came
+	}
+	for _, tt := range tests {
+		if got := chatcli.ExitCode(run(t.Context(), tt.args)); got != tt.exit {
+			t.Errorf("palaver %q exits %d, want %d", tt.args, got, tt.exit)
+		}
+	}
+}

@@ -1,0 +1,289 @@
+package chatcli
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"palaver.dev/services/internal/chatclient"
+	"palaver.dev/services/internal/chatclient/fakegateway"
+)
+
+// syncBuffer is a bytes.Buffer safe to read while Chat writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls until cond holds, failing the test after 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// texts returns the message texts of printed lines.
+func texts(out string) []string {
+	var ts []string
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if _, text, ok := strings.Cut(l, "> "); ok {
+			ts = append(ts, text)
+		}
+	}
+	return ts
+}
+
+func options(gw *fakegateway.Server, name, room string, in io.Reader, out, errw io.Writer) ChatOptions {
+	return ChatOptions{
+		Conn: Conn{URL: gw.URL, Name: name}, Room: room,
+		In: in, Out: out, Err: errw, Location: time.UTC,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+	}
+}
+
+func TestChatOneShotSend(t *testing.T) {
+	gw := fakegateway.Start(t)
+	var out, errw syncBuffer
+	err := Chat(t.Context(), options(gw, "bot", "lobby", strings.NewReader("hi\n\nthere\n"), &out, &errw))
+	if err != nil {
+		t.Fatalf("Chat = %v; stderr:\n%s", err, errw.String())
+	}
+	if got := gw.Messages("lobby"); !slices.Equal(got, []string{"hi", "there"}) {
+		t.Fatalf("stored %q", got)
+	}
+}
+
+func TestChatPrintsTheRoomAndReconnects(t *testing.T) {
+	gw := fakegateway.Start(t)
+	gw.Seed("lobby", "Grace", "one", "two", "three")
+	pr, pw := io.Pipe()
+	var out, errw syncBuffer
+	o := options(gw, "Ada", "lobby", pr, &out, &errw)
+	o.Last = 2
+	done := make(chan error, 1)
+	go func() { done <- Chat(t.Context(), o) }()
+
+	waitFor(t, "the last 2 messages", func() bool { return strings.Count(out.String(), "\n") == 2 })
+	line := regexp.MustCompile(`^\d\d:\d\d:\d\d <Grace> two\n\d\d:\d\d:\d\d <Grace> three\n$`)
+	if !line.MatchString(out.String()) {
+		t.Fatalf("output:\n%s", out.String())
+	}
+
+	// The gateway goes away; messages stored meanwhile arrive once, in order.
+	gw.CloseAll(websocket.StatusGoingAway, "restart")
+	gw.Seed("lobby", "Grace", "four", "five")
+	waitFor(t, "recovery", func() bool { return strings.Count(out.String(), "\n") == 4 })
+	if got := texts(out.String()); !slices.Equal(got, []string{"two", "three", "four", "five"}) {
+		t.Fatalf("output after reconnect:\n%s", out.String())
+	}
+	if e := errw.String(); !strings.Contains(e, "going away; reconnecting in") || !strings.Contains(e, "reconnected to lobby as Ada (recovering: true)") {
+		t.Fatalf("stderr:\n%s", e)
+	}
+	joins := gw.Joins()
+	if len(joins) != 2 || joins[1].Cursor == "" || joins[1].Last != 0 {
+		t.Fatalf("joins = %+v; want a second one with the cursor", joins)
+	}
+
+	// A line typed now is sent on the new connection; EOF ends cleanly.
+	io.WriteString(pw, "back\n")
+	waitFor(t, "the echo", func() bool { return strings.Contains(out.String(), "<Ada> back\n") })
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Chat = %v", err)
+	}
+	if got := texts(out.String()); !slices.Equal(got, []string{"two", "three", "four", "five", "back"}) {
+		t.Fatalf("output (want no duplicates):\n%s", out.String())
+	}
+}
+
+func TestChatRetriesUnavailableWithTheSameID(t *testing.T) {
+	gw := fakegateway.Start(t)
+	gw.FailNextSends(2)
+	gw.RateLimitNextSends(0)
+	var out, errw syncBuffer
+	o := options(gw, "bot", "lobby", strings.NewReader("only once\n"), &out, &errw)
+	o.Verbose = true
+	if err := Chat(t.Context(), o); err != nil {
+		t.Fatalf("Chat = %v", err)
+	}
+	if got := gw.Messages("lobby"); !slices.Equal(got, []string{"only once"}) {
+		t.Fatalf("stored %q, want it once", got)
+	}
+	e := errw.String()
+	if strings.Count(e, "send: unavailable; retrying") != 2 || !regexp.MustCompile(`ack c-[0-9a-f]+ partition 0 offset 0 \(duplicate\)`).MatchString(e) {
+		t.Fatalf("stderr:\n%s", e)
+	}
+}
+
+func TestChatRateLimitedIsRetried(t *testing.T) {
+	gw := fakegateway.Start(t)
+	gw.RateLimitNextSends(3)
+	var out, errw syncBuffer
+	if err := Chat(t.Context(), options(gw, "bot", "lobby", strings.NewReader("a\nb\n"), &out, &errw)); err != nil {
+		t.Fatalf("Chat = %v", err)
+	}
+	if got := gw.Messages("lobby"); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("stored %q", got)
+	}
+}
+
+func TestChatTooLongLineIsReportedAndSkipped(t *testing.T) {
+	gw := fakegateway.Start(t)
+	var out, errw syncBuffer
+	in := strings.Repeat("x", 5000) + "\nok\n"
+	err := Chat(t.Context(), options(gw, "bot", "lobby", strings.NewReader(in), &out, &errw))
+	if err == nil || ExitCode(err) != ExitFailure {
+		t.Fatalf("Chat = %v, want a failure for the line not sent", err)
+	}
+	if got := gw.Messages("lobby"); !slices.Equal(got, []string{"ok"}) {
+		t.Fatalf("stored %q", got)
+	}
+	if !strings.Contains(errw.String(), "not sent: the line is 5000 bytes, the limit is 4096") {
+		t.Fatalf("stderr:\n%s", errw.String())
+	}
+}
+
+func TestChatErrors(t *testing.T) {
+	gw := fakegateway.Start(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	os.WriteFile(good, []byte(fakegateway.Token("Ada")+"\n"), 0o600)
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o600)
+
+	tests := []struct {
+		name string
+		conn Conn
+		env  string
+		room string
+		last int
+		exit int
+		text string
+	}{
+		{"no such room", Conn{Name: "Ada"}, "", "nowhere", 0, ExitNotFound, "not_found"},
+		{"forbidden room", Conn{TokenFile: good}, "", "secret", 0, ExitForbidden, "forbidden"},
+		{"bad token from env", Conn{}, "forged", "lobby", 0, ExitUnauthorized, "unauthorized"},
+		{"no credentials", Conn{}, "", "lobby", 0, ExitUsage, "no credentials"},
+		{"both credentials", Conn{Name: "Ada", TokenFile: good}, "", "lobby", 0, ExitUsage, "not both"},
+		{"empty token file", Conn{TokenFile: empty}, "", "lobby", 0, ExitUsage, "is empty"},
+		{"bad room name", Conn{Name: "Ada"}, "", "Lobby!", 0, ExitUsage, "--room"},
+		{"last too big", Conn{Name: "Ada"}, "", "lobby", 501, ExitUsage, "--last"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("PALAVER_TOKEN", tt.env)
+			tt.conn.URL = gw.URL
+			var out, errw syncBuffer
+			err := Chat(t.Context(), ChatOptions{Conn: tt.conn, Room: tt.room, Last: tt.last, In: strings.NewReader("x\n"), Out: &out, Err: &errw})
+			if ExitCode(err) != tt.exit || !strings.Contains(err.Error(), tt.text) {
+				t.Fatalf("Chat = %v (exit %d), want exit %d mentioning %q", err, ExitCode(err), tt.exit, tt.text)
+			}
+		})
+	}
+}
+
+func TestChatGatewayNotRunning(t *testing.T) {
+	gw := fakegateway.Start(t)
+	url := gw.URL
+	gw.Close()
+	var out, errw syncBuffer
+	t.Setenv("PALAVER_TOKEN", "tok-Ada")
+	err := Chat(t.Context(), ChatOptions{Conn: Conn{URL: url}, Room: "lobby", In: strings.NewReader(""), Out: &out, Err: &errw})
+	if err == nil || ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "connect to ws://") {
+		t.Fatalf("Chat without a gateway = %v", err)
+	}
+}
+
+func TestChatReloginWhenTheTokenIsRefused(t *testing.T) {
+	gw := fakegateway.Start(t)
+	pr, pw := io.Pipe()
+	var out, errw syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- Chat(t.Context(), options(gw, "Ada", "lobby", pr, &out, &errw)) }()
+	waitFor(t, "the connection", func() bool { return gw.Conns() == 1 })
+	gw.CloseAll(chatclient.CloseUnauthorized, "token expired")
+	waitFor(t, "the new connection", func() bool { return len(gw.Joins()) == 2 })
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Chat = %v", err)
+	}
+	if !strings.Contains(errw.String(), `logging in again as "Ada"`) {
+		t.Fatalf("stderr:\n%s", errw.String())
+	}
+}
+
+func TestChatInterrupted(t *testing.T) {
+	gw := fakegateway.Start(t)
+	pr, _ := io.Pipe()
+	ctx, cancel := context.WithCancel(t.Context())
+	var out, errw syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- Chat(ctx, options(gw, "Ada", "lobby", pr, &out, &errw)) }()
+	waitFor(t, "the connection", func() bool { return gw.Conns() == 1 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Chat after Ctrl-C = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Chat did not stop when interrupted")
+	}
+}
+
+func TestCleanNeutralizesTerminalControls(t *testing.T) {
+	tests := map[string]string{
+		"plain":                 "plain",
+		"\x1b[2Jwiped":          "\uFFFD[2Jwiped",
+		"bell\a":                "bell\uFFFD",
+		"two\nlines":            "two\n    lines",
+		"crlf\r\nx":             "crlf\n    x",
+		"cr\roverwrite":         "cr\uFFFDoverwrite",
+		"c1 \u009b31m":          "c1 \uFFFD31m",
+		"<img src=x onerror=1>": "<img src=x onerror=1>",
+	}
+	for in, want := range tests {
+		if got := cleanText(in); got != want {
+			t.Errorf("cleanText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	lo, hi := 100*time.Millisecond, time.Second
+	for attempt, want := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
+		want *= time.Millisecond
+		for range 20 {
+			if got := backoff(lo, hi, attempt); got > want || got < want*3/4 {
+				t.Fatalf("backoff(attempt %d) = %v, want in [%v, %v]", attempt, got, want*3/4, want)
+			}
+		}
+	}
+}

@@ -1,0 +1,45 @@
+package chatcli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"palaver.dev/services/internal/chatclient"
+)
+
+// RoomsOptions configure Rooms.
+type RoomsOptions struct {
+	Conn Conn
+	JSON bool
+	Out  io.Writer
+}
+
+// Rooms prints the rooms the caller may join, as a table or as JSON.
+func Rooms(ctx context.Context, o RoomsOptions) error {
+	tok, err := o.Conn.Token(ctx)
+	if err != nil {
+		return err
+	}
+	api := &chatclient.API{BaseURL: o.Conn.URL, Token: tok}
+	rooms, err := api.Rooms(ctx)
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		if rooms == nil {
+			rooms = []chatclient.Room{}
+		}
+		enc := json.NewEncoder(o.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"rooms": rooms})
+	}
+	tw := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tDISPLAY NAME\tDESCRIPTION")
+	for _, r := range rooms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", clean(r.Name), clean(r.DisplayName), clean(r.Description))
+	}
+	return tw.Flush()
+}
