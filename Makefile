@@ -33,11 +33,11 @@ dev: prereqs-go ## Run all of Palaver in one process on an embedded Kafka-protoc
 
 .PHONY: kafka-up
 kafka-up: prereqs-kafka ## Start a local real Apache Kafka broker (KRaft) on 127.0.0.1:19092.
-	cd services && go run ./internal/kafkatest/kafkalocal up
+	cd services && go run ./kafkatest/kafkalocal up
 
 .PHONY: kafka-down
 kafka-down: prereqs-go ## Stop the local Kafka broker started by kafka-up.
-	cd services && go run ./internal/kafkatest/kafkalocal down
+	cd services && go run ./kafkatest/kafkalocal down
 
 ##@ Test
 

@@ -82,7 +82,7 @@ func brokerConfig(i int, nodes []*node, dataDir string, extra map[string]string)
 // easy to diff between runs.
 func writeProperties(path string, m map[string]string) error {
 	var b strings.Builder
-	b.WriteString("# Written by palaver.dev/services/internal/kafkatest; rewritten on every start.\n")
+	b.WriteString("# Written by palaver.dev/services/kafkatest; rewritten on every start.\n")
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		fmt.Fprintf(&b, "%s=%s\n", k, escapeProperty(m[k]))
 	}
@@ -106,7 +106,7 @@ func escapeProperty(v string) string {
 // log4j2Config sends the broker's log to server.log in the node's directory, the file that
 // failures point at. The state-change and request loggers stay at their quieter defaults.
 func log4j2Config(logFile string) string {
-	return fmt.Sprintf(`# Written by palaver.dev/services/internal/kafkatest.
+	return fmt.Sprintf(`# Written by palaver.dev/services/kafkatest.
 status = warn
 name = kafkatest
 

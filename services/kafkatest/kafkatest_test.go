@@ -11,7 +11,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"palaver.dev/services/internal/kafkatest"
+	"palaver.dev/services/kafkatest"
 )
 
 func TestMain(m *testing.M) { kafkatest.Main(m) }

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"palaver.dev/services/internal/devbroker"
-	"palaver.dev/services/internal/kafkabus"
-	"palaver.dev/services/internal/kafkatest"
+	"palaver.dev/services/kafkabus"
+	"palaver.dev/services/kafkatest"
 )
 
 func TestMain(m *testing.M) { kafkatest.Main(m) }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"palaver.dev/services/internal/kafkabus"
+	"palaver.dev/services/kafkabus"
 )
 
 // ErrNotFound is returned for a room that is not in the registry.

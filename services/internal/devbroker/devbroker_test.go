@@ -8,7 +8,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"palaver.dev/services/internal/kafkabus"
+	"palaver.dev/services/kafkabus"
 )
 
 // TestServesKafkaGo proves the calls Palaver makes through kafka-go work

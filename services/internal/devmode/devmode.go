@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"palaver.dev/services/internal/devbroker"
-	"palaver.dev/services/internal/kafkabus"
+	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/internal/ops"
 	"palaver.dev/services/internal/runner"
 	"palaver.dev/services/room"

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"palaver.dev/services/internal/kafkabus"
+	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/room"
 )
 

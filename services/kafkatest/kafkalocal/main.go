@@ -1,9 +1,9 @@
 // Command kafkalocal runs a real Apache Kafka cluster in the background for development:
 // the command behind `make kafka-up` and `make kafka-down`.
 //
-//	go run ./internal/kafkatest/kafkalocal up [-nodes 1|3]
-//	go run ./internal/kafkatest/kafkalocal down
-//	go run ./internal/kafkatest/kafkalocal status
+//	go run ./kafkatest/kafkalocal up [-nodes 1|3]
+//	go run ./kafkatest/kafkalocal down
+//	go run ./kafkatest/kafkalocal status
 //
 // The brokers run detached in <repo>/.cache/kafka/local and survive this command; `up`
 // prints the export line that points the tests at them (PALAVER_KAFKA_BOOTSTRAP), so that
@@ -28,7 +28,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"palaver.dev/services/internal/kafkatest"
+	"palaver.dev/services/kafkatest"
 )
 
 // basePort is node 0's client port: fixed, so that configs and muscle memory can rely on
