@@ -233,7 +233,3 @@ type ChatRoomList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ChatRoom `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ChatRoom{}, &ChatRoomList{})
-}
