@@ -15,6 +15,7 @@ import (
 	"unicode"
 
 	"palaver.dev/services/internal/chatclient"
+	"palaver.dev/services/internal/cursor"
 	"palaver.dev/services/internal/message"
 )
 
@@ -46,6 +47,10 @@ type ChatOptions struct {
 	// means 500 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
 }
+
+// beginning is the cursor of no position at all, which resumes a room from
+// its oldest retained message.
+var beginning = cursor.Cursor{}.String()
 
 // errNotSent is returned when some lines could not be sent at all.
 var errNotSent = errors.New("some messages were not sent")
@@ -182,14 +187,16 @@ func (s *chat) connect(ctx context.Context) (*chatclient.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	last := s.o.Last
-	if s.o.FromBeginning {
-		last = MaxLast
-	}
-	if s.cursor != "" {
+	from, last := s.cursor, s.o.Last
+	switch {
+	case from != "":
 		last = 0
+	case s.o.FromBeginning:
+		// A cursor with no position: every partition is read from its
+		// oldest retained message.
+		from, last = beginning, 0
 	}
-	j, err := c.Join(dctx, s.o.Room, s.cursor, last)
+	j, err := c.Join(dctx, s.o.Room, from, last)
 	if err != nil {
 		c.Close()
 		return nil, err

@@ -287,3 +287,25 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+func TestChatFromBeginning(t *testing.T) {
+	gw := fakegateway.Start(t)
+	gw.Seed("lobby", "Grace", "one", "two", "three")
+	var out, errw syncBuffer
+	pr, pw := io.Pipe()
+	o := options(gw, "Ada", "lobby", pr, &out, &errw)
+	o.FromBeginning = true
+	done := make(chan error, 1)
+	go func() { done <- Chat(t.Context(), o) }()
+	waitFor(t, "the history", func() bool { return len(texts(out.String())) == 3 })
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := texts(out.String()); !slices.Equal(got, []string{"one", "two", "three"}) {
+		t.Fatalf("printed %q", got)
+	}
+	if j := gw.Joins(); len(j) != 1 || j[0].Cursor != beginning {
+		t.Fatalf("joins = %+v, want one from the empty cursor", j)
+	}
+}
