@@ -73,9 +73,9 @@ build() {
 v=k8s.io/component-base/version
 kube_ldflags="-s -w -X $v.gitVersion=$kube_version -X $v.gitMajor=$kube_major -X $v.gitMinor=$kube_minor -X $v.gitTreeState=clean"
 
-build etcd "$etcd_version" "$here/etcd" . "about 1 minute" -ldflags "-s -w"
+build etcd "$etcd_version" "$here/etcd" . "about 2 minutes" -ldflags "-s -w"
 build kube-apiserver "$kube_version" "$here/kubernetes" ./kube-apiserver "about 5 minutes" -ldflags "$kube_ldflags"
-build kubectl "$kube_version" "$here/kubernetes" ./kubectl "about 2 minutes" -ldflags "$kube_ldflags"
+build kubectl "$kube_version" "$here/kubernetes" ./kubectl "about 1 minute" -ldflags "$kube_ldflags"
 
 say "envtest binaries ready: export KUBEBUILDER_ASSETS=$out"
 echo "$out"
