@@ -74,7 +74,7 @@ func (c *Config) Validate() error {
 	}
 	for _, b := range c.Brokers {
 		if _, _, err := net.SplitHostPort(b); err != nil {
-			return fmt.Errorf("%w: bootstrap server %q: %v", ErrConfig, b, err)
+			return fmt.Errorf("%w: bootstrap server %q: %w", ErrConfig, b, err)
 		}
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {

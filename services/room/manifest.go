@@ -69,7 +69,7 @@ func ParseManifests(data []byte) ([]Spec, error) {
 		if m.Spec.Retention.Time != "" {
 			d, err := time.ParseDuration(m.Spec.Retention.Time)
 			if err != nil {
-				return nil, fmt.Errorf("%w: room %q: retention time: %v", ErrInvalidSpec, s.Name, err)
+				return nil, fmt.Errorf("%w: room %q: retention time: %w", ErrInvalidSpec, s.Name, err)
 			}
 			s.Retention = d
 		}

@@ -185,13 +185,14 @@ func (r *Registry) endOffset(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("end offset of %s: %w", RegistryTopic, err)
 	}
-	for _, p := range res.Topics[RegistryTopic] {
-		if p.Error != nil {
-			return 0, fmt.Errorf("end offset of %s: %w", RegistryTopic, p.Error)
-		}
-		return p.LastOffset, nil
+	parts := res.Topics[RegistryTopic]
+	switch {
+	case len(parts) == 0:
+		return 0, fmt.Errorf("end offset of %s: no partition 0 in the answer", RegistryTopic)
+	case parts[0].Error != nil:
+		return 0, fmt.Errorf("end offset of %s: %w", RegistryTopic, parts[0].Error)
 	}
-	return 0, fmt.Errorf("end offset of %s: no partition 0 in the answer", RegistryTopic)
+	return parts[0].LastOffset, nil
 }
 
 func (r *Registry) apply(m kafka.Message) {

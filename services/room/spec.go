@@ -79,7 +79,7 @@ func (s Spec) WithDefaults(rf int16) Spec {
 // Validate checks a defaulted spec.
 func (s Spec) Validate() error {
 	if err := message.ValidateRoom(s.Name); err != nil {
-		return fmt.Errorf("%w: name: %v", ErrInvalidSpec, err)
+		return fmt.Errorf("%w: name: %w", ErrInvalidSpec, err)
 	}
 	if err := validTopic(s.Topic); err != nil {
 		return err
@@ -108,7 +108,8 @@ func validTopic(t string) error {
 		return fmt.Errorf("%w: topic name %q", ErrInvalidSpec, t)
 	}
 	for _, c := range t {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		legal := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+		if !legal {
 			return fmt.Errorf("%w: topic name %q has %q", ErrInvalidSpec, t, c)
 		}
 	}

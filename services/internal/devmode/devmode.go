@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"palaver.dev/services/internal/devbroker"
-	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/internal/ops"
 	"palaver.dev/services/internal/runner"
+	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/room"
 )
 
