@@ -61,14 +61,10 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	s := "palaver: " + e.Code
-	if e.Room != "" {
-		s += " (room " + e.Room + ")"
+	if e.Message == "" {
+		return e.Code
 	}
-	if e.Message != "" {
-		s += ": " + e.Message
-	}
-	return s
+	return e.Code + ": " + e.Message
 }
 
 // Code returns the protocol error code carried by err (an *Error anywhere in
@@ -94,7 +90,7 @@ func (e *CloseError) Error() string {
 	if name == "" {
 		name = "closed"
 	}
-	s := fmt.Sprintf("palaver: connection closed: %d %s", e.Code, name)
+	s := fmt.Sprintf("connection closed: %d %s", e.Code, name)
 	if e.Reason != "" {
 		s += ": " + e.Reason
 	}
