@@ -1,0 +1,138 @@
+package roomhub
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/message"
+)
+
+// Reasons the hub drops a subscription, passed to Sink.Dropped.
+var (
+	// ErrSlowConsumer: the subscriber's queue overflowed; it must reconnect
+	// and resume from its cursor.
+	ErrSlowConsumer = errors.New("roomhub: slow consumer")
+	// ErrUnavailable: the messages a recovery needed could not be read from
+	// Kafka; the subscriber may join again with its cursor.
+	ErrUnavailable = errors.New("roomhub: room history unavailable")
+)
+
+// Delivery is one stored message on its way to subscribers. The hub makes
+// one per message read by a room's tail and shares it between every
+// subscriber whose position it continues, so its frame is encoded once.
+type Delivery struct {
+	Room string
+	Msg  message.Stored
+	// Cursor is the room position just after Msg for the receiver: every
+	// partition's next offset. Zero on messages read back from Kafka for a
+	// recovery until the subscriber's own position is applied.
+	Cursor cursor.Cursor
+
+	encode func(*Delivery) []byte
+	once   sync.Once
+	frame  []byte
+}
+
+// Frame returns the delivery encoded by the hub's Config.Encode, computed
+// once on first use (by whichever connection writes it first).
+func (d *Delivery) Frame() []byte {
+	d.once.Do(func() { d.frame = d.encode(d) })
+	return d.frame
+}
+
+// withCursor returns a delivery of the same message with another cursor.
+func (d *Delivery) withCursor(c cursor.Cursor) *Delivery {
+	return &Delivery{Room: d.Room, Msg: d.Msg, Cursor: c, encode: d.encode}
+}
+
+// Sink receives one subscriber's deliveries: a connection's outbound queue.
+type Sink interface {
+	// Push queues d without blocking. It returns false when the queue is
+	// full: the hub then drops the subscription with ErrSlowConsumer. The
+	// hub calls Push with the room locked, so it must be quick.
+	Push(d *Delivery) bool
+	// PushWait queues d, waiting for space; recoveries use it, so a
+	// subscriber catching up is paced by its own socket.
+	PushWait(ctx context.Context, d *Delivery) error
+	// Dropped tells that the hub removed the subscription (ErrSlowConsumer
+	// or ErrUnavailable). It may be called with the room locked: it must
+	// not call back into the hub synchronously.
+	Dropped(err error)
+}
+
+// dupKey finds a message in a room's ring by sender and client message id.
+type dupKey struct {
+	sender, id string
+}
+
+// ring holds a room's latest deliveries, oldest first.
+type ring struct {
+	buf   []*Delivery
+	head  int // index of the oldest
+	n     int
+	index map[dupKey]*Delivery
+}
+
+func newRing(size int) ring {
+	return ring{buf: make([]*Delivery, size), index: make(map[dupKey]*Delivery)}
+}
+
+// push appends d and returns the evicted delivery, if the ring was full.
+func (r *ring) push(d *Delivery) (evicted *Delivery) {
+	size := len(r.buf)
+	if r.n == size {
+		evicted = r.buf[r.head]
+		r.buf[r.head] = d
+		r.head = (r.head + 1) % size
+		k := dupKey{evicted.Msg.SenderID, evicted.Msg.ID}
+		if r.index[k] == evicted {
+			delete(r.index, k)
+		}
+	} else {
+		r.buf[(r.head+r.n)%size] = d
+		r.n++
+	}
+	r.index[dupKey{d.Msg.SenderID, d.Msg.ID}] = d
+	return evicted
+}
+
+// at returns the i-th oldest delivery.
+func (r *ring) at(i int) *Delivery { return r.buf[(r.head+i)%len(r.buf)] }
+
+// snapshot copies the deliveries from the i-th oldest on.
+func (r *ring) snapshot(from int) []*Delivery {
+	out := make([]*Delivery, 0, r.n-from)
+	for i := from; i < r.n; i++ {
+		out = append(out, r.at(i))
+	}
+	return out
+}
+
+// cursorMax raises every position of c to at least those of other.
+func cursorMax(c *cursor.Cursor, other cursor.Cursor) {
+	for _, p := range other.Partitions() {
+		next, _ := other.Next(p)
+		c.Advance(p, next-1)
+	}
+}
+
+// cursorEqual reports whether a and b hold the same positions.
+func cursorEqual(a, b cursor.Cursor) bool {
+	ap, bp := a.Partitions(), b.Partitions()
+	if len(ap) != len(bp) {
+		return false
+	}
+	for i, p := range ap {
+		if bp[i] != p {
+			return false
+		}
+		x, _ := a.Next(p)
+		y, _ := b.Next(p)
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

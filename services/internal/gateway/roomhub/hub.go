@@ -1,0 +1,577 @@
+// Package roomhub fans a room's messages out to the gateway's local
+// members: one tail per room with local members (a partition reader per
+// partition), a ring of the room's latest messages for reconnect recovery,
+// and bounded, never-blocking delivery to each subscriber's queue.
+//
+// A subscriber joins live, from a cursor or with the latest N messages. The
+// hub registers it and snapshots the ring under the room's lock, so nothing
+// falls between the snapshot and the live stream; live messages are buffered
+// (bounded) while the subscriber catches up from Kafka and the ring. It knows
+// nothing of WebSockets: subscribers are Sinks.
+package roomhub
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/message"
+	"palaver.dev/services/room"
+)
+
+// Defaults of Config.
+const (
+	DefaultRingSize    = 1024
+	DefaultLinger      = 10 * time.Second
+	DefaultStallCheck  = 10 * time.Second
+	DefaultReadTimeout = 30 * time.Second
+	// MaxLast bounds JoinRequest.Last.
+	MaxLast = 500
+)
+
+// ErrClosed is returned by Join once the hub stopped.
+var ErrClosed = errors.New("roomhub: closed")
+
+// Config tunes a Hub. Zero fields take the defaults.
+type Config struct {
+	RingSize int // latest messages kept per room (1024)
+	// PendingLimit bounds the live messages buffered for a subscriber that
+	// is still catching up; overflowing it drops the subscriber as a slow
+	// consumer. Default: RingSize.
+	PendingLimit int
+	Linger       time.Duration // a room's tail outlives its last local member by this (10 s)
+	StallCheck   time.Duration // period of the stalled-tail watchdog (10 s)
+	ReadTimeout  time.Duration // bound on offset lookups when a room starts or a subscriber recovers (30 s)
+
+	// Encode makes the frame of a delivery; required.
+	Encode func(*Delivery) []byte
+
+	Metrics Metrics
+	Logger  *slog.Logger
+}
+
+// Metrics are the hub's instruments; nil ones are not recorded.
+type Metrics struct {
+	Recoveries   *prometheus.CounterVec // label source: ring or kafka
+	TailRestarts prometheus.Counter
+	Undecodable  *prometheus.CounterVec // label room
+	Rooms        prometheus.Gauge       // rooms tailed
+}
+
+func (c Config) withDefaults() Config {
+	if c.RingSize <= 0 {
+		c.RingSize = DefaultRingSize
+	}
+	if c.PendingLimit <= 0 {
+		c.PendingLimit = c.RingSize
+	}
+	if c.Linger <= 0 {
+		c.Linger = DefaultLinger
+	}
+	if c.StallCheck <= 0 {
+		c.StallCheck = DefaultStallCheck
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Hub holds the rooms that have local members.
+type Hub struct {
+	src Source
+	cfg Config
+	log *slog.Logger
+
+	ctx    context.Context // parent of every room; cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // room openers, tails and recoveries
+
+	mu     sync.Mutex
+	rooms  map[string]*Room
+	closed bool
+}
+
+// New returns a hub reading from src. Call Run for the stall watchdog and
+// Close (or end Run) to stop every tail.
+func New(src Source, cfg Config) *Hub {
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Hub{src: src, cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel, rooms: map[string]*Room{}}
+}
+
+// Run checks the tails for stalls every StallCheck until ctx is done, then
+// closes the hub.
+func (h *Hub) Run(ctx context.Context) error {
+	t := time.NewTicker(h.cfg.StallCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			h.Close()
+			return nil
+		case <-t.C:
+			h.checkTails(ctx)
+		}
+	}
+}
+
+// Close stops every tail and recovery and waits for them.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	h.closed = true
+	h.rooms = map[string]*Room{}
+	h.mu.Unlock()
+	h.cancel()
+	h.wg.Wait()
+	h.gauge()
+}
+
+// Rooms returns the number of rooms tailed.
+func (h *Hub) Rooms() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.rooms)
+}
+
+func (h *Hub) gauge() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gaugeLocked()
+}
+
+func (h *Hub) gaugeLocked() {
+	if h.cfg.Metrics.Rooms != nil {
+		h.cfg.Metrics.Rooms.Set(float64(len(h.rooms)))
+	}
+}
+
+// Recent finds a message by sender and client message id among the room's
+// latest (its ring), for deduplicating sends stored through any replica.
+func (h *Hub) Recent(roomName, senderID, id string) (message.Stored, bool) {
+	h.mu.Lock()
+	r := h.rooms[roomName]
+	h.mu.Unlock()
+	if r == nil {
+		return message.Stored{}, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d := r.ring.index[dupKey{senderID, id}]; d != nil {
+		return d.Msg, true
+	}
+	return message.Stored{}, false
+}
+
+// JoinRequest says where a subscriber's delivery starts.
+type JoinRequest struct {
+	// Resume: deliver every message after Cursor first. A partition the
+	// cursor does not name is read from its first retained offset.
+	Resume bool
+	Cursor cursor.Cursor
+	// Last: deliver the latest Last messages first (at most MaxLast).
+	Last int
+}
+
+// Join subscribes sink to a room. Nothing is delivered until the
+// subscription's Start, so the caller can answer the join first. Errors:
+// context errors, ErrClosed, or ErrUnavailable wrapping why Kafka could not
+// be read.
+func (h *Hub) Join(ctx context.Context, info room.Info, sink Sink, req JoinRequest) (*Subscription, error) {
+	if req.Last < 0 || req.Last > MaxLast {
+		return nil, fmt.Errorf("roomhub: last %d outside 0..%d", req.Last, MaxLast)
+	}
+	r, err := h.acquire(info)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-r.ready:
+	case <-ctx.Done():
+		r.release()
+		return nil, ctx.Err()
+	}
+	if r.err != nil {
+		r.release()
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, r.err)
+	}
+	if err := r.grow(ctx, int(info.Partitions)); err != nil {
+		r.release()
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	s, err := r.subscribe(ctx, sink, req)
+	if err != nil {
+		r.release()
+		return nil, err
+	}
+	return s, nil
+}
+
+// acquire returns the room, starting it if it is not tailed yet, with one
+// more reference held.
+func (h *Hub) acquire(info room.Info) (*Room, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	r := h.rooms[info.Name]
+	if r == nil {
+		r = newRoom(h, info)
+		h.rooms[info.Name] = r
+		h.wg.Add(1)
+		go r.open(int(info.Partitions))
+		h.gaugeLocked()
+	}
+	r.mu.Lock()
+	r.refs++
+	if r.linger != nil {
+		r.linger.Stop()
+		r.linger = nil
+	}
+	r.mu.Unlock()
+	return r, nil
+}
+
+// Room is a tailed room: its partitions' tails, ring and subscribers.
+type Room struct {
+	hub    *Hub
+	name   string
+	topic  string
+	ctx    context.Context
+	cancel context.CancelFunc
+	ready  chan struct{} // closed once the tails started, or err is set
+	err    error
+
+	mu        sync.Mutex
+	refs      int // subscriptions and joins in progress
+	closed    bool
+	linger    *time.Timer
+	subs      map[*Subscription]struct{}
+	pos       cursor.Cursor // next offset of every partition, in delivery order
+	ringStart cursor.Cursor // position before the ring's oldest message
+	ring      ring
+	tails     []*tail
+}
+
+func newRoom(h *Hub, info room.Info) *Room {
+	ctx, cancel := context.WithCancel(h.ctx)
+	return &Room{
+		hub: h, name: info.Name, topic: info.Topic, ctx: ctx, cancel: cancel,
+		ready: make(chan struct{}), subs: map[*Subscription]struct{}{}, ring: newRing(h.cfg.RingSize),
+	}
+}
+
+// open starts a tail per partition at the partition's end.
+func (r *Room) open(partitions int) {
+	h := r.hub
+	defer h.wg.Done()
+	defer close(r.ready)
+	ctx, cancel := context.WithTimeout(r.ctx, h.cfg.ReadTimeout)
+	defer cancel()
+	ps := make([]int, partitions)
+	for p := range ps {
+		ps[p] = p
+	}
+	bounds, err := h.src.Offsets(ctx, map[string][]int{r.topic: ps})
+	if err != nil {
+		r.err = err
+		h.log.Warn("roomhub: cannot start the room's tail", "room", r.name, "err", err)
+		h.mu.Lock()
+		if h.rooms[r.name] == r {
+			delete(h.rooms, r.name)
+		}
+		h.mu.Unlock()
+		r.mu.Lock()
+		r.closed = true
+		r.mu.Unlock()
+		r.cancel()
+		h.gauge()
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range ps {
+		r.startTailLocked(p, bounds[r.topic][p].End)
+	}
+	r.ringStart = r.pos.Clone()
+	h.log.Debug("roomhub: room tailed", "room", r.name, "topic", r.topic, "partitions", partitions)
+}
+
+// startTailLocked starts following partition p from offset.
+func (r *Room) startTailLocked(p int, offset int64) {
+	r.pos.Advance(p, offset-1)
+	t := &tail{room: r, partition: p, behindAt: -1}
+	t.next.Store(offset)
+	r.tails = append(r.tails, t)
+	r.hub.wg.Add(1)
+	go t.run()
+}
+
+// grow starts tails for partitions added to the room's topic since it was
+// tailed; their messages are all newer than any cursor, so they are read
+// from their first offset.
+func (r *Room) grow(ctx context.Context, partitions int) error {
+	r.mu.Lock()
+	have := len(r.tails)
+	r.mu.Unlock()
+	if partitions <= have {
+		return nil
+	}
+	var ps []int
+	for p := have; p < partitions; p++ {
+		ps = append(ps, p)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.hub.cfg.ReadTimeout)
+	defer cancel()
+	bounds, err := r.hub.src.Offsets(ctx, map[string][]int{r.topic: ps})
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	start := r.ringStart.Clone()
+	for _, p := range ps {
+		if p != len(r.tails) {
+			continue // another join grew it meanwhile
+		}
+		first := bounds[r.topic][p].First
+		r.startTailLocked(p, first)
+		start.Advance(p, first-1)
+	}
+	r.ringStart = start
+	return nil
+}
+
+// release drops a reference; the last one schedules the room's end.
+func (r *Room) release() {
+	h := r.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refs--
+	if r.refs == 0 && !r.closed {
+		r.linger = time.AfterFunc(h.cfg.Linger, r.expire)
+	}
+}
+
+// expire stops a room nobody rejoined during the linger.
+func (r *Room) expire() {
+	h := r.hub
+	h.mu.Lock()
+	r.mu.Lock()
+	stop := r.refs == 0 && !r.closed
+	if stop {
+		r.closed = true
+		if h.rooms[r.name] == r {
+			delete(h.rooms, r.name)
+		}
+	}
+	r.mu.Unlock()
+	h.mu.Unlock()
+	if stop {
+		r.cancel()
+		h.gauge()
+		h.log.Debug("roomhub: room untailed", "room", r.name)
+	}
+}
+
+// deliver hands a record read by a tail to the ring and the subscribers.
+func (r *Room) deliver(t *tail, offset int64, at time.Time, value []byte) {
+	env, derr := message.Decode(value)
+	r.mu.Lock()
+	r.pos.Advance(t.partition, offset)
+	t.next.Store(offset + 1)
+	if derr != nil {
+		r.mu.Unlock()
+		r.undecodable(t.partition, offset, derr)
+		return
+	}
+	d := &Delivery{
+		Room:   r.name,
+		Msg:    message.Stored{Envelope: env, Partition: t.partition, Offset: offset, Time: at},
+		Cursor: r.pos.Clone(),
+		encode: r.hub.cfg.Encode,
+	}
+	if ev := r.ring.push(d); ev != nil {
+		r.ringStart = ev.Cursor
+	}
+	var dropped []*Subscription
+	for s := range r.subs {
+		if !s.offer(d) {
+			dropped = append(dropped, s)
+		}
+	}
+	for _, s := range dropped {
+		r.removeLocked(s)
+	}
+	r.mu.Unlock()
+	for _, s := range dropped {
+		s.dropped(ErrSlowConsumer)
+	}
+}
+
+func (r *Room) undecodable(p int, offset int64, err error) {
+	if m := r.hub.cfg.Metrics.Undecodable; m != nil {
+		m.WithLabelValues(r.name).Inc()
+	}
+	r.hub.log.Warn("roomhub: skipping an undecodable record", "room", r.name, "partition", p, "offset", offset, "err", err)
+}
+
+func (r *Room) removeLocked(s *Subscription) {
+	delete(r.subs, s)
+	s.state = stateGone
+	s.pending = nil
+}
+
+// subscribe registers a subscription (buffering) and plans its recovery,
+// atomically with the ring snapshot.
+func (r *Room) subscribe(ctx context.Context, sink Sink, req JoinRequest) (*Subscription, error) {
+	h := r.hub
+	sctx, cancel := context.WithCancel(r.ctx)
+	s := &Subscription{room: r, sink: sink, ctx: sctx, cancel: cancel, resume: req.Resume}
+
+	r.mu.Lock()
+	np := len(r.tails)
+	switch {
+	case req.Resume:
+		for p := range np {
+			next, ok := req.Cursor.Next(p)
+			start, _ := r.ringStart.Next(p)
+			switch {
+			case !ok:
+				s.gaps = append(s.gaps, gap{partition: p, from: -1, to: start})
+			case next < start:
+				s.gaps = append(s.gaps, gap{partition: p, from: next, to: start})
+				s.cur.Advance(p, next-1)
+			default:
+				s.cur.Advance(p, next-1)
+			}
+		}
+		s.ring = r.ring.snapshot(0)
+	case req.Last > 0:
+		n := r.ring.n
+		if n >= req.Last {
+			from := n - req.Last
+			s.cur = r.ringStart.Clone()
+			if from > 0 {
+				s.cur = r.ring.at(from - 1).Cursor.Clone()
+			}
+			s.ring = r.ring.snapshot(from)
+		} else {
+			s.cur = r.ringStart.Clone()
+			s.ring = r.ring.snapshot(0)
+			s.lastN = req.Last - n
+			for p := range np {
+				start, _ := r.ringStart.Next(p)
+				s.gaps = append(s.gaps, gap{partition: p, from: start - int64(s.lastN), to: start})
+			}
+		}
+	default:
+		s.cur = r.pos.Clone()
+	}
+	r.subs[s] = struct{}{}
+	r.mu.Unlock()
+
+	if len(s.gaps) > 0 {
+		if err := s.resolveGaps(ctx); err != nil {
+			r.mu.Lock()
+			r.removeLocked(s)
+			r.mu.Unlock()
+			cancel()
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+	s.start = s.cur.Clone()
+	if req.Resume {
+		source := "ring"
+		if len(s.gaps) > 0 {
+			source = "kafka"
+		}
+		if m := h.cfg.Metrics.Recoveries; m != nil {
+			m.WithLabelValues(source).Inc()
+		}
+	}
+	return s, nil
+}
+
+// tailsOf returns the room's tails if it is running.
+func (r *Room) tailsOf() []*tail {
+	select {
+	case <-r.ready:
+	default:
+		return nil
+	}
+	if r.err != nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	return slices.Clone(r.tails)
+}
+
+// checkTails is the stall watchdog: one ListOffsets for every tailed
+// partition; a tail that is behind its partition's end and made no progress
+// since the previous check is replaced at its next offset.
+func (h *Hub) checkTails(ctx context.Context) {
+	h.mu.Lock()
+	rooms := slices.Collect(maps.Values(h.rooms))
+	h.mu.Unlock()
+	req := map[string][]int{}
+	var tails []*tail
+	for _, r := range rooms {
+		for _, t := range r.tailsOf() {
+			req[r.topic] = append(req[r.topic], t.partition)
+			tails = append(tails, t)
+		}
+	}
+	if len(tails) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ReadTimeout)
+	defer cancel()
+	ends, err := h.src.Offsets(ctx, req)
+	if err != nil {
+		h.log.Warn("roomhub: watchdog cannot list offsets", "err", err)
+		return
+	}
+	for _, t := range tails {
+		b, ok := ends[t.room.topic][t.partition]
+		if ok && t.stalled(b.End) {
+			h.log.Warn("roomhub: tail stalled; replacing its reader", "room", t.room.name, "partition", t.partition,
+				"next", t.next.Load(), "end", b.End)
+			t.restart()
+		}
+	}
+}
+
+// gap is a range of one partition to read from Kafka before the ring;
+// from -1 means the partition's first retained offset.
+type gap struct {
+	partition int
+	from, to  int64
+}
+
+// SortByTime orders messages from several partitions as readers of a room
+// do: record timestamp, then partition, then offset.
+func SortByTime(ds []*Delivery) {
+	slices.SortStableFunc(ds, func(a, b *Delivery) int {
+		return cmp.Or(a.Msg.Time.Compare(b.Msg.Time), cmp.Compare(a.Msg.Partition, b.Msg.Partition), cmp.Compare(a.Msg.Offset, b.Msg.Offset))
+	})
+}

@@ -1,0 +1,154 @@
+package roomhub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"palaver.dev/services/kafkabus"
+)
+
+// Record is one record of a room topic, as read back.
+type Record struct {
+	Partition int
+	Offset    int64
+	Time      time.Time
+	Value     []byte
+}
+
+// Bounds are a partition's first retained offset and its end (the offset
+// the next record will get).
+type Bounds struct {
+	First, End int64
+}
+
+// Reader follows one partition; kafka-go's *kafka.Reader is one.
+type Reader interface {
+	ReadMessage(ctx context.Context) (kafka.Message, error)
+	Close() error
+}
+
+// Source is where the hub reads room topics: tails follow partitions with
+// a Reader; recoveries read bounded ranges; the watchdog and recoveries ask
+// for offsets. KafkaSource is the real one; tests inject fakes.
+type Source interface {
+	// OpenTail returns a reader of topic/partition from offset on.
+	OpenTail(topic string, partition int, offset int64) (Reader, error)
+	// Offsets returns the bounds of the given partitions of many topics in
+	// one round trip.
+	Offsets(ctx context.Context, partitions map[string][]int) (map[string]map[int]Bounds, error)
+	// ReadRange calls fn for every record of topic/partition with an offset
+	// in [from, to), in offset order.
+	ReadRange(ctx context.Context, topic string, partition int, from, to int64, fn func(Record) error) error
+}
+
+// KafkaSource reads through a kafkabus.Cluster.
+type KafkaSource struct {
+	Cluster *kafkabus.Cluster
+}
+
+// OpenTail implements Source with a kafkabus partition reader.
+func (s KafkaSource) OpenTail(topic string, partition int, offset int64) (Reader, error) {
+	return s.Cluster.PartitionReader(topic, partition, offset)
+}
+
+// Offsets implements Source with one ListOffsets request.
+func (s KafkaSource) Offsets(ctx context.Context, partitions map[string][]int) (map[string]map[int]Bounds, error) {
+	req := &kafka.ListOffsetsRequest{Topics: make(map[string][]kafka.OffsetRequest, len(partitions))}
+	for topic, ps := range partitions {
+		for _, p := range ps {
+			req.Topics[topic] = append(req.Topics[topic], kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
+		}
+	}
+	res, err := s.Cluster.Admin().ListOffsets(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("roomhub: list offsets: %w", err)
+	}
+	out := make(map[string]map[int]Bounds, len(partitions))
+	for topic, ps := range partitions {
+		got := make(map[int]Bounds, len(ps))
+		for _, po := range res.Topics[topic] {
+			if po.Error != nil {
+				return nil, fmt.Errorf("roomhub: offsets of %s/%d: %w", topic, po.Partition, po.Error)
+			}
+			got[po.Partition] = Bounds{First: po.FirstOffset, End: po.LastOffset}
+		}
+		for _, p := range ps {
+			if _, ok := got[p]; !ok {
+				return nil, fmt.Errorf("roomhub: offsets of %s/%d: missing from the answer", topic, p)
+			}
+		}
+		out[topic] = got
+	}
+	return out, nil
+}
+
+// ReadRange implements Source with plain fetch requests: a bounded read
+// needs no background reader (a kafka-go Reader costs three goroutines, a
+// connection and about 45 KB), and stops exactly at to.
+func (s KafkaSource) ReadRange(ctx context.Context, topic string, partition int, from, to int64, fn func(Record) error) error {
+	client := s.Cluster.Admin()
+	for off := from; off < to; {
+		res, err := client.Fetch(ctx, &kafka.FetchRequest{
+			Topic: topic, Partition: partition, Offset: off,
+			MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 500 * time.Millisecond,
+		})
+		if err == nil {
+			err = res.Error
+		}
+		if err != nil {
+			return fmt.Errorf("roomhub: fetch %s/%d at %d: %w", topic, partition, off, err)
+		}
+		progressed := false
+		for {
+			rec, err := res.Records.ReadRecord()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("roomhub: read %s/%d at %d: %w", topic, partition, off, err)
+			}
+			if rec.Offset < off {
+				continue // batches may start before the offset asked for
+			}
+			if rec.Offset >= to {
+				return nil
+			}
+			value, err := readAll(rec.Value)
+			if err != nil {
+				return fmt.Errorf("roomhub: read %s/%d at %d: %w", topic, partition, rec.Offset, err)
+			}
+			if err := fn(Record{Partition: partition, Offset: rec.Offset, Time: rec.Time, Value: value}); err != nil {
+				return err
+			}
+			off = rec.Offset + 1
+			progressed = true
+		}
+		if !progressed {
+			if res.HighWatermark <= off {
+				return nil // nothing more to read: the range ends past the log
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// readAll copies a record value, which is only valid until the next record.
+func readAll(b interface {
+	io.Reader
+	Len() int
+}) ([]byte, error) {
+	if b == nil {
+		return nil, nil
+	}
+	out := make([]byte, b.Len())
+	_, err := io.ReadFull(b, out)
+	return out, err
+}
