@@ -256,6 +256,7 @@ function openRoom(name) {
   $('room-error').textContent = room.error;
   quietLog();
   $('messages').replaceChildren(...room.msgs.map((m) => renderMessage(m)));
+  lastScrollTop = 0;
   renderOutbox();
   renderOlder();
   renderPresence();
@@ -529,6 +530,7 @@ async function loadOlder() {
   room.before = page.before;
   if (app.active === name) {
     scroller.scrollTop = scroller.scrollHeight - fromBottom; // keep what was on screen in place
+    lastScrollTop = scroller.scrollTop;
     $('messages').setAttribute('aria-busy', 'false');
     renderOlder();
     if (added === 0 && room.hasMore) loadOlder(); // a page of duplicates: go on
@@ -542,9 +544,12 @@ function nearBottom() {
   return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
 }
 
+let lastScrollTop = 0;
+
 function scrollToBottom() {
   const s = $('log-scroll');
   s.scrollTop = s.scrollHeight;
+  lastScrollTop = s.scrollTop;
   $('jump-latest').hidden = true;
 }
 
@@ -621,8 +626,12 @@ function init() {
   $('load-older').addEventListener('click', () => loadOlder());
   $('jump-latest').addEventListener('click', () => scrollToBottom());
   $('log-scroll').addEventListener('scroll', () => {
+    const top = $('log-scroll').scrollTop;
+    const upward = top < lastScrollTop;
+    lastScrollTop = top;
     if (nearBottom()) $('jump-latest').hidden = true;
-    if ($('log-scroll').scrollTop < 60) loadOlder();
+    // Only a reader scrolling up loads older pages, not a room being redrawn.
+    if (upward && top < 60) loadOlder();
   }, { passive: true });
   window.addEventListener('hashchange', () => {
     const name = roomFromHash();
