@@ -608,4 +608,3 @@ func TestRecentFindsStoredMessage(t *testing.T) {
 		t.Fatal("Recent matched another sender's id")
 	}
 }
-
