@@ -1,0 +1,215 @@
+package gateway
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"palaver.dev/services/internal/envflag"
+	"palaver.dev/services/internal/gateway/roomhub"
+	"palaver.dev/services/internal/message"
+)
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("gateway: invalid configuration")
+
+// Config tunes the gateway. Zero fields take the defaults (see
+// DefaultConfig).
+type Config struct {
+	// AllowedOrigins are the browser origins allowed besides the gateway's
+	// own host, as coder/websocket OriginPatterns (host patterns, or
+	// scheme://host). "*" allows any origin and is refused unless Dev.
+	AllowedOrigins []string
+	// Dev marks dev mode (--auth=dev): it allows the "*" origin.
+	Dev bool
+
+	Limits Limits // announced in welcome
+
+	QueueSize    int           // frames queued per connection before it is a slow consumer (256)
+	RingSize     int           // latest messages kept per room for recovery (1024)
+	MaxInFlight  int           // sends of one connection waiting for Kafka at once (32)
+	MaxRooms     int           // rooms one connection may join (100)
+	HelloTimeout time.Duration // the first frame must be hello within this (10 s)
+	PingInterval time.Duration // WebSocket pings; no pong within one more interval closes (30 s)
+	WriteTimeout time.Duration // bound on one socket write (10 s)
+	SendTimeout  time.Duration // a send not acknowledged by Kafka in this answers unavailable (10 s)
+	DedupWindow  time.Duration // retried sends are recognised for this long (10 min)
+	DedupEntries int           // at most this many sends remembered (200 000)
+	TailLinger   time.Duration // a room's tail outlives its last local member by this (10 s)
+	StallCheck   time.Duration // period of the stalled-tail watchdog (10 s)
+	DrainTimeout time.Duration // bound on the graceful shutdown (8 s)
+
+	// Socket buffer sizes per connection (1 KiB each): most frames fit, and
+	// an idle connection keeps its memory small.
+	ReadBufferBytes, WriteBufferBytes int
+
+	envErr error // a malformed environment value, reported by Validate
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Limits: Limits{
+			MaxTextBytes:   message.MaxTextBytes,
+			MaxFrameBytes:  16 << 10,
+			SendsPerSecond: 10,
+			SendBurst:      20,
+		},
+		QueueSize:        256,
+		RingSize:         roomhub.DefaultRingSize,
+		MaxInFlight:      32,
+		MaxRooms:         100,
+		HelloTimeout:     10 * time.Second,
+		PingInterval:     30 * time.Second,
+		WriteTimeout:     10 * time.Second,
+		SendTimeout:      10 * time.Second,
+		DedupWindow:      10 * time.Minute,
+		DedupEntries:     200_000,
+		TailLinger:       roomhub.DefaultLinger,
+		StallCheck:       roomhub.DefaultStallCheck,
+		DrainTimeout:     8 * time.Second,
+		ReadBufferBytes:  1 << 10,
+		WriteBufferBytes: 1 << 10,
+	}
+}
+
+// withDefaults fills zero fields from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	set := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	setD := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	set(&c.Limits.MaxTextBytes, d.Limits.MaxTextBytes)
+	set(&c.Limits.MaxFrameBytes, d.Limits.MaxFrameBytes)
+	if c.Limits.SendsPerSecond <= 0 {
+		c.Limits.SendsPerSecond = d.Limits.SendsPerSecond
+	}
+	set(&c.Limits.SendBurst, d.Limits.SendBurst)
+	set(&c.QueueSize, d.QueueSize)
+	set(&c.RingSize, d.RingSize)
+	set(&c.MaxInFlight, d.MaxInFlight)
+	set(&c.MaxRooms, d.MaxRooms)
+	set(&c.DedupEntries, d.DedupEntries)
+	set(&c.ReadBufferBytes, d.ReadBufferBytes)
+	set(&c.WriteBufferBytes, d.WriteBufferBytes)
+	setD(&c.HelloTimeout, d.HelloTimeout)
+	setD(&c.PingInterval, d.PingInterval)
+	setD(&c.WriteTimeout, d.WriteTimeout)
+	setD(&c.SendTimeout, d.SendTimeout)
+	setD(&c.DedupWindow, d.DedupWindow)
+	setD(&c.TailLinger, d.TailLinger)
+	setD(&c.StallCheck, d.StallCheck)
+	setD(&c.DrainTimeout, d.DrainTimeout)
+	return c
+}
+
+// Validate reports settings that cannot work or are unsafe.
+func (c Config) Validate() error {
+	if c.envErr != nil {
+		return c.envErr
+	}
+	c = c.withDefaults()
+	if slices.Contains(c.AllowedOrigins, "*") && !c.Dev {
+		return fmt.Errorf("%w: --allowed-origins=* lets any web page use your users' sessions; list the origins (only dev mode accepts *)", ErrConfig)
+	}
+	if c.Limits.MaxTextBytes > message.MaxTextBytes {
+		return fmt.Errorf("%w: max text bytes %d over the envelope's limit %d", ErrConfig, c.Limits.MaxTextBytes, message.MaxTextBytes)
+	}
+	if c.Limits.MaxFrameBytes < c.Limits.MaxTextBytes+1024 {
+		return fmt.Errorf("%w: max frame bytes %d leaves no room for a send of %d bytes of text", ErrConfig, c.Limits.MaxFrameBytes, c.Limits.MaxTextBytes)
+	}
+	if c.ReadBufferBytes < 256 || c.WriteBufferBytes < 256 {
+		return fmt.Errorf("%w: socket buffers must be at least 256 bytes", ErrConfig)
+	}
+	return nil
+}
+
+// RegisterFlags binds the configuration to flags on fs, each defaulting to
+// an environment variable (named in the flag's help) and then to def.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
+	def = def.withDefaults()
+	*c = def
+	origins := envflag.String("PALAVER_ALLOWED_ORIGINS", strings.Join(def.AllowedOrigins, ","))
+	c.AllowedOrigins = splitList(origins)
+	fs.Func("allowed-origins", "comma-separated browser origins allowed besides the gateway's own host, as host patterns (chat.example.com, *.example.com) or scheme://host ($PALAVER_ALLOWED_ORIGINS)", func(s string) error {
+		c.AllowedOrigins = splitList(s)
+		return nil
+	})
+	c.intVar(fs, &c.Limits.MaxTextBytes, "max-text-bytes", "PALAVER_MAX_TEXT_BYTES", def.Limits.MaxTextBytes, "longest message text in bytes")
+	c.intVar(fs, &c.Limits.MaxFrameBytes, "max-frame-bytes", "PALAVER_MAX_FRAME_BYTES", def.Limits.MaxFrameBytes, "largest client frame in bytes; larger ones close the connection with 1009")
+	c.floatVar(fs, &c.Limits.SendsPerSecond, "sends-per-second", "PALAVER_SENDS_PER_SECOND", def.Limits.SendsPerSecond, "sends per second allowed to one connection (and to one user over HTTP)")
+	c.intVar(fs, &c.Limits.SendBurst, "send-burst", "PALAVER_SEND_BURST", def.Limits.SendBurst, "sends allowed in a burst above the rate")
+	c.intVar(fs, &c.QueueSize, "queue-size", "PALAVER_QUEUE_SIZE", def.QueueSize, "frames queued per connection before it is closed as a slow consumer (4408)")
+	c.intVar(fs, &c.RingSize, "ring-size", "PALAVER_RING_SIZE", def.RingSize, "latest messages kept per tailed room to serve reconnects")
+	c.durVar(fs, &c.TailLinger, "tail-linger", "PALAVER_TAIL_LINGER", def.TailLinger, "how long a room's tail outlives its last local member")
+	c.durVar(fs, &c.StallCheck, "stall-check", "PALAVER_STALL_CHECK", def.StallCheck, "period of the check that replaces room tails that stopped progressing")
+	c.durVar(fs, &c.DedupWindow, "dedup-window", "PALAVER_DEDUP_WINDOW", def.DedupWindow, "how long a retried send (same sender and id) is recognised")
+	c.intVar(fs, &c.DedupEntries, "dedup-entries", "PALAVER_DEDUP_ENTRIES", def.DedupEntries, "most sends remembered for deduplication")
+	c.durVar(fs, &c.SendTimeout, "send-timeout", "PALAVER_SEND_TIMEOUT", def.SendTimeout, "a send Kafka has not acknowledged within this is answered unavailable")
+	c.durVar(fs, &c.DrainTimeout, "drain-timeout", "PALAVER_DRAIN_TIMEOUT", def.DrainTimeout, "bound on the graceful shutdown (acks of in-flight sends, then 1001 to every connection)")
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// The envflag package has strings and bools; these parse the rest. A
+// malformed environment value is kept for Validate to report rather than
+// silently ignored.
+
+func (c *Config) intVar(fs *flag.FlagSet, p *int, name, env string, def int, usage string) {
+	c.numVar(fs, name, env, fmt.Sprintf("%s ($%s) (default %d)", usage, env, def), func(s string) error {
+		v, err := strconv.Atoi(s)
+		if err == nil {
+			*p = v
+		}
+		return err
+	})
+}
+
+func (c *Config) floatVar(fs *flag.FlagSet, p *float64, name, env string, def float64, usage string) {
+	c.numVar(fs, name, env, fmt.Sprintf("%s ($%s) (default %g)", usage, env, def), func(s string) error {
+		v, err := strconv.ParseFloat(s, 64)
+		if err == nil {
+			*p = v
+		}
+		return err
+	})
+}
+
+func (c *Config) durVar(fs *flag.FlagSet, p *time.Duration, name, env string, def time.Duration, usage string) {
+	c.numVar(fs, name, env, fmt.Sprintf("%s ($%s) (default %v)", usage, env, def), func(s string) error {
+		v, err := time.ParseDuration(s)
+		if err == nil {
+			*p = v
+		}
+		return err
+	})
+}
+
+func (c *Config) numVar(fs *flag.FlagSet, name, env, usage string, set func(string) error) {
+	fs.Func(name, usage, set)
+	if v, ok := os.LookupEnv(env); ok {
+		if err := set(v); err != nil {
+			c.envErr = errors.Join(c.envErr, fmt.Errorf("%w: $%s=%q: %v", ErrConfig, env, v, err))
+		}
+	}
+}

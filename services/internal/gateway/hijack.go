@@ -1,0 +1,41 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+)
+
+// smallBuffers hands coder/websocket a hijacked connection with small
+// bufio buffers instead of net/http's 4 KiB reader and writer, which would
+// stay with every idle connection for its lifetime.
+type smallBuffers struct {
+	http.ResponseWriter
+	read, write int
+}
+
+func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if n := brw.Reader.Buffered(); n > 0 {
+		// Bytes the client sent after its request, already read: serve
+		// them first.
+		b, _ := brw.Reader.Peek(n)
+		nc = &prefixConn{Conn: nc, r: io.MultiReader(bytes.NewReader(bytes.Clone(b)), nc)}
+	}
+	return nc, bufio.NewReadWriter(bufio.NewReaderSize(nc, w.read), bufio.NewWriterSize(nc, w.write)), nil
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }

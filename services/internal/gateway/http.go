@@ -1,0 +1,253 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"palaver.dev/services/internal/auth"
+	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/gateway/roomhub"
+	"palaver.dev/services/room"
+)
+
+// Limits of the HTTP API.
+const (
+	maxPostBody       = 32 << 10
+	defaultPageSize   = 50
+	maxPageSize       = 200
+	historyReadBudget = 10 * time.Second
+)
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, e *protoError) {
+	if e.code == codeUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="palaver"`)
+	}
+	if e.code == codeRateLimited || e.code == codeUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, httpStatus(e.code), apiError{Code: e.code, Message: e.msg})
+}
+
+// identify authenticates an HTTP API request by its bearer token.
+func (s *Server) identify(r *http.Request) (auth.Identity, *protoError) {
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	id, err := s.verifier.Verify(ctx, auth.BearerToken(r))
+	if err != nil {
+		return auth.Identity{}, authError(err)
+	}
+	return id, nil
+}
+
+type roomJSON struct {
+	Name        string `json:"name"`
+	DisplayName string `json:"display_name,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// listRooms serves GET /v1/rooms: the rooms the caller may join.
+func (s *Server) listRooms(w http.ResponseWriter, r *http.Request) {
+	id, perr := s.identify(r)
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	out := []roomJSON{}
+	for _, in := range s.rooms.List() {
+		if id.MayJoin(in.Name) {
+			out = append(out, roomJSON{Name: in.Name, DisplayName: in.DisplayName, Description: in.Description})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rooms": out})
+}
+
+// postMessage serves POST /v1/rooms/{room}/messages: a send for bots, with
+// the same limits and deduplication as the WebSocket's.
+func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
+	id, perr := s.identify(r)
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	name := r.PathValue("room")
+	info, perr := s.authorize(id, name)
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	if !s.bots.allow(id.UserID, time.Now()) {
+		s.m.RejectedFrames.WithLabelValues(codeRateLimited).Inc()
+		writeError(w, fail(codeRateLimited, "too many messages; slow down"))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPostBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, fail(codeTooLarge, "request body too large"))
+		} else {
+			writeError(w, fail(codeBadRequest, "cannot read the request body"))
+		}
+		return
+	}
+	if !utf8.Valid(body) {
+		writeError(w, fail(codeInvalidUTF8, "the body is not valid UTF-8"))
+		return
+	}
+	var req struct {
+		ID   string `json:"id"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, fail(codeBadFrame, "the body must be a JSON object with string fields id and text"))
+		return
+	}
+	env, perr := s.envelope(id, name, req.ID, req.Text)
+	if perr != nil {
+		s.m.RejectedFrames.WithLabelValues(perr.code).Inc()
+		writeError(w, perr)
+		return
+	}
+	if s.draining.Load() {
+		writeError(w, fail(codeUnavailable, "the gateway is shutting down; retry with the same id"))
+		return
+	}
+	res := make(chan sendResult, 1)
+	s.prod.submit(info.Topic, env, func(r sendResult) { res <- r })
+	select {
+	case sr := <-res:
+		if sr.err != nil {
+			writeError(w, fail(codeUnavailable, "Kafka did not acknowledge the message; retry with the same id"))
+			return
+		}
+		writeJSON(w, http.StatusCreated, ackFrame("", env, sr))
+	case <-r.Context().Done():
+	}
+}
+
+// getMessages serves GET /v1/rooms/{room}/messages?before=<cursor>&limit=50:
+// scroll-back, read from Kafka, newest last.
+func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
+	id, perr := s.identify(r)
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	info, perr := s.authorize(id, r.PathValue("room"))
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	q := r.URL.Query()
+	limit := defaultPageSize
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPageSize {
+			writeError(w, fail(codeBadRequest, "limit must be between 1 and 200"))
+			return
+		}
+		limit = n
+	}
+	var before cursor.Cursor
+	if v := q.Get("before"); v != "" {
+		c, err := cursor.Parse(v)
+		if err != nil {
+			writeError(w, fail(codeBadRequest, "malformed cursor"))
+			return
+		}
+		before = c
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), historyReadBudget)
+	defer cancel()
+	msgs, older, err := s.history(ctx, info, before, limit)
+	if err != nil {
+		s.log.Warn("gateway: scroll-back read failed", "room", info.Name, "err", err)
+		writeError(w, fail(codeUnavailable, "the room's history cannot be read now; retry"))
+		return
+	}
+	body := map[string]any{"messages": msgs}
+	if older != "" {
+		body["before"] = older
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// history reads up to limit messages before the before cursor (the end of
+// the room when it has no position in a partition), newest last, and the
+// cursor of the page before them ("" when there is nothing older).
+func (s *Server) history(ctx context.Context, info room.Info, before cursor.Cursor, limit int) ([]MessageFrame, string, error) {
+	n := int(info.Partitions)
+	ps := make([]int, n)
+	for p := range ps {
+		ps[p] = p
+	}
+	bounds, err := s.src.Offsets(ctx, map[string][]int{info.Topic: ps})
+	if err != nil {
+		return nil, "", err
+	}
+	end := make([]int64, n)
+	first := make([]int64, n)
+	var ds []*roomhub.Delivery
+	for _, p := range ps {
+		b := bounds[info.Topic][p]
+		end[p] = b.End
+		if next, ok := before.Next(p); ok && next < end[p] {
+			end[p] = max(next, b.First)
+		}
+		first[p] = b.First
+		from := max(b.First, end[p]-int64(limit))
+		err := s.src.ReadRange(ctx, info.Topic, p, from, end[p], func(rec roomhub.Record) error {
+			d, err := roomhub.DecodeRecord(info.Name, rec)
+			if err != nil {
+				s.m.Undecodable.WithLabelValues(info.Name).Inc()
+				return nil
+			}
+			ds = append(ds, d)
+			return nil
+		})
+		if err != nil {
+			return nil, "", err
+		}
+	}
+	roomhub.SortByTime(ds)
+	if len(ds) > limit {
+		ds = ds[len(ds)-limit:]
+	}
+	// The page starts, in each partition, at its first message kept, or
+	// where the read ended if none was kept.
+	start := make([]int64, n)
+	copy(start, end)
+	for i := len(ds) - 1; i >= 0; i-- {
+		start[ds[i].Msg.Partition] = ds[i].Msg.Offset
+	}
+	var pos cursor.Cursor
+	older := false
+	for p := range ps {
+		pos.Advance(p, start[p]-1)
+		older = older || start[p] > first[p]
+	}
+	olderCursor := ""
+	if older {
+		olderCursor = pos.String()
+	}
+	out := make([]MessageFrame, 0, len(ds))
+	for _, d := range ds {
+		pos.Advance(d.Msg.Partition, d.Msg.Offset)
+		d.Cursor = pos.Clone()
+		out = append(out, messageFrame(d))
+	}
+	return out, olderCursor, nil
+}

@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"palaver.dev/services/internal/gateway/roomhub"
+)
+
+// ProtocolVersion is the client protocol this gateway speaks
+// (docs/protocol.md).
+const ProtocolVersion = 1
+
+// supportedVersions are listed in unsupported_version errors.
+var supportedVersions = []int{ProtocolVersion}
+
+// Error codes of the protocol; stable, clients switch on them.
+const (
+	codeBadFrame           = "bad_frame"
+	codeUnknownOp          = "unknown_op"
+	codeUnsupportedVersion = "unsupported_version"
+	codeUnauthorized       = "unauthorized"
+	codeForbidden          = "forbidden"
+	codeNotFound           = "not_found"
+	codeNotJoined          = "not_joined"
+	codeBadRequest         = "bad_request"
+	codeTooLarge           = "too_large"
+	codeInvalidUTF8        = "invalid_utf8"
+	codeRateLimited        = "rate_limited"
+	codeUnavailable        = "unavailable"
+	codeInternal           = "internal"
+)
+
+// httpStatus maps an error code to the HTTP API's status.
+func httpStatus(code string) int {
+	switch code {
+	case codeUnauthorized:
+		return http.StatusUnauthorized
+	case codeForbidden:
+		return http.StatusForbidden
+	case codeNotFound:
+		return http.StatusNotFound
+	case codeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case codeRateLimited:
+		return http.StatusTooManyRequests
+	case codeUnavailable:
+		return http.StatusServiceUnavailable
+	case codeInternal:
+		return http.StatusInternalServerError
+	default:
+		return http.StatusBadRequest
+	}
+}
+
+// Close codes of the protocol.
+const (
+	closeGoingAway    = websocket.StatusGoingAway     // 1001
+	closeTooBig       = websocket.StatusMessageTooBig // 1009
+	closeBadFrame     = websocket.StatusCode(4400)
+	closeUnauthorized = websocket.StatusCode(4401)
+	closeSlowConsumer = websocket.StatusCode(4408)
+	closeRateLimited  = websocket.StatusCode(4429)
+)
+
+// user is a user as frames show it.
+type user struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// Limits are announced in welcome.
+type Limits struct {
+	MaxTextBytes   int     `json:"max_text_bytes"`
+	MaxFrameBytes  int     `json:"max_frame_bytes"`
+	SendsPerSecond float64 `json:"sends_per_second"`
+	SendBurst      int     `json:"send_burst"`
+}
+
+type welcomeFrame struct {
+	Op      string `json:"op"`
+	Ref     string `json:"ref,omitempty"`
+	Version int    `json:"version"`
+	User    user   `json:"user"`
+	Limits  Limits `json:"limits"`
+}
+
+type joinedFrame struct {
+	Op         string `json:"op"`
+	Ref        string `json:"ref,omitempty"`
+	Room       string `json:"room"`
+	Cursor     string `json:"cursor"`
+	Recovering bool   `json:"recovering"`
+}
+
+type leftFrame struct {
+	Op   string `json:"op"`
+	Ref  string `json:"ref,omitempty"`
+	Room string `json:"room"`
+}
+
+type pongFrame struct {
+	Op  string `json:"op"`
+	Ref string `json:"ref,omitempty"`
+}
+
+// AckFrame answers a send; the HTTP API answers POST messages with it too.
+type AckFrame struct {
+	Op        string    `json:"op"`
+	Ref       string    `json:"ref,omitempty"`
+	Room      string    `json:"room"`
+	ID        string    `json:"id"`
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Time      time.Time `json:"time"`
+	Duplicate bool      `json:"duplicate"`
+}
+
+// MessageFrame is a stored message as clients receive it.
+type MessageFrame struct {
+	Op        string    `json:"op"`
+	Room      string    `json:"room"`
+	ID        string    `json:"id"`
+	Sender    user      `json:"sender"`
+	Text      string    `json:"text"`
+	Time      time.Time `json:"time"`
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Cursor    string    `json:"cursor"`
+}
+
+type errorFrame struct {
+	Op        string `json:"op"`
+	Ref       string `json:"ref,omitempty"`
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	Room      string `json:"room,omitempty"`
+	Supported []int  `json:"supported,omitempty"`
+}
+
+// apiError is the HTTP API's error body.
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// protoError is a command's failure: the code and message of its answer.
+type protoError struct {
+	code, msg string
+}
+
+func (e *protoError) Error() string { return e.code + ": " + e.msg }
+
+func fail(code, msg string) *protoError { return &protoError{code: code, msg: msg} }
+
+func messageFrame(d *roomhub.Delivery) MessageFrame {
+	m := d.Msg
+	name := m.SenderName
+	if name == "" {
+		name = m.SenderID
+	}
+	return MessageFrame{
+		Op: "message", Room: d.Room, ID: m.ID, Sender: user{ID: m.SenderID, Name: name}, Text: m.Text,
+		Time: m.Time.UTC(), Partition: m.Partition, Offset: m.Offset, Cursor: d.Cursor.String(),
+	}
+}
+
+// encodeDelivery is the hub's frame encoder.
+func encodeDelivery(d *roomhub.Delivery) []byte {
+	return mustJSON(messageFrame(d))
+}
+
+// mustJSON encodes frames, which are plain structs of strings and numbers.
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("gateway: encode frame: " + err.Error())
+	}
+	return b
+}

@@ -1,0 +1,269 @@
+// Package gateway is Palaver's WebSocket gateway: it speaks the client
+// protocol of docs/protocol.md, authenticates users, stores their sends in
+// the room topics through one shared Kafka writer, and fans each room's
+// messages out to its local members through one tail per room (package
+// roomhub). It also serves the small HTTP API and the web UI.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"palaver.dev/services/internal/auth"
+	"palaver.dev/services/internal/gateway/roomhub"
+	"palaver.dev/services/internal/gateway/web"
+	"palaver.dev/services/kafkabus"
+	"palaver.dev/services/room"
+)
+
+// Rooms is the room registry the gateway follows; *room.Registry is one.
+type Rooms interface {
+	Get(name string) (room.Info, error)
+	List() []room.Info
+}
+
+// Deps are the parts a Server is built from.
+type Deps struct {
+	Cluster  *kafkabus.Cluster
+	Rooms    Rooms
+	Verifier auth.Verifier
+	// DevLogin, when set, is mounted at POST /v1/dev/login (dev mode only).
+	DevLogin http.Handler
+	Metrics  *Metrics     // nil: unregistered metrics
+	Logger   *slog.Logger // nil: discard
+}
+
+// Server is one gateway: its connections, room hub and producer.
+type Server struct {
+	cfg      Config
+	rooms    Rooms
+	verifier auth.Verifier
+	src      roomhub.KafkaSource
+	hub      *roomhub.Hub
+	prod     *producer
+	m        *Metrics
+	log      *slog.Logger
+	handler  http.Handler
+	accept   websocket.AcceptOptions
+
+	draining atomic.Bool
+	connMu   sync.Mutex
+	conns    map[*conn]struct{}
+	connWG   sync.WaitGroup
+
+	bots *botLimits
+}
+
+// New builds a gateway. It dials nothing: the writer and tails connect on
+// first use.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if deps.Cluster == nil || deps.Rooms == nil || deps.Verifier == nil {
+		return nil, errors.New("gateway: New needs a Kafka cluster, the room registry and a token verifier")
+	}
+	m := deps.Metrics
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg: cfg, rooms: deps.Rooms, verifier: deps.Verifier, src: roomhub.KafkaSource{Cluster: deps.Cluster},
+		m: m, log: log, conns: map[*conn]struct{}{}, bots: newBotLimits(cfg.Limits),
+	}
+	s.hub = roomhub.New(s.src, roomhub.Config{
+		RingSize:   cfg.RingSize,
+		Linger:     cfg.TailLinger,
+		StallCheck: cfg.StallCheck,
+		Encode:     encodeDelivery,
+		Metrics:    m.hub(),
+		Logger:     log,
+	})
+	s.prod = newProducer(deps.Cluster.Writer(), newDedupCache(cfg.DedupWindow, cfg.DedupEntries), s.hub.Recent, cfg.SendTimeout, m)
+	s.accept = websocket.AcceptOptions{OriginPatterns: slices.DeleteFunc(slices.Clone(cfg.AllowedOrigins), func(o string) bool { return o == "*" })}
+	if cfg.Dev && slices.Contains(cfg.AllowedOrigins, "*") {
+		s.accept.InsecureSkipVerify = true // dev mode only; Validate refuses it otherwise
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ws", s.serveWS)
+	mux.HandleFunc("GET /v1/rooms", s.listRooms)
+	mux.HandleFunc("POST /v1/rooms/{room}/messages", s.postMessage)
+	mux.HandleFunc("GET /v1/rooms/{room}/messages", s.getMessages)
+	if deps.DevLogin != nil {
+		mux.Handle("POST /v1/dev/login", deps.DevLogin)
+	}
+	mux.Handle("GET /", web.Handler())
+	s.handler = mux
+	return s, nil
+}
+
+// Handler serves the WebSocket endpoint, the HTTP API and the web UI.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// HTTPServer returns an http.Server for h with the gateway's timeouts:
+// requests must arrive briskly, idle keep-alive connections are reaped.
+// WebSocket connections leave its accounting once upgraded.
+func HTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// Run runs the room hub's watchdog until ctx is done, then shuts down
+// gracefully within the drain timeout. Stop the HTTP server at the same
+// time (runner.Run does): it stops accepting; hijacked WebSocket
+// connections are this method's to close.
+func (s *Server) Run(ctx context.Context) error {
+	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
+	hubDone := make(chan struct{})
+	go func() {
+		defer close(hubDone)
+		_ = s.hub.Run(hubCtx)
+	}()
+	<-ctx.Done()
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
+	defer cancel()
+	err := s.Shutdown(dctx)
+	stopHub()
+	<-hubDone
+	return err
+}
+
+// Shutdown drains the gateway: new connections and sends are refused, the
+// sends in flight get their acks (or errors), every connection is closed
+// with 1001 going away, and the Kafka writer is flushed and closed. It
+// returns when done or when ctx ends (then it closes what is left at once).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	s.connMu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.connMu.Unlock()
+	s.log.Info("gateway: draining", "connections", len(conns))
+
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() { c.goAway(ctx) })
+	}
+	wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("gateway: drain: %w", ctx.Err())
+		for _, c := range conns {
+			_ = c.ws.CloseNow()
+		}
+	}
+	if cerr := s.prod.close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("gateway: close the Kafka writer: %w", cerr))
+	}
+	return err
+}
+
+// Connections returns the number of open WebSocket connections.
+func (s *Server) Connections() int {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	return len(s.conns)
+}
+
+func (s *Server) addConn(c *conn) bool {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.draining.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.connWG.Add(1)
+	s.m.Connections.Inc()
+	return true
+}
+
+func (s *Server) removeConn(c *conn) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if _, ok := s.conns[c]; ok {
+		delete(s.conns, c)
+		s.m.Connections.Dec()
+		s.connWG.Done()
+	}
+}
+
+// authorize resolves a room for a user: forbidden before not found, so a
+// token without the room does not learn whether it exists.
+func (s *Server) authorize(id auth.Identity, name string) (room.Info, *protoError) {
+	if err := validRoom(name); err != nil {
+		return room.Info{}, err
+	}
+	if !id.MayJoin(name) {
+		return room.Info{}, fail(codeForbidden, "your token does not allow this room")
+	}
+	info, err := s.rooms.Get(name)
+	if err != nil {
+		return room.Info{}, fail(codeNotFound, "no such room")
+	}
+	return info, nil
+}
+
+// authError maps a verifier error to the protocol's answer.
+func authError(err error) *protoError {
+	switch {
+	case errors.Is(err, auth.ErrExpired):
+		return fail(codeUnauthorized, "the token expired")
+	case errors.Is(err, auth.ErrMissingToken):
+		return fail(codeUnauthorized, "no token: send it in hello or as Authorization: Bearer")
+	default:
+		return fail(codeUnauthorized, "the token is not valid")
+	}
+}
+
+// botLimits rate-limits HTTP sends per user, like a connection's sends.
+type botLimits struct {
+	limits Limits
+	mu     sync.Mutex
+	m      map[string]*bucket
+}
+
+func newBotLimits(l Limits) *botLimits { return &botLimits{limits: l, m: map[string]*bucket{}} }
+
+func (b *botLimits) allow(userID string, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	bk := b.m[userID]
+	if bk == nil {
+		if len(b.m) >= 10_000 {
+			b.m = map[string]*bucket{} // bounded: forget everyone rather than grow
+		}
+		nb := newBucket(b.limits.SendsPerSecond, b.limits.SendBurst)
+		bk = &nb
+		b.m[userID] = bk
+	}
+	return bk.allow(now)
+}
