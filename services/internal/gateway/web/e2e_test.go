@@ -5,38 +5,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"palaver.dev/services/internal/auth"
-	"palaver.dev/services/internal/gateway"
-	"palaver.dev/services/internal/runner"
-	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/kafkatest"
-	"palaver.dev/services/room"
 )
-
-func TestMain(m *testing.M) { kafkatest.Main(m) }
 
 // e2eTimeout bounds the whole browser run.
 const e2eTimeout = 5 * time.Minute
-
-// repoRoot is the repository's top directory, from this file's place in it.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("cannot locate the test file")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", "..")
-}
 
 // browserPrereqs returns node and the e2e directory, or stops the test:
 // skipped in -short mode, failed otherwise, naming how to install.
@@ -73,7 +54,7 @@ func browserPrereqs(t *testing.T) (node, dir string) {
 // Kafka broker.
 func TestBrowser(t *testing.T) {
 	node, dir := browserPrereqs(t)
-	url := startGateway(t, kafkatest.Shared(t))
+	url := startGateway(t, kafkatest.Shared(t), gatewayOptions{}).URL
 
 	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
 	defer cancel()
@@ -102,104 +83,4 @@ func TestBrowser(t *testing.T) {
 	if testing.Verbose() {
 		t.Log(out.String())
 	}
-}
-
-// startGateway provisions the sample rooms on the broker at bootstrap and
-// serves a dev-mode gateway (dev login, any origin) on loopback until the
-// test ends. It returns the gateway's base URL.
-func startGateway(t *testing.T, bootstrap string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-
-	cluster, err := kafkabus.New(kafkabus.Config{Brokers: strings.Split(bootstrap, ","), ClientID: "palaver-e2e"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cluster.Close() })
-	if err := provisionSamples(ctx, cluster, filepath.Join(repoRoot(t), "k8s", "samples")); err != nil {
-		t.Fatalf("provision the sample rooms: %v", err)
-	}
-	rooms := room.NewRegistry(cluster, log)
-	issuer, err := auth.NewDevIssuer(time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := gateway.DefaultConfig()
-	cfg.Dev = true
-	cfg.AllowedOrigins = []string{"*"}
-	gw, err := gateway.New(cfg, gateway.Deps{
-		Cluster: cluster, Rooms: rooms, Verifier: issuer.Verifier(), DevLogin: issuer.LoginHandler(), Logger: log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api, err := runner.Listen("127.0.0.1:0", gateway.HTTPServer(gw.Handler()), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- runner.Run(runCtx, log, 15*time.Second,
-			runner.Named{Name: "rooms", Part: rooms},
-			runner.Named{Name: "gateway", Part: gw},
-			runner.Named{Name: "http", Part: api})
-	}()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("gateway stopped with %v", err)
-		}
-	})
-	select {
-	case <-rooms.Ready():
-	case err := <-done:
-		t.Fatalf("gateway stopped before the room registry was read: %v", err)
-	case <-ctx.Done():
-		t.Fatal("the room registry was not readable within 2 minutes")
-	}
-	return "http://" + api.Addr().String()
-}
-
-// provisionSamples gives the sample ChatRooms their topics and registry
-// entries on one broker, as dev mode does.
-func provisionSamples(ctx context.Context, cluster *kafkabus.Cluster, dir string) error {
-	specs, err := room.ReadManifestDir(dir)
-	if err != nil {
-		return err
-	}
-	infos := make([]room.Info, len(specs))
-	for i := range specs {
-		specs[i] = specs[i].WithDefaults(1)
-		specs[i].ReplicationFactor, specs[i].MinInSyncReplicas = 1, 1
-		if err := specs[i].Validate(); err != nil {
-			return fmt.Errorf("room %q: %w", specs[i].Name, err)
-		}
-		infos[i] = specs[i].Info()
-	}
-	client, err := cluster.AdminClient()
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	p := room.NewProvisioner(client)
-	if err := p.EnsureRegistry(ctx, 1); err != nil {
-		return err
-	}
-	if err := p.Ensure(ctx, specs...); err != nil {
-		return err
-	}
-	w := cluster.Writer()
-	defer w.Close()
-	return room.Publish(ctx, w, infos...)
-}
-
-// testLog sends the gateway's log to the test's.
-type testLog struct{ t *testing.T }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

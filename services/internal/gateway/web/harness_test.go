@@ -1,0 +1,161 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"palaver.dev/services/internal/auth"
+	"palaver.dev/services/internal/gateway"
+	"palaver.dev/services/internal/runner"
+	"palaver.dev/services/kafkabus"
+	"palaver.dev/services/kafkatest"
+	"palaver.dev/services/room"
+)
+
+func TestMain(m *testing.M) { kafkatest.Main(m) }
+
+// repoRoot is the repository's top directory, from this file's place in it.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot locate the test file")
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "..")
+}
+
+// gatewayOptions adjust startGateway.
+type gatewayOptions struct {
+	Addr   string          // listen address; default 127.0.0.1:0
+	Issuer *auth.DevIssuer // dev login; default a new one (gateways sharing one accept each other's tokens)
+}
+
+// testGateway is a running gateway.
+type testGateway struct {
+	URL  string
+	stop func() error
+}
+
+// Stop shuts the gateway down as on SIGTERM: connections are closed with
+// 1001 going away. It is safe to call more than once.
+func (g *testGateway) Stop() error { return g.stop() }
+
+// startGateway provisions the sample rooms on the broker at bootstrap and
+// serves a dev-mode gateway (dev login, any origin) on loopback until the
+// test ends or Stop.
+func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+
+	cluster, err := kafkabus.New(kafkabus.Config{Brokers: strings.Split(bootstrap, ","), ClientID: "palaver-e2e"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cluster.Close() })
+	if err := provisionSamples(ctx, cluster, filepath.Join(repoRoot(t), "k8s", "samples")); err != nil {
+		t.Fatalf("provision the sample rooms: %v", err)
+	}
+	rooms := room.NewRegistry(cluster, log)
+	issuer := o.Issuer
+	if issuer == nil {
+		if issuer, err = auth.NewDevIssuer(time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := gateway.DefaultConfig()
+	cfg.Dev = true
+	cfg.AllowedOrigins = []string{"*"}
+	gw, err := gateway.New(cfg, gateway.Deps{
+		Cluster: cluster, Rooms: rooms, Verifier: issuer.Verifier(), DevLogin: issuer.LoginHandler(), Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := runner.Listen(o.Addr, gateway.HTTPServer(gw.Handler()), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runner.Run(runCtx, log, 15*time.Second,
+			runner.Named{Name: "rooms", Part: rooms},
+			runner.Named{Name: "gateway", Part: gw},
+			runner.Named{Name: "http", Part: api})
+	}()
+	var once sync.Once
+	var stopErr error
+	g := &testGateway{URL: "http://" + api.Addr().String(), stop: func() error {
+		once.Do(func() {
+			stop()
+			stopErr = <-done
+		})
+		return stopErr
+	}}
+	t.Cleanup(func() {
+		if err := g.Stop(); err != nil {
+			t.Errorf("gateway stopped with %v", err)
+		}
+	})
+	select {
+	case <-rooms.Ready():
+	case err := <-done:
+		t.Fatalf("gateway stopped before the room registry was read: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the room registry was not readable within 2 minutes")
+	}
+	return g
+}
+
+// provisionSamples gives the sample ChatRooms their topics and registry
+// entries on one broker, as dev mode does.
+func provisionSamples(ctx context.Context, cluster *kafkabus.Cluster, dir string) error {
+	specs, err := room.ReadManifestDir(dir)
+	if err != nil {
+		return err
+	}
+	infos := make([]room.Info, len(specs))
+	for i := range specs {
+		specs[i] = specs[i].WithDefaults(1)
+		specs[i].ReplicationFactor, specs[i].MinInSyncReplicas = 1, 1
+		if err := specs[i].Validate(); err != nil {
+			return fmt.Errorf("room %q: %w", specs[i].Name, err)
+		}
+		infos[i] = specs[i].Info()
+	}
+	client, err := cluster.AdminClient()
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	p := room.NewProvisioner(client)
+	if err := p.EnsureRegistry(ctx, 1); err != nil {
+		return err
+	}
+	if err := p.Ensure(ctx, specs...); err != nil {
+		return err
+	}
+	w := cluster.Writer()
+	defer w.Close()
+	return room.Publish(ctx, w, infos...)
+}
+
+// testLog sends the gateway's log to the test's.
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
