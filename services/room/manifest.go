@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -66,13 +65,11 @@ func ParseManifests(data []byte) ([]Spec, error) {
 			MinInSyncReplicas: m.Spec.MinInSyncReplicas, RetentionBytes: m.Spec.Retention.Bytes,
 			MaxMessageBytes: m.Spec.MaxMessageBytes, DisplayName: m.Spec.DisplayName, Description: m.Spec.Description,
 		}
-		if m.Spec.Retention.Time != "" {
-			d, err := time.ParseDuration(m.Spec.Retention.Time)
-			if err != nil {
-				return nil, fmt.Errorf("%w: room %q: retention time: %w", ErrInvalidSpec, s.Name, err)
-			}
-			s.Retention = d
+		d, err := ParseRetention(m.Spec.Retention.Time)
+		if err != nil {
+			return nil, fmt.Errorf("room %q: %w", s.Name, err)
 		}
+		s.Retention = d
 		specs = append(specs, s)
 	}
 	return specs, nil

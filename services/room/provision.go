@@ -39,15 +39,32 @@ type TopicState struct {
 // ConfigDrift is one managed setting whose value differs from the spec.
 type ConfigDrift struct {
 	Key, Want, Have string
+	// Remove is set when the spec leaves Key to the broker default but the
+	// topic overrides it; Want is then empty and applying the drift deletes
+	// the override.
+	Remove bool
 }
+
+// dynamicTopicConfig is the source of a value set on the topic itself (as
+// opposed to a broker or cluster default).
+var dynamicTopicConfig = kmsg.ConfigSourceDynamicTopicConfig.String()
+
+// managedKeys are the topic settings Palaver manages: every key TopicConfigs
+// can return.
+var managedKeys = slices.Sorted(maps.Keys(Spec{MinInSyncReplicas: 1, Retention: DefaultRetention, RetentionBytes: 1, MaxMessageBytes: 1}.TopicConfigs()))
 
 // Drift compares a topic's configuration with what the spec asks for.
 func Drift(s Spec, st TopicState) []ConfigDrift {
 	want := s.TopicConfigs()
 	var out []ConfigDrift
-	for _, k := range slices.Sorted(maps.Keys(want)) {
-		if have := st.Configs[k]; have != want[k] {
-			out = append(out, ConfigDrift{Key: k, Want: want[k], Have: have})
+	for _, k := range managedKeys {
+		have := st.Configs[k]
+		w, ok := want[k]
+		switch {
+		case ok && have != w:
+			out = append(out, ConfigDrift{Key: k, Want: w, Have: have})
+		case !ok && st.ConfigSources[k] == dynamicTopicConfig:
+			out = append(out, ConfigDrift{Key: k, Have: have, Remove: true})
 		}
 	}
 	return out
@@ -75,16 +92,46 @@ func (p *Provisioner) Brokers(ctx context.Context) (int, error) {
 	return len(md.Brokers), nil
 }
 
+// Description is what Kafka says about the cluster and some topics.
+type Description struct {
+	// Brokers are the ids of the live brokers, sorted.
+	Brokers []int32
+	// Topics has an entry for every topic asked about; Exists is false for
+	// a missing one and for one in Errs.
+	Topics map[string]TopicState
+	// Errs holds the topics Kafka answered with an error for (for example
+	// TOPIC_AUTHORIZATION_FAILED), so one bad topic does not fail the rest.
+	Errs map[string]error
+}
+
 // Observe describes topics: partitions, replicas, id and managed configs,
-// in one metadata request and one describe-configs request.
+// in one metadata request and one describe-configs request. An error for
+// any one topic fails the call; Describe reports them per topic.
 func (p *Provisioner) Observe(ctx context.Context, topics ...string) (map[string]TopicState, error) {
-	out := make(map[string]TopicState, len(topics))
 	if len(topics) == 0 {
-		return out, nil
+		return map[string]TopicState{}, nil
 	}
+	d, err := p.Describe(ctx, topics...)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range slices.Sorted(maps.Keys(d.Errs)) {
+		return nil, d.Errs[t]
+	}
+	return d.Topics, nil
+}
+
+// Describe reads the live brokers and the given topics (any number, none
+// included) in one metadata request and one describe-configs request for
+// the managed keys only. A request that fails as a whole (Kafka unreachable)
+// is the returned error; a topic Kafka refuses to describe is in Errs.
+func (p *Provisioner) Describe(ctx context.Context, topics ...string) (Description, error) {
+	d := Description{Topics: make(map[string]TopicState, len(topics)), Errs: map[string]error{}}
 	// A direct metadata request: kadm's cached metadata (up to 5 s old)
-	// would hide a topic that was just deleted and recreated.
+	// would hide a topic that was just deleted and recreated. A non-nil
+	// empty list asks for no topic (nil would ask for all of them).
 	req := kmsg.NewPtrMetadataRequest()
+	req.Topics = make([]kmsg.MetadataRequestTopic, 0, len(topics))
 	for _, t := range topics {
 		rt := kmsg.NewMetadataRequestTopic()
 		rt.Topic = kmsg.StringPtr(t)
@@ -92,64 +139,87 @@ func (p *Provisioner) Observe(ctx context.Context, topics ...string) (map[string
 	}
 	resp, err := req.RequestWith(ctx, p.client)
 	if err != nil {
-		return nil, fmt.Errorf("room: describe %d topics: %w", len(topics), err)
+		return d, fmt.Errorf("room: describe %d topics: %w", len(topics), err)
 	}
+	for _, b := range resp.Brokers {
+		d.Brokers = append(d.Brokers, b.NodeID)
+	}
+	slices.Sort(d.Brokers)
 	for _, t := range topics {
-		out[t] = TopicState{Topic: t}
+		d.Topics[t] = TopicState{Topic: t}
 	}
 	var existing []string
-	for _, d := range resp.Topics {
-		if d.Topic == nil {
+	for _, md := range resp.Topics {
+		if md.Topic == nil {
 			continue
 		}
-		t := *d.Topic
-		err := kerr.ErrorForCode(d.ErrorCode)
+		t := *md.Topic
+		err := kerr.ErrorForCode(md.ErrorCode)
 		switch {
-		case errors.Is(err, kerr.UnknownTopicOrPartition) || err == nil && len(d.Partitions) == 0:
+		case errors.Is(err, kerr.UnknownTopicOrPartition) || err == nil && len(md.Partitions) == 0:
 			continue
 		case err != nil:
-			return nil, fmt.Errorf("room: describe topic %q: %w", t, err)
+			d.Errs[t] = fmt.Errorf("room: describe topic %q: %w", t, err)
+			continue
 		}
-		st := TopicState{Topic: t, Exists: true, ID: kadm.TopicID(d.TopicID).String(), Partitions: int32(len(d.Partitions)),
-			Replicas: make(map[int32][]int32, len(d.Partitions)), ReplicationFactor: -1}
-		for _, pd := range d.Partitions {
+		st := TopicState{Topic: t, Exists: true, ID: kadm.TopicID(md.TopicID).String(), Partitions: int32(len(md.Partitions)),
+			Replicas: make(map[int32][]int32, len(md.Partitions)), ReplicationFactor: -1}
+		for _, pd := range md.Partitions {
 			st.Replicas[pd.Partition] = pd.Replicas
 			if n := int16(len(pd.Replicas)); st.ReplicationFactor < 0 || n < st.ReplicationFactor {
 				st.ReplicationFactor = n
 			}
 		}
-		out[t] = st
+		d.Topics[t] = st
 		existing = append(existing, t)
 	}
 	if len(existing) == 0 {
-		return out, nil
+		return d, nil
 	}
-	configs, err := p.adm.DescribeTopicConfigs(ctx, existing...)
+	creq := kmsg.NewPtrDescribeConfigsRequest()
+	for _, t := range existing {
+		r := kmsg.NewDescribeConfigsRequestResource()
+		r.ResourceType = kmsg.ConfigResourceTypeTopic
+		r.ResourceName = t
+		r.ConfigNames = managedKeys
+		creq.Resources = append(creq.Resources, r)
+	}
+	cresp, err := creq.RequestWith(ctx, p.client)
 	if err != nil {
-		return nil, fmt.Errorf("room: describe configs of %d topics: %w", len(existing), err)
+		return d, fmt.Errorf("room: describe configs of %d topics: %w", len(existing), err)
 	}
-	managed := Spec{MinInSyncReplicas: 1, Retention: DefaultRetention, RetentionBytes: 1, MaxMessageBytes: 1}.TopicConfigs()
-	for _, rc := range configs {
-		if errors.Is(rc.Err, kerr.UnknownTopicOrPartition) {
-			// Deleted (or not yet propagated) between the two requests.
-			out[rc.Name] = TopicState{Topic: rc.Name}
+	for _, rc := range cresp.Resources {
+		st, ok := d.Topics[rc.ResourceName]
+		if !ok {
 			continue
 		}
-		if rc.Err != nil {
-			return nil, fmt.Errorf("room: describe configs of %q: %w", rc.Name, rc.Err)
+		if err := kerr.ErrorForCode(rc.ErrorCode); err != nil {
+			if errors.Is(err, kerr.UnknownTopicOrPartition) {
+				// Deleted (or not yet propagated) between the two requests.
+				d.Topics[rc.ResourceName] = TopicState{Topic: rc.ResourceName}
+				continue
+			}
+			if rc.ErrorMessage != nil {
+				err = fmt.Errorf("%w: %s", err, *rc.ErrorMessage)
+			}
+			d.Errs[rc.ResourceName] = fmt.Errorf("room: describe configs of %q: %w", rc.ResourceName, err)
+			d.Topics[rc.ResourceName] = TopicState{Topic: rc.ResourceName}
+			continue
 		}
-		st := out[rc.Name]
 		st.Configs = map[string]string{}
 		st.ConfigSources = map[string]string{}
 		for _, c := range rc.Configs {
-			if _, ok := managed[c.Key]; ok {
-				st.Configs[c.Key] = c.MaybeValue()
-				st.ConfigSources[c.Key] = c.Source.String()
+			if !slices.Contains(managedKeys, c.Name) {
+				continue // a broker that ignores ConfigNames sends every key
 			}
+			if c.Value != nil {
+				st.Configs[c.Name] = *c.Value
+			}
+			st.ConfigSources[c.Name] = c.Source.String()
 		}
-		out[rc.Name] = st
+		d.Topics[rc.ResourceName] = st
 	}
-	return out, nil
+	return d, nil
 }
 
 // Create creates the topics of specs in one request. It returns each
@@ -193,14 +263,33 @@ func (p *Provisioner) Create(ctx context.Context, specs ...Spec) (ids map[string
 
 // GrowPartitions raises a topic's partition count to n.
 func (p *Provisioner) GrowPartitions(ctx context.Context, topic string, n int32) error {
-	res, err := p.adm.UpdatePartitions(ctx, int(n), topic)
+	errs, err := p.SetPartitions(ctx, map[string]int32{topic: n})
 	if err == nil {
-		err = res.Error()
+		err = errs[topic]
 	}
+	return err
+}
+
+// SetPartitions raises the partition counts of topics (topic -> new count)
+// in one request, and returns each topic's error (nil when done).
+func (p *Provisioner) SetPartitions(ctx context.Context, counts map[string]int32) (map[string]error, error) {
+	req := kmsg.NewPtrCreatePartitionsRequest()
+	req.TimeoutMillis = 30_000
+	for _, t := range slices.Sorted(maps.Keys(counts)) {
+		rt := kmsg.NewCreatePartitionsRequestTopic()
+		rt.Topic = t
+		rt.Count = counts[t]
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, p.client)
 	if err != nil {
-		return fmt.Errorf("room: grow %q to %d partitions: %w", topic, n, err)
+		return nil, fmt.Errorf("room: grow partitions of %d topics: %w", len(counts), err)
 	}
-	return nil
+	errs := make(map[string]error, len(counts))
+	for _, t := range resp.Topics {
+		errs[t.Topic] = topicErr(t.ErrorCode, t.ErrorMessage, "grow %q to %d partitions", t.Topic, counts[t.Topic])
+	}
+	return errs, nil
 }
 
 // ApplyConfigs sets the drifted keys on a topic with incremental
@@ -209,38 +298,101 @@ func (p *Provisioner) ApplyConfigs(ctx context.Context, topic string, drift []Co
 	if len(drift) == 0 {
 		return nil
 	}
-	alter := make([]kadm.AlterConfig, 0, len(drift))
-	for _, d := range drift {
-		alter = append(alter, kadm.AlterConfig{Op: kadm.SetConfig, Name: d.Key, Value: kmsg.StringPtr(d.Want)})
-	}
-	res, err := p.adm.AlterTopicConfigs(ctx, alter, topic)
+	errs, err := p.Configure(ctx, map[string][]ConfigDrift{topic: drift})
 	if err == nil {
-		for _, r := range res {
-			if r.Err != nil {
-				err = fmt.Errorf("%w: %s", r.Err, r.ErrMessage)
+		err = errs[topic]
+	}
+	return err
+}
+
+// Configure applies drift (topic -> drifted keys) with one incremental
+// alter-configs request: each key is set to Want, or its topic override
+// deleted when Remove is set; no other setting changes. It returns each
+// topic's error (nil when done).
+func (p *Provisioner) Configure(ctx context.Context, drift map[string][]ConfigDrift) (map[string]error, error) {
+	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
+	for _, t := range slices.Sorted(maps.Keys(drift)) {
+		r := kmsg.NewIncrementalAlterConfigsRequestResource()
+		r.ResourceType = kmsg.ConfigResourceTypeTopic
+		r.ResourceName = t
+		for _, d := range drift[t] {
+			c := kmsg.NewIncrementalAlterConfigsRequestResourceConfig()
+			c.Name = d.Key
+			if d.Remove {
+				c.Op = kmsg.IncrementalAlterConfigOpDelete
+			} else {
+				c.Op = kmsg.IncrementalAlterConfigOpSet
+				c.Value = kmsg.StringPtr(d.Want)
 			}
+			r.Configs = append(r.Configs, c)
 		}
+		req.Resources = append(req.Resources, r)
 	}
+	resp, err := req.RequestWith(ctx, p.client)
 	if err != nil {
-		return fmt.Errorf("room: configure %q: %w", topic, err)
+		return nil, fmt.Errorf("room: configure %d topics: %w", len(drift), err)
 	}
-	return nil
+	errs := make(map[string]error, len(drift))
+	for _, r := range resp.Resources {
+		errs[r.ResourceName] = topicErr(r.ErrorCode, r.ErrorMessage, "configure %q", r.ResourceName)
+	}
+	return errs, nil
 }
 
 // DeleteTopics deletes topics in one request.
 func (p *Provisioner) DeleteTopics(ctx context.Context, topics ...string) error {
-	res, err := p.adm.DeleteTopics(ctx, topics...)
-	if err == nil {
-		for _, r := range res {
-			if r.Err != nil && !errors.Is(r.Err, kerr.UnknownTopicOrPartition) {
-				err = errors.Join(err, fmt.Errorf("%q: %w", r.Topic, r.Err))
-			}
-		}
-	}
+	errs, err := p.Delete(ctx, topics...)
 	if err != nil {
-		return fmt.Errorf("room: delete topics: %w", err)
+		return err
 	}
-	return nil
+	var all error
+	for _, t := range slices.Sorted(maps.Keys(errs)) {
+		all = errors.Join(all, errs[t])
+	}
+	return all
+}
+
+// Delete deletes topics in one request and returns each topic's error; a
+// topic that does not exist is not an error. Kafka deletes asynchronously:
+// the topic may stay visible for a moment.
+func (p *Provisioner) Delete(ctx context.Context, topics ...string) (map[string]error, error) {
+	req := kmsg.NewPtrDeleteTopicsRequest()
+	req.TimeoutMillis = 30_000
+	for _, t := range topics {
+		rt := kmsg.NewDeleteTopicsRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+		req.TopicNames = append(req.TopicNames, t)
+	}
+	resp, err := req.RequestWith(ctx, p.client)
+	if err != nil {
+		return nil, fmt.Errorf("room: delete %d topics: %w", len(topics), err)
+	}
+	errs := make(map[string]error, len(topics))
+	for _, t := range resp.Topics {
+		if t.Topic == nil {
+			continue
+		}
+		if t.ErrorCode == kerr.UnknownTopicOrPartition.Code {
+			errs[*t.Topic] = nil
+			continue
+		}
+		errs[*t.Topic] = topicErr(t.ErrorCode, t.ErrorMessage, "delete %q", *t.Topic)
+	}
+	return errs, nil
+}
+
+// topicErr is nil for code 0, else the Kafka error with its message and
+// what was being done.
+func topicErr(code int16, msg *string, format string, args ...any) error {
+	err := kerr.ErrorForCode(code)
+	if err == nil {
+		return nil
+	}
+	if msg != nil && *msg != "" {
+		err = fmt.Errorf("%w: %s", err, *msg)
+	}
+	return fmt.Errorf("room: "+format+": %w", append(args, err)...)
 }
 
 // EnsureRegistry creates the compacted registry topic if it is missing.

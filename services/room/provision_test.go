@@ -154,6 +154,71 @@ func TestObserveSeesARecreatedTopic(t *testing.T) {
 	})
 }
 
+// TestBatchedCalls checks the batched calls the operator makes, with
+// per-topic results: a bad topic does not fail the others.
+func TestBatchedCalls(t *testing.T) {
+	brokers(t, func(t *testing.T, bootstrap string) {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+		defer cancel()
+		p, _ := newProvisioner(t, bootstrap)
+		a := Spec{Name: uniqueName(t) + "a", MaxMessageBytes: 2000}.WithDefaults(1)
+		b := Spec{Name: uniqueName(t) + "b"}.WithDefaults(1)
+		if err := p.Ensure(ctx, a, b); err != nil {
+			t.Fatal(err)
+		}
+
+		d, err := p.Describe(ctx, a.Topic, b.Topic, "missing."+a.Topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(d.Brokers) != 1 || !d.Topics[a.Topic].Exists || !d.Topics[b.Topic].Exists || d.Topics["missing."+a.Topic].Exists || len(d.Errs) != 0 {
+			t.Fatalf("Describe = %+v", d)
+		}
+		if got := d.Topics[a.Topic].Configs["max.message.bytes"]; got != "2000" {
+			t.Fatalf("max.message.bytes = %q, want 2000", got)
+		}
+		if d, err := p.Describe(ctx); err != nil || len(d.Brokers) != 1 || len(d.Topics) != 0 {
+			t.Fatalf("Describe() = %+v, %v; want the brokers and no topic", d, err)
+		}
+
+		errs, err := p.SetPartitions(ctx, map[string]int32{a.Topic: 2, b.Topic: 3, "missing." + a.Topic: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if errs[a.Topic] != nil || errs[b.Topic] != nil || errs["missing."+a.Topic] == nil {
+			t.Fatalf("SetPartitions errors = %v", errs)
+		}
+
+		// Dropping maxMessageBytes from the spec removes the override.
+		a.MaxMessageBytes = 0
+		var drift []ConfigDrift
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if drift = Drift(a, observe(ctx, t, p, a.Topic)); len(drift) == 1 {
+				break
+			}
+		}
+		if len(drift) != 1 || drift[0].Key != "max.message.bytes" || !drift[0].Remove {
+			t.Fatalf("drift = %+v, want the max.message.bytes override removed", drift)
+		}
+		if errs, err := p.Configure(ctx, map[string][]ConfigDrift{a.Topic: drift}); err != nil || errs[a.Topic] != nil {
+			t.Fatalf("Configure = %v, %v", errs, err)
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			st := observe(ctx, t, p, a.Topic)
+			if len(Drift(a, st)) == 0 && st.Partitions == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after Configure and SetPartitions: %+v, drift %+v", st, Drift(a, st))
+			}
+		}
+
+		if errs, err := p.Delete(ctx, a.Topic, b.Topic, "missing."+a.Topic); err != nil || errs[a.Topic] != nil || errs[b.Topic] != nil || errs["missing."+a.Topic] != nil {
+			t.Fatalf("Delete = %v, %v", errs, err)
+		}
+	})
+}
+
 func TestRegistryFollowsPublishAndTombstone(t *testing.T) {
 	brokers(t, func(t *testing.T, bootstrap string) {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)

@@ -26,6 +26,30 @@ const (
 // ErrInvalidSpec is wrapped by every validation error.
 var ErrInvalidSpec = errors.New("room: invalid spec")
 
+// RetentionUnlimited is how a ChatRoom manifest asks for a topic that
+// never deletes by age (retention.time: unlimited).
+const RetentionUnlimited = "unlimited"
+
+// ParseRetention reads a ChatRoom's retention.time: a Go duration such as
+// "168h", or "unlimited", returned as -1 (Spec's unlimited). The empty
+// string is 0, the default.
+func ParseRetention(s string) (time.Duration, error) {
+	switch s {
+	case "":
+		return 0, nil
+	case RetentionUnlimited:
+		return -1, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: retention time %q: want a duration such as 168h, or %s", ErrInvalidSpec, s, RetentionUnlimited)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%w: retention time %q: want a positive duration, or %s", ErrInvalidSpec, s, RetentionUnlimited)
+	}
+	return d, nil
+}
+
 // Spec is what a room asks of Kafka. The zero value of an optional field
 // means "use the default"; call WithDefaults before Validate.
 type Spec struct {

@@ -127,3 +127,39 @@ func TestSamplesAreValidRooms(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRetention(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 0, true},
+		{"168h", 168 * time.Hour, true},
+		{"1h30m", 90 * time.Minute, true},
+		{"unlimited", -1, true},
+		{"-1h", 0, false},
+		{"0s", 0, false},
+		{"7d", 0, false},
+		{"forever", 0, false},
+	} {
+		got, err := ParseRetention(tt.in)
+		if tt.ok != (err == nil) || got != tt.want || err != nil && !errors.Is(err, ErrInvalidSpec) {
+			t.Errorf("ParseRetention(%q) = %v, %v; want %v, ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestDriftRemovesOverridesTheSpecLeavesOut(t *testing.T) {
+	s := Spec{Name: "r", Retention: -1}.WithDefaults(1)
+	st := TopicState{Exists: true, Configs: s.TopicConfigs(), ConfigSources: map[string]string{}}
+	st.Configs["segment.ms"] = "60000"
+	st.ConfigSources["segment.ms"] = "DYNAMIC_TOPIC_CONFIG"
+	st.Configs["max.message.bytes"] = "1048588"
+	st.ConfigSources["max.message.bytes"] = "DEFAULT_CONFIG"
+	d := Drift(s, st)
+	want := []ConfigDrift{{Key: "segment.ms", Have: "60000", Remove: true}}
+	if len(d) != 1 || d[0] != want[0] {
+		t.Fatalf("Drift = %+v, want %+v", d, want)
+	}
+}

@@ -1,0 +1,146 @@
+package room
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// ErrNotEnoughBrokers: a replication factor above the number of brokers
+// cannot be placed.
+var ErrNotEnoughBrokers = errors.New("room: replication factor exceeds the number of brokers")
+
+// PlanReplicas returns the replica lists that give every partition of a
+// topic rf replicas, for the partitions that need a change only (none when
+// every partition has rf replicas).
+//
+// Replicas that stay keep their order, so the first one, the preferred
+// leader, stays first and leadership does not move needlessly. A partition
+// short of replicas gets the brokers that hold the fewest replicas, by load
+// (replicas per broker id, updated as replicas are placed; nil counts only
+// this topic), ties broken by partition so that partitions spread; one with
+// too many drops replicas from the end of its list.
+func PlanReplicas(current map[int32][]int32, rf int, brokers []int32, load map[int32]int) (map[int32][]int32, error) {
+	if rf < 1 || rf > len(brokers) {
+		return nil, fmt.Errorf("%w: replication factor %d, %d brokers", ErrNotEnoughBrokers, rf, len(brokers))
+	}
+	if load == nil {
+		load = map[int32]int{}
+		for _, rs := range current {
+			for _, b := range rs {
+				load[b]++
+			}
+		}
+	}
+	brokers = slices.Sorted(slices.Values(brokers))
+	plan := map[int32][]int32{}
+	for _, p := range slices.Sorted(maps.Keys(current)) {
+		rs := current[p]
+		if len(rs) == rf {
+			continue
+		}
+		next := slices.Clone(rs)
+		if len(next) > rf {
+			for _, b := range next[rf:] {
+				load[b]--
+			}
+			next = next[:rf]
+		}
+		for len(next) < rf {
+			// Rotate the candidates by partition so equal loads spread.
+			var candidates []int32
+			for i := range brokers {
+				b := brokers[(i+int(p))%len(brokers)]
+				if !slices.Contains(next, b) {
+					candidates = append(candidates, b)
+				}
+			}
+			best := slices.MinFunc(candidates, func(a, b int32) int { return cmp.Compare(load[a], load[b]) })
+			next = append(next, best)
+			load[best]++
+		}
+		plan[p] = next
+	}
+	return plan, nil
+}
+
+// Reassign starts partition reassignments (topic -> partition -> new
+// replica list) with one AlterPartitionAssignments request. Kafka copies
+// the data to new replicas in the background and drops removed ones once
+// the new ones are in sync; Reassignments reports progress. It returns each
+// topic's error (the first of its partitions').
+func (p *Provisioner) Reassign(ctx context.Context, plans map[string]map[int32][]int32) (map[string]error, error) {
+	req := kmsg.NewPtrAlterPartitionAssignmentsRequest()
+	req.TimeoutMillis = 30_000
+	for _, t := range slices.Sorted(maps.Keys(plans)) {
+		rt := kmsg.NewAlterPartitionAssignmentsRequestTopic()
+		rt.Topic = t
+		for _, part := range slices.Sorted(maps.Keys(plans[t])) {
+			rp := kmsg.NewAlterPartitionAssignmentsRequestTopicPartition()
+			rp.Partition = part
+			rp.Replicas = plans[t][part]
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, p.client)
+	if err == nil {
+		err = topicErr(resp.ErrorCode, resp.ErrorMessage, "reassign partitions of %d topics", len(plans))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("room: reassign partitions of %d topics: %w", len(plans), err)
+	}
+	errs := make(map[string]error, len(plans))
+	for _, rt := range resp.Topics {
+		errs[rt.Topic] = nil
+		for _, rp := range rt.Partitions {
+			if e := topicErr(rp.ErrorCode, rp.ErrorMessage, "reassign %s-%d", rt.Topic, rp.Partition); e != nil {
+				errs[rt.Topic] = e
+				break
+			}
+		}
+	}
+	return errs, nil
+}
+
+// Reassignment is a partition reassignment in progress.
+type Reassignment struct {
+	Replicas         []int32 // every replica, old and new
+	AddingReplicas   []int32
+	RemovingReplicas []int32
+}
+
+// Reassignments lists every partition reassignment in progress in the
+// cluster (topic -> partition -> reassignment), in one request.
+func (p *Provisioner) Reassignments(ctx context.Context) (map[string]map[int32]Reassignment, error) {
+	req := kmsg.NewPtrListPartitionReassignmentsRequest()
+	req.TimeoutMillis = 30_000
+	req.Topics = nil // all of them
+	resp, err := req.RequestWith(ctx, p.client)
+	if err == nil {
+		if e := kerr.ErrorForCode(resp.ErrorCode); e != nil {
+			err = e
+			if resp.ErrorMessage != nil {
+				err = fmt.Errorf("%w: %s", e, *resp.ErrorMessage)
+			}
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("room: list partition reassignments: %w", err)
+	}
+	out := map[string]map[int32]Reassignment{}
+	for _, rt := range resp.Topics {
+		ps := map[int32]Reassignment{}
+		for _, rp := range rt.Partitions {
+			ps[rp.Partition] = Reassignment{Replicas: rp.Replicas, AddingReplicas: rp.AddingReplicas, RemovingReplicas: rp.RemovingReplicas}
+		}
+		out[rt.Topic] = ps
+	}
+	return out, nil
+}
