@@ -521,7 +521,7 @@ async function loadOlder() {
     return;
   }
   room.loadingOlder = false;
-  if (app.active === name) $('messages').setAttribute('aria-busy', 'true');
+  if (app.active === name) $('message-log').setAttribute('aria-busy', 'true');
   let added = 0;
   for (const m of page.messages) {
     if (m && typeof m === 'object' && addMessage({ ...m, room: name }, { live: false })) added++;
@@ -531,7 +531,7 @@ async function loadOlder() {
   if (app.active === name) {
     scroller.scrollTop = scroller.scrollHeight - fromBottom; // keep what was on screen in place
     lastScrollTop = scroller.scrollTop;
-    $('messages').setAttribute('aria-busy', 'false');
+    $('message-log').setAttribute('aria-busy', 'false');
     renderOlder();
     if (added === 0 && room.hasMore) loadOlder(); // a page of duplicates: go on
   }
@@ -557,13 +557,13 @@ function scrollToBottom() {
 // out fifty messages: the log is busy until messages stop arriving.
 let quietTimer = 0;
 function quietLog() {
-  $('messages').setAttribute('aria-busy', 'true');
+  $('message-log').setAttribute('aria-busy', 'true');
   quietLogSettle();
 }
 function quietLogSettle() {
-  if ($('messages').getAttribute('aria-busy') !== 'true') return;
+  if ($('message-log').getAttribute('aria-busy') !== 'true') return;
   clearTimeout(quietTimer);
-  quietTimer = setTimeout(() => $('messages').setAttribute('aria-busy', 'false'), 500);
+  quietTimer = setTimeout(() => $('message-log').setAttribute('aria-busy', 'false'), 500);
 }
 
 // ---------- rooms and people ----------
