@@ -491,7 +491,12 @@ function renderOlder() {
     note.textContent = '';
     return;
   }
-  btn.hidden = !(room.hasMore && room.before && !room.loadingOlder && !room.olderUnavailable);
+  // The button stays put while loading (hiding a focused button would drop
+  // keyboard focus); it goes only when there is nothing more to load.
+  const show = !!(room.hasMore && room.before && !room.olderUnavailable);
+  if (!show && !btn.hidden && document.activeElement === btn) $('log-scroll').focus();
+  btn.hidden = !show;
+  btn.setAttribute('aria-disabled', room.loadingOlder ? 'true' : 'false');
   if (room.loadingOlder) note.textContent = 'Loading older messages…';
   else if (room.olderUnavailable) note.textContent = 'Older messages are not available.';
   else if (!room.hasMore) note.textContent = 'This is the beginning of the room.';
