@@ -47,6 +47,12 @@ type Config struct {
 	// Socket buffer sizes per connection (1 KiB each): most frames fit, and
 	// an idle connection keeps its memory small.
 	ReadBufferBytes, WriteBufferBytes int
+	// SocketSendBuffer is each connection's kernel send buffer (SO_SNDBUF,
+	// 64 KiB). Linux would otherwise grow it up to tcp_wmem's maximum
+	// (4 MiB by default) for a client that stops reading: kernel memory
+	// per connection, and a slow consumer noticed megabytes late. Negative
+	// leaves the kernel's autotuning.
+	SocketSendBuffer int
 
 	envErr error // a malformed environment value, reported by Validate
 }
@@ -75,6 +81,7 @@ func DefaultConfig() Config {
 		DrainTimeout:     8 * time.Second,
 		ReadBufferBytes:  1 << 10,
 		WriteBufferBytes: 1 << 10,
+		SocketSendBuffer: 64 << 10,
 	}
 }
 
@@ -104,6 +111,9 @@ func (c Config) withDefaults() Config {
 	set(&c.DedupEntries, d.DedupEntries)
 	set(&c.ReadBufferBytes, d.ReadBufferBytes)
 	set(&c.WriteBufferBytes, d.WriteBufferBytes)
+	if c.SocketSendBuffer == 0 {
+		c.SocketSendBuffer = d.SocketSendBuffer
+	}
 	setD(&c.HelloTimeout, d.HelloTimeout)
 	setD(&c.PingInterval, d.PingInterval)
 	setD(&c.WriteTimeout, d.WriteTimeout)
@@ -152,6 +162,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	c.floatVar(fs, &c.Limits.SendsPerSecond, "sends-per-second", "PALAVER_SENDS_PER_SECOND", def.Limits.SendsPerSecond, "sends per second allowed to one connection (and to one user over HTTP)")
 	c.intVar(fs, &c.Limits.SendBurst, "send-burst", "PALAVER_SEND_BURST", def.Limits.SendBurst, "sends allowed in a burst above the rate")
 	c.intVar(fs, &c.QueueSize, "queue-size", "PALAVER_QUEUE_SIZE", def.QueueSize, "frames queued per connection before it is closed as a slow consumer (4408)")
+	c.intVar(fs, &c.SocketSendBuffer, "socket-send-buffer", "PALAVER_SOCKET_SEND_BUFFER", def.SocketSendBuffer, "kernel send buffer per connection in bytes (SO_SNDBUF); negative keeps the kernel's autotuning")
 	c.intVar(fs, &c.RingSize, "ring-size", "PALAVER_RING_SIZE", def.RingSize, "latest messages kept per tailed room to serve reconnects")
 	c.durVar(fs, &c.TailLinger, "tail-linger", "PALAVER_TAIL_LINGER", def.TailLinger, "how long a room's tail outlives its last local member")
 	c.durVar(fs, &c.StallCheck, "stall-check", "PALAVER_STALL_CHECK", def.StallCheck, "period of the check that replaces room tails that stopped progressing")

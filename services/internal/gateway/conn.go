@@ -53,7 +53,8 @@ type conn struct {
 	q, spare []outItem
 	queued   int  // frames queued and not yet written
 	writing  bool // a writer goroutine runs
-	closing  bool // no more frames are accepted
+	closing  bool // no more commands or live messages; answers still queue until final
+	final    bool // nothing more is queued: the close frame is next
 	abort    bool // closing without flushing (slow consumer): writes stop
 	code     websocket.StatusCode
 	reason   string
@@ -78,7 +79,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c := &conn{s: s, headerToken: auth.BearerToken(r)}
 	opts := s.accept
 	opts.OnPongReceived = func(context.Context, []byte) {}
-	ws, err := websocket.Accept(smallBuffers{w, s.cfg.ReadBufferBytes, s.cfg.WriteBufferBytes}, r, &opts)
+	ws, err := websocket.Accept(smallBuffers{w, s.cfg.ReadBufferBytes, s.cfg.WriteBufferBytes, s.cfg.SocketSendBuffer}, r, &opts)
 	if err != nil {
 		s.log.Debug("gateway: upgrade refused", "err", err, "origin", r.Header.Get("Origin"))
 		return
@@ -119,6 +120,9 @@ func (c *conn) serve() {
 			c.s.m.RejectedFrames.WithLabelValues(codeBadFrame).Inc()
 			continue
 		}
+		if c.isClosing() {
+			continue // read on only to see the close handshake through
+		}
 		f, err := DecodeFrame(b)
 		if err != nil {
 			var fe *FrameError
@@ -133,6 +137,12 @@ func (c *conn) serve() {
 		}
 		c.handle(f)
 	}
+}
+
+func (c *conn) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
 }
 
 // badFrame answers a frame that could not be read and closes the
@@ -432,7 +442,7 @@ func (c *conn) enqueue(it outItem, answer bool) bool {
 		limit += replyHeadroom
 	}
 	c.mu.Lock()
-	if c.closing {
+	if c.final || c.closing && !answer {
 		c.mu.Unlock()
 		return false
 	}
@@ -494,12 +504,12 @@ func (c *conn) writeLoop() {
 		c.mu.Lock()
 		if len(c.q) == 0 || c.abort {
 			c.writing = false
-			closing, abort := c.closing, c.abort
+			final, abort := c.final, c.abort
 			if cap(c.spare) > 16 {
 				c.spare = nil // an idle connection keeps no big queue
 			}
 			c.mu.Unlock()
-			if closing && !abort {
+			if final && !abort {
 				_ = c.ws.Close(c.code, c.reason)
 			}
 			return
@@ -560,9 +570,11 @@ func (c *conn) write(it outItem) bool {
 	return true
 }
 
-// closeWith closes the connection with a protocol close code, once. With
-// flush, the frames queued before (such as the error explaining the
-// close) are written first; without, the close is immediate.
+// closeWith closes the connection with a protocol close code, once. The
+// connection takes no more commands. With flush, the sends in flight get
+// their answers and every frame queued is written before the close frame
+// (so the error explaining a close arrives first); without, the close is
+// immediate.
 func (c *conn) closeWith(code websocket.StatusCode, reason, metric string, flush bool) {
 	c.mu.Lock()
 	if c.closing {
@@ -571,25 +583,33 @@ func (c *conn) closeWith(code websocket.StatusCode, reason, metric string, flush
 	}
 	c.closing, c.code, c.reason = true, code, reason
 	if !flush {
-		c.abort = true
+		c.abort, c.final = true, true
 		c.q = nil
 	}
 	if c.space != nil {
 		close(c.space)
 		c.space = nil
 	}
-	startWriter := flush && !c.writing
-	if startWriter {
-		c.writing = true
-	}
 	c.mu.Unlock()
 	c.s.m.Disconnects.WithLabelValues(metric).Inc()
-	switch {
-	case startWriter:
-		go c.writeLoop() // finds the queue empty and closes
-	case !flush:
+	if !flush {
 		go func() { _ = c.ws.Close(code, reason) }()
+		return
 	}
+	go func() {
+		deadline := time.Now().Add(c.s.cfg.SendTimeout + time.Second)
+		for c.inFlight() > 0 && c.ctx.Err() == nil && time.Now().Before(deadline) {
+			time.Sleep(2 * time.Millisecond)
+		}
+		c.mu.Lock()
+		c.final = true
+		start := !c.writing
+		c.writing = true
+		c.mu.Unlock()
+		if start {
+			c.writeLoop() // finds what is left, writes it and closes
+		}
+	}()
 }
 
 // markClosed records the end of a connection the peer or the network
@@ -597,7 +617,7 @@ func (c *conn) closeWith(code websocket.StatusCode, reason, metric string, flush
 func (c *conn) markClosed(metric string) {
 	c.mu.Lock()
 	already := c.closing
-	c.closing, c.abort = true, true
+	c.closing, c.abort, c.final = true, true, true
 	c.q = nil
 	if c.space != nil {
 		close(c.space)
@@ -635,13 +655,7 @@ func (c *conn) finish() {
 
 // goAway is the graceful close at shutdown: in-flight sends get their
 // answers, then 1001.
-func (c *conn) goAway(ctx context.Context) {
-	for c.inFlight() > 0 && ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+func (c *conn) goAway() {
 	c.closeWith(closeGoingAway, "gateway shutting down: reconnect and rejoin with your cursors", reasonGoingAway, true)
 }
 

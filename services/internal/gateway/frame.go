@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -53,7 +54,11 @@ func DecodeFrame(b []byte) (Frame, error) {
 		// encoding/json would replace the bad bytes; parse anyway, only to
 		// find the ref to answer with.
 		_ = json.Unmarshal(b, &f)
-		return Frame{}, &FrameError{Code: codeInvalidUTF8, Ref: safeRef(f.Ref), Msg: "the frame is not valid UTF-8"}
+		ref := safeRef(f.Ref)
+		if strings.ContainsRune(ref, utf8.RuneError) {
+			ref = "" // the bad bytes may be in the ref itself
+		}
+		return Frame{}, &FrameError{Code: codeInvalidUTF8, Ref: ref, Msg: "the frame is not valid UTF-8"}
 	}
 	if len(b) == 0 || b[firstNonSpace(b)] != '{' {
 		return Frame{}, &FrameError{Code: codeBadFrame, Msg: "a frame is one JSON object"}

@@ -460,7 +460,14 @@ func (e *kafkaEnv) produceDirect(t testing.TB, info room.Info, sender string, n 
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	if err := e.writer.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatal(err)
+	for {
+		err := e.writer.WriteMessages(ctx, msgs...)
+		if err == nil {
+			return
+		}
+		if !metadataLag(err) || ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // a new topic: the writer's metadata catches up within a second
 	}
 }

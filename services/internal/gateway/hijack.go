@@ -11,15 +11,20 @@ import (
 // smallBuffers hands coder/websocket a hijacked connection with small
 // bufio buffers instead of net/http's 4 KiB reader and writer, which would
 // stay with every idle connection for its lifetime.
+// It also sets the kernel send buffer (sndbuf > 0), see
+// Config.SocketSendBuffer.
 type smallBuffers struct {
 	http.ResponseWriter
-	read, write int
+	read, write, sndbuf int
 }
 
 func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok && w.sndbuf > 0 {
+		_ = tc.SetWriteBuffer(w.sndbuf) // best effort: the kernel may round it
 	}
 	if n := brw.Reader.Buffered(); n > 0 {
 		// Bytes the client sent after its request, already read: serve

@@ -162,11 +162,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.connMu.Unlock()
 	s.log.Info("gateway: draining", "connections", len(conns))
 
-	var wg sync.WaitGroup
 	for _, c := range conns {
-		wg.Go(func() { c.goAway(ctx) })
+		c.goAway()
 	}
-	wg.Wait()
 	done := make(chan struct{})
 	go func() {
 		s.connWG.Wait()

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 
 	"palaver.dev/services/internal/cursor"
 	"palaver.dev/services/internal/message"
@@ -285,7 +286,7 @@ func (r *Room) open(partitions int) {
 	for p := range ps {
 		ps[p] = p
 	}
-	bounds, err := h.src.Offsets(ctx, map[string][]int{r.topic: ps})
+	bounds, err := offsets(ctx, h.src, map[string][]int{r.topic: ps})
 	if err != nil {
 		r.err = err
 		h.log.Warn("roomhub: cannot start the room's tail", "room", r.name, "err", err)
@@ -336,7 +337,7 @@ func (r *Room) grow(ctx context.Context, partitions int) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.hub.cfg.ReadTimeout)
 	defer cancel()
-	bounds, err := r.hub.src.Offsets(ctx, map[string][]int{r.topic: ps})
+	bounds, err := offsets(ctx, r.hub.src, map[string][]int{r.topic: ps})
 	if err != nil {
 		return err
 	}
@@ -557,6 +558,24 @@ func (h *Hub) checkTails(ctx context.Context) {
 			h.log.Warn("roomhub: tail stalled; replacing its reader", "room", t.room.name, "partition", t.partition,
 				"next", t.next.Load(), "end", b.End)
 			t.restart()
+		}
+	}
+}
+
+// offsets asks src for offsets, retrying for a few seconds on errors that
+// pass: a topic created a moment ago has no leader known everywhere yet.
+func offsets(ctx context.Context, src Source, req map[string][]int) (map[string]map[int]Bounds, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		b, err := src.Offsets(ctx, req)
+		var ke kafka.Error
+		if err == nil || !errors.As(err, &ke) || !ke.Temporary() || time.Now().After(deadline) {
+			return b, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
 		}
 	}
 }

@@ -197,7 +197,7 @@ func envelope(t *testing.T, i int) []byte {
 	return b
 }
 
-func offsets(p int, from, to int64) [][2]int64 {
+func span(p int, from, to int64) [][2]int64 {
 	var out [][2]int64
 	for o := from; o < to; o++ {
 		out = append(out, [2]int64{int64(p), o})
@@ -290,8 +290,8 @@ func TestLiveFanOutSharesOneDelivery(t *testing.T) {
 		t.Fatalf("live join starts at %v, want offset 3", subA.Cursor())
 	}
 	f.produce(t, 0, 5)
-	da := a.expect(t, offsets(0, 3, 8)...)
-	db := b.expect(t, offsets(0, 3, 8)...)
+	da := a.expect(t, span(0, 3, 8)...)
+	db := b.expect(t, span(0, 3, 8)...)
 	for i := range da {
 		if da[i] != db[i] {
 			t.Fatal("live deliveries are not shared between subscribers: each frame would be encoded per connection")
@@ -307,7 +307,7 @@ func TestResumeFromRing(t *testing.T) {
 	a := newSink(64)
 	sub := f.join(t, a, JoinRequest{})
 	f.produce(t, 0, 4)
-	got := a.expect(t, offsets(0, 0, 4)...)
+	got := a.expect(t, span(0, 0, 4)...)
 	resumeAt := got[1].Cursor // the client saw offsets 0 and 1
 	sub.Leave()
 	f.produce(t, 0, 3)
@@ -317,9 +317,9 @@ func TestResumeFromRing(t *testing.T) {
 	if !sub.Recovering() {
 		t.Error("a join with a cursor is not recovering")
 	}
-	b.expect(t, offsets(0, 2, 7)...)
+	b.expect(t, span(0, 2, 7)...)
 	f.produce(t, 0, 2)
-	b.expect(t, offsets(0, 7, 9)...)
+	b.expect(t, span(0, 7, 9)...)
 	b.quiet(t)
 	if v := testutil.ToFloat64(f.metrics.Recoveries.WithLabelValues("ring")); v != 1 {
 		t.Errorf("ring recoveries = %v, want 1", v)
@@ -331,14 +331,14 @@ func TestResumeBeyondRingReadsKafka(t *testing.T) {
 	a := newSink(64)
 	f.join(t, a, JoinRequest{})
 	f.produce(t, 0, 2)
-	got := a.expect(t, offsets(0, 0, 2)...)
+	got := a.expect(t, span(0, 0, 2)...)
 	f.produce(t, 0, 10) // offsets 2..11; the ring keeps 8..11
 
 	b := newSink(4) // smaller than the gap: the recovery is paced by the sink
 	f.join(t, b, JoinRequest{Resume: true, Cursor: got[1].Cursor})
-	b.expect(t, offsets(0, 2, 12)...)
+	b.expect(t, span(0, 2, 12)...)
 	f.produce(t, 0, 1)
-	b.expect(t, offsets(0, 12, 13)...)
+	b.expect(t, span(0, 12, 13)...)
 	b.quiet(t)
 	if v := testutil.ToFloat64(f.metrics.Recoveries.WithLabelValues("kafka")); v != 1 {
 		t.Errorf("kafka recoveries = %v, want 1", v)
@@ -359,7 +359,7 @@ func TestResumeOlderThanRetentionStartsAtFirstOffset(t *testing.T) {
 	if next, _ := sub.Cursor().Next(0); next != 3 {
 		t.Errorf("joined cursor %v, want offset 3 (the oldest retained)", sub.Cursor())
 	}
-	b.expect(t, offsets(0, 3, 6)...)
+	b.expect(t, span(0, 3, 6)...)
 }
 
 func TestResumeFromAheadCursorSkipsCoveredMessages(t *testing.T) {
@@ -370,7 +370,7 @@ func TestResumeFromAheadCursorSkipsCoveredMessages(t *testing.T) {
 	b := newSink(64)
 	f.join(t, b, JoinRequest{Resume: true, Cursor: c})
 	f.produce(t, 0, 5)
-	b.expect(t, offsets(0, 3, 5)...)
+	b.expect(t, span(0, 3, 5)...)
 	b.quiet(t)
 }
 
@@ -385,7 +385,7 @@ func TestLastN(t *testing.T) {
 		t.Run(fmt.Sprint(tt.last), func(t *testing.T) {
 			s := newSink(64)
 			sub := f.join(t, s, JoinRequest{Last: tt.last})
-			s.expect(t, offsets(0, tt.from, 10)...)
+			s.expect(t, span(0, tt.from, 10)...)
 			s.quiet(t)
 			sub.Leave()
 		})
@@ -398,7 +398,7 @@ func TestSlowConsumerIsDroppedOthersKeepAll(t *testing.T) {
 	f.join(t, slow, JoinRequest{})
 	f.join(t, fast, JoinRequest{})
 	f.produce(t, 0, 20)
-	fast.expect(t, offsets(0, 0, 20)...)
+	fast.expect(t, span(0, 0, 20)...)
 	select {
 	case err := <-slow.dropped:
 		if !errors.Is(err, ErrSlowConsumer) {
@@ -521,7 +521,7 @@ func TestWatchdogReplacesStalledTail(t *testing.T) {
 	if v := testutil.ToFloat64(f.metrics.TailRestarts); v != 1 {
 		t.Fatalf("tail restarts = %v, want 1", v)
 	}
-	s.expect(t, offsets(0, 0, 3)...)
+	s.expect(t, span(0, 0, 3)...)
 	f.src.mu.Lock()
 	opened := slices.Clone(f.src.opened)
 	f.src.mu.Unlock()
@@ -599,7 +599,7 @@ func TestRecentFindsStoredMessage(t *testing.T) {
 	s := newSink(4)
 	f.join(t, s, JoinRequest{})
 	f.produce(t, 0, 2)
-	s.expect(t, offsets(0, 0, 2)...)
+	s.expect(t, span(0, 0, 2)...)
 	m, ok := f.hub.Recent("lobby", "u1", "m1")
 	if !ok || m.Offset != 1 {
 		t.Fatalf("Recent = %+v, %v", m, ok)

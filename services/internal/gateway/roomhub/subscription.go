@@ -158,7 +158,7 @@ func (s *Subscription) resolveGaps(ctx context.Context) error {
 	for i, g := range s.gaps {
 		ps[i] = g.partition
 	}
-	bounds, err := r.hub.src.Offsets(ctx, map[string][]int{r.topic: ps})
+	bounds, err := offsets(ctx, r.hub.src, map[string][]int{r.topic: ps})
 	if err != nil {
 		return err
 	}
