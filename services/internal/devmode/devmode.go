@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"palaver.dev/services/internal/auth"
 	"palaver.dev/services/internal/devbroker"
+	"palaver.dev/services/internal/gateway"
 	"palaver.dev/services/internal/ops"
 	"palaver.dev/services/internal/runner"
 	"palaver.dev/services/kafkabus"
@@ -60,13 +62,21 @@ func provisionRooms(ctx context.Context, cluster *kafkabus.Cluster, dir string) 
 type Config struct {
 	KafkaPort int    // embedded broker port on 127.0.0.1
 	OpsAddr   string // metrics and probes
+	Listen    string // the gateway: web UI, WebSocket and HTTP API (default DefaultListen)
 	DataDir   string // broker data; empty keeps it in memory
 	RoomsDir  string // ChatRoom manifests to provision (k8s/samples)
 }
 
+// DefaultListen is where dev mode serves the gateway unless told otherwise:
+// loopback only, since anyone who reaches it can log in as anyone.
+const DefaultListen = "127.0.0.1:8080"
+
 // Run starts everything, prints where it listens to out, and serves until
 // ctx is done.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	broker, err := devbroker.Start(devbroker.Options{Port: cfg.KafkaPort, DataDir: cfg.DataDir, Logger: log})
 	if err != nil {
 		return err
@@ -84,11 +94,37 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		return err
 	}
 
+	// The gateway, with dev login: anyone may log in under any name.
+	rooms := room.NewRegistry(cluster, log)
+	issuer, err := auth.NewDevIssuer(auth.DefaultDevTokenTTL)
+	if err != nil {
+		return err
+	}
 	reg := ops.NewRegistry()
+	gwCfg := gateway.DefaultConfig()
+	gwCfg.Dev = true
+	gw, err := gateway.New(gwCfg, gateway.Deps{
+		Cluster: cluster, Rooms: rooms, Verifier: issuer.Verifier(), DevLogin: issuer.LoginHandler(),
+		Metrics: gateway.NewMetrics(reg), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	listen := cfg.Listen
+	if listen == "" {
+		listen = DefaultListen
+	}
+	api, err := runner.Listen(listen, gateway.HTTPServer(gw.Handler()), 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+
 	health := ops.NewHandler(reg)
 	health.AddReadiness("kafka", cluster.Ping)
+	health.AddReadiness("rooms", rooms.CheckReady)
 	opsServer, err := runner.Listen(cfg.OpsAddr, &http.Server{Handler: health}, 5*time.Second)
 	if err != nil {
+		_ = api.Listener.Close()
 		return fmt.Errorf("ops server: %w", err)
 	}
 
@@ -100,16 +136,42 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	for i, s := range specs {
 		names[i] = s.Name
 	}
-	fmt.Fprintf(out, `Palaver dev mode
-  Kafka (embedded):  %s   (any Kafka client, e.g. kcat -b %[1]s -L)
+	log.Warn("dev mode: anyone who reaches the gateway can log in as anyone (POST /v1/dev/login); keep it on loopback", "gateway", api.Addr().String())
+	// The banner says "ready": print it once the gateway knows the rooms.
+	banner := runner.Func(func(ctx context.Context) error {
+		select {
+		case <-rooms.Ready():
+		case <-ctx.Done():
+			return nil
+		}
+		fmt.Fprintf(out, `Palaver dev mode
+  gateway:           http://%s   (web UI; WebSocket /v1/ws; dev login POST /v1/dev/login)
+  Kafka (embedded):  %s   (any Kafka client, e.g. kcat -b %[2]s -L)
   rooms:             %s   (from %s)
   data:              %s
   metrics:           http://%s/metrics
 Press Ctrl-C to stop.
-`, broker.Addr(), strings.Join(names, ", "), cfg.RoomsDir, data, opsServer.Addr())
+`, api.Addr(), broker.Addr(), strings.Join(names, ", "), cfg.RoomsDir, data, opsServer.Addr())
+		<-ctx.Done()
+		return nil
+	})
 
-	return runner.Run(ctx, log, 10*time.Second,
+	// The broker outlives the gateway, whose shutdown flushes the sends in
+	// flight to it.
+	gwDone := make(chan struct{})
+	return runner.Run(ctx, log, 15*time.Second,
 		runner.Named{Name: "ops", Part: opsServer},
-		runner.Named{Name: "kafka", Part: broker},
+		runner.Named{Name: "rooms", Part: rooms},
+		runner.Named{Name: "gateway", Part: runner.Func(func(ctx context.Context) error {
+			defer close(gwDone)
+			return gw.Run(ctx)
+		})},
+		runner.Named{Name: "http", Part: api},
+		runner.Named{Name: "banner", Part: banner},
+		runner.Named{Name: "kafka", Part: runner.Func(func(ctx context.Context) error {
+			<-ctx.Done()
+			<-gwDone
+			return broker.Run(ctx)
+		})},
 	)
 }
