@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -81,7 +82,7 @@ func Chat(ctx context.Context, o ChatOptions) error {
 	}
 	token, err := o.Conn.Token(ctx)
 	if err != nil {
-		return err
+		return reachable(err, o.Conn.URL)
 	}
 	s := &chat{o: o, token: token, lines: readLines(o.In), errw: &lockedWriter{w: o.Err}}
 	return s.run(ctx)
@@ -149,7 +150,8 @@ func (s *chat) run(ctx context.Context) error {
 			return nil // interrupted: nothing more to say
 		}
 		if !connected {
-			return err // a wrong URL or a gateway not running: say so now
+			// A wrong URL or a gateway not running: say so now.
+			return reachable(err, s.o.Conn.URL)
 		}
 		switch {
 		case isAuthFailure(err) && s.o.Conn.devLogin() && !relogged:
@@ -381,7 +383,33 @@ func describe(err error) string {
 		}
 		return fmt.Sprintf("disconnected (close %d %s)", ce.Code, ce.Reason)
 	}
+	if reason, ok := unreachable(err); ok {
+		return "cannot reach the gateway: " + reason
+	}
 	return "disconnected: " + err.Error()
+}
+
+// reachable rewrites a failure to reach the gateway at all into a short
+// message that says what to check; other errors pass unchanged.
+func reachable(err error, url string) error {
+	if reason, ok := unreachable(err); ok {
+		return fmt.Errorf("cannot reach the gateway at %s: %s (is it running? `make dev` starts one)", url, reason)
+	}
+	return err
+}
+
+// unreachable reports whether err is a failure to reach the gateway at all,
+// and its innermost reason ("connection refused").
+func unreachable(err error) (string, bool) {
+	var op *net.OpError
+	if !errors.As(err, &op) {
+		return "", false
+	}
+	inner := error(op)
+	for u := errors.Unwrap(inner); u != nil; u = errors.Unwrap(inner) {
+		inner = u
+	}
+	return inner.Error(), true
 }
 
 // backoff is exponential from lo, capped at hi, with up to 25% jitter.

@@ -216,7 +216,7 @@ func TestChatGatewayNotRunning(t *testing.T) {
 	var out, errw syncBuffer
 	t.Setenv("PALAVER_TOKEN", "tok-Ada")
 	err := Chat(t.Context(), ChatOptions{Conn: Conn{URL: url}, Room: "lobby", In: strings.NewReader(""), Out: &out, Err: &errw})
-	if err == nil || ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "connect to ws://") {
+	if err == nil || ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "cannot reach the gateway at "+url+": connection refused") {
 		t.Fatalf("Chat without a gateway = %v", err)
 	}
 }

@@ -21,12 +21,12 @@ type RoomsOptions struct {
 func Rooms(ctx context.Context, o RoomsOptions) error {
 	tok, err := o.Conn.Token(ctx)
 	if err != nil {
-		return err
+		return reachable(err, o.Conn.URL)
 	}
 	api := &chatclient.API{BaseURL: o.Conn.URL, Token: tok}
 	rooms, err := api.Rooms(ctx)
 	if err != nil {
-		return err
+		return reachable(err, o.Conn.URL)
 	}
 	if o.JSON {
 		if rooms == nil {
