@@ -354,7 +354,8 @@ export class Connection extends EventTarget {
 
   /**
    * Abandons the current socket now (a dead network may take minutes to say
-   * so), then either retries with backoff or stays offline.
+   * so), then retries with backoff ('retry'), goes offline ('offline'), or
+   * waits for the caller ('hold').
    */
   drop(reason, then) {
     const ws = this.ws;
@@ -368,7 +369,7 @@ export class Connection extends EventTarget {
       }
     }
     if (then === 'retry' && this.running) this.scheduleRetry(reason);
-    else this.setState('offline', reason);
+    else if (then !== 'hold') this.setState('offline', reason);
   }
 
   detach() {
@@ -398,8 +399,9 @@ export class Connection extends EventTarget {
     }, PING_EVERY_MS);
   }
 
+  /** The token was refused: wait for setToken and reconnect, or stop. */
   unauthorized(reason) {
-    this.drop('the token was refused: ' + reason, 'offline');
+    this.drop('the token was refused: ' + reason, 'hold');
     this.emit('unauthorized', { reason });
   }
 
