@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,8 @@ func browserPrereqs(t *testing.T) (node, dir string) {
 	node, err := exec.LookPath("node")
 	if err != nil {
 		missing = append(missing, "node (Node.js 20 or newer)")
+	} else if v, err := exec.Command(node, "--version").Output(); err != nil || !nodeAtLeast20(string(v)) {
+		missing = append(missing, fmt.Sprintf("Node.js 20 or newer (found %s)", strings.TrimSpace(string(v))))
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "playwright-core", "package.json")); err != nil {
 		missing = append(missing, "e2e/node_modules (npm ci in e2e/)")
@@ -49,6 +52,17 @@ func browserPrereqs(t *testing.T) (node, dir string) {
 	return node, dir
 }
 
+// nodeAtLeast20 reports whether `node --version` says v20 or later, which
+// playwright-core needs.
+func nodeAtLeast20(version string) bool {
+	m := regexp.MustCompile(`^v(\d+)\.`).FindStringSubmatch(strings.TrimSpace(version))
+	if m == nil {
+		return false
+	}
+	major, err := strconv.Atoi(m[1])
+	return err == nil && major >= 20
+}
+
 // TestBrowser runs e2e/ (node --test, playwright-core, Chromium) against the
 // gateway wired as in dev mode (dev login, the sample rooms) on the real
 // Kafka broker.
@@ -58,7 +72,7 @@ func TestBrowser(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-concurrency=1", "--test-reporter=spec", dir)
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", dir)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PALAVER_E2E_URL="+url, "NO_COLOR=1", "FORCE_COLOR=0")
 	// Interrupt rather than kill, so playwright closes Chromium on the way out.
