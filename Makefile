@@ -45,12 +45,22 @@ kafka-down: prereqs-go ## Stop the local Kafka broker started by kafka-up.
 test: prereqs-kafka envtest generate vet lint test-services test-operator ## Everything: regenerate, vet, lint, unit and integration tests against the real broker and API server.
 
 .PHONY: test-services
-test-services: prereqs-kafka ## Unit and integration tests of the services (starts real Kafka brokers).
+test-services: prereqs-kafka e2e-deps ## Unit and integration tests of the services (starts real Kafka brokers).
 	cd services && go test -v $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-operator
 test-operator: envtest ## Operator tests against a real kube-apiserver, etcd and Kafka.
 	assets=$$($(ENVTEST_BUILD)) && cd operator && KUBEBUILDER_ASSETS=$$assets go test -v $(GO_TEST_FLAGS) ./...
+
+.PHONY: e2e-deps
+e2e-deps: ## Install what the browser test needs: Debian's Chromium (apt) and e2e/node_modules (npm ci).
+	@hack/prereqs.sh node
+	@command -v chromium >/dev/null || { s=; [[ $$(id -u) -eq 0 ]] || s=sudo; $$s apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -qq --no-install-recommends chromium; }
+	cd e2e && npm ci --no-audit --no-fund
+
+.PHONY: e2e
+e2e: ## Browser test against a running gateway (PALAVER_E2E_URL, default http://127.0.0.1:8080, e.g. make dev).
+	PALAVER_E2E_URL=$${PALAVER_E2E_URL:-http://127.0.0.1:8080} node --test e2e/
 
 .PHONY: test-short
 test-short: prereqs-go ## Fast unit tests only (no Kafka broker, no API server).

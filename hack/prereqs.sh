@@ -30,7 +30,11 @@ for tool in "$@"; do
 	mvn)
 		command -v mvn >/dev/null || need "Maven 3 (fetches the Kafka broker jars from Maven Central)" "apt-get install maven" ;;
 	node)
-		command -v node >/dev/null || need "Node.js 20 or newer (drives the browser tests)" "apt-get install nodejs npm" ;;
+		if ! command -v node >/dev/null; then
+			need "Node.js 20 or newer (drives the browser tests)" "https://nodejs.org or NodeSource's nodejs package (Debian 12's own is 18)"
+		elif ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; then
+			need "Node.js 20 or newer (found: $(node --version))" "https://nodejs.org or NodeSource's nodejs package"
+		fi ;;
 	chromium)
 		command -v chromium >/dev/null || need "Chromium (browser tests of the web UI)" "apt-get install chromium" ;;
 	*) echo "prereqs.sh: unknown tool $tool" >&2; exit 2 ;;
