@@ -44,8 +44,10 @@ type Config struct {
 	StallCheck   time.Duration // period of the stalled-tail watchdog (10 s)
 	DrainTimeout time.Duration // bound on the graceful shutdown (8 s)
 
-	// Socket buffer sizes per connection (1 KiB each): most frames fit, and
-	// an idle connection keeps its memory small.
+	// Buffers per connection: reads (512 B: most client frames fit) and
+	// the control frames coder/websocket writes (256 B: pongs and closes
+	// fit; the gateway writes its text frames itself). Small, because an
+	// idle connection keeps them for its lifetime.
 	ReadBufferBytes, WriteBufferBytes int
 	// SocketSendBuffer is each connection's kernel send buffer (SO_SNDBUF,
 	// 64 KiB). Linux would otherwise grow it up to tcp_wmem's maximum
@@ -79,8 +81,8 @@ func DefaultConfig() Config {
 		TailLinger:       roomhub.DefaultLinger,
 		StallCheck:       roomhub.DefaultStallCheck,
 		DrainTimeout:     8 * time.Second,
-		ReadBufferBytes:  1 << 10,
-		WriteBufferBytes: 1 << 10,
+		ReadBufferBytes:  512,
+		WriteBufferBytes: 256,
 		SocketSendBuffer: 64 << 10,
 	}
 }
@@ -141,6 +143,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: max frame bytes %d leaves no room for a send of %d bytes of text", ErrConfig, c.Limits.MaxFrameBytes, c.Limits.MaxTextBytes)
 	}
 	if c.ReadBufferBytes < 256 || c.WriteBufferBytes < 256 {
+		// Under 256 bytes, a control frame (up to 139 bytes) could reach the
+		// socket in two writes, with text frames written in between.
 		return fmt.Errorf("%w: socket buffers must be at least 256 bytes", ErrConfig)
 	}
 	return nil

@@ -33,6 +33,7 @@ const (
 type conn struct {
 	s           *Server
 	ws          *websocket.Conn
+	sock        *sockWriter     // under ws: text frames are written here, in batches
 	ctx         context.Context // ends when the connection is finished
 	cancel      context.CancelFunc
 	headerToken string // from the upgrade's Authorization header
@@ -79,11 +80,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c := &conn{s: s, headerToken: auth.BearerToken(r)}
 	opts := s.accept
 	opts.OnPongReceived = func(context.Context, []byte) {}
-	ws, err := websocket.Accept(smallBuffers{w, s.cfg.ReadBufferBytes, s.cfg.WriteBufferBytes, s.cfg.SocketSendBuffer}, r, &opts)
+	sb := &smallBuffers{ResponseWriter: w, read: s.cfg.ReadBufferBytes, write: s.cfg.WriteBufferBytes, sndbuf: s.cfg.SocketSendBuffer}
+	ws, err := websocket.Accept(sb, r, &opts)
 	if err != nil {
 		s.log.Debug("gateway: upgrade refused", "err", err, "origin", r.Header.Get("Origin"))
 		return
 	}
+	c.sock = sb.sock
 	ws.SetReadLimit(int64(s.cfg.Limits.MaxFrameBytes))
 	c.ws = ws
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -101,7 +104,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	go c.serve()
 }
 
-// serve is the reader loop.
+// serve is the reader loop. It only reads: each frame is handled on a
+// short-lived goroutine, waited for, so that decoding, token checks and
+// joins do not grow the stack this goroutine keeps for the connection's
+// whole life.
 func (c *conn) serve() {
 	defer c.finish()
 	c.timers[0] = time.AfterFunc(c.s.cfg.HelloTimeout, func() {
@@ -110,33 +116,46 @@ func (c *conn) serve() {
 		}
 	})
 	for {
-		typ, b, err := c.ws.Read(c.ctx)
+		// No context: closing the connection ends the read, and a context
+		// with a deadline or cancellation would cost a registration per
+		// read for every idle connection.
+		typ, b, err := c.ws.Read(context.Background())
 		if err != nil {
 			c.readFailed(err)
 			return
 		}
-		if typ != websocket.MessageText {
-			c.closeWith(closeBadFrame, "binary frames are not part of the protocol", reasonBadFrame, true)
-			c.s.m.RejectedFrames.WithLabelValues(codeBadFrame).Inc()
-			continue
-		}
-		if c.isClosing() {
-			continue // read on only to see the close handshake through
-		}
-		f, err := DecodeFrame(b)
-		if err != nil {
-			var fe *FrameError
-			errors.As(err, &fe)
-			c.badFrame(fe.Ref, fe.Code, fe.Msg)
-			continue
-		}
-		if !c.welcomed.Load() && f.Op != opHello {
-			c.replyError(f.Ref, codeBadRequest, "the first frame must be hello", "")
-			c.closeWith(closeBadFrame, "the first frame must be hello", reasonBadFrame, true)
-			continue
-		}
-		c.handle(f)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c.frame(typ, b)
+		}()
+		<-done
 	}
+}
+
+// frame handles one client frame.
+func (c *conn) frame(typ websocket.MessageType, b []byte) {
+	if typ != websocket.MessageText {
+		c.s.m.RejectedFrames.WithLabelValues(codeBadFrame).Inc()
+		c.closeWith(closeBadFrame, "binary frames are not part of the protocol", reasonBadFrame, true)
+		return
+	}
+	if c.isClosing() {
+		return // read on only to see the close handshake through
+	}
+	f, err := DecodeFrame(b)
+	if err != nil {
+		var fe *FrameError
+		errors.As(err, &fe)
+		c.badFrame(fe.Ref, fe.Code, fe.Msg)
+		return
+	}
+	if !c.welcomed.Load() && f.Op != opHello {
+		c.replyError(f.Ref, codeBadRequest, "the first frame must be hello", "")
+		c.closeWith(closeBadFrame, "the first frame must be hello", reasonBadFrame, true)
+		return
+	}
+	c.handle(f)
 }
 
 func (c *conn) isClosing() bool {
@@ -226,6 +245,7 @@ func (c *conn) hello(f Frame) *protoError {
 	}
 	if !c.welcomed.Swap(true) {
 		c.timers[0].Stop()
+		c.timers[0] = nil
 		c.timers[2] = time.AfterFunc(c.s.cfg.PingInterval, c.ping)
 	}
 	for _, rs := range c.joined() {
@@ -519,15 +539,11 @@ func (c *conn) writeLoop() {
 		c.spare = nil
 		c.mu.Unlock()
 
-		for i := range batch {
-			if !c.write(batch[i]) {
-				c.mu.Lock()
-				c.abort = true
-				c.mu.Unlock()
-				_ = c.ws.CloseNow()
-				break
-			}
-			batch[i] = outItem{}
+		if !c.writeBatch(batch) {
+			c.mu.Lock()
+			c.abort = true
+			c.mu.Unlock()
+			_ = c.ws.CloseNow()
 		}
 		clear(batch)
 		c.mu.Lock()
@@ -536,37 +552,58 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// write writes one frame; false when the socket failed.
-func (c *conn) write(it outItem) bool {
-	c.mu.Lock()
-	abort := c.abort
-	c.mu.Unlock()
-	if abort {
-		return false
-	}
-	b := it.frame
-	if it.d != nil {
-		b = it.d.Frame()
-	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.WriteTimeout)
-	err := c.ws.Write(ctx, websocket.MessageText, b)
-	cancel()
-	if err != nil {
-		return false
-	}
-	if it.rs != nil {
-		it.rs.delivered.Inc()
-		if it.live {
-			c.s.m.DeliveryLatency.Observe(time.Since(it.d.Msg.Time).Seconds())
+// writeBatch writes queued frames, as many per system call as fit in
+// maxBatchBytes, under one write deadline; false when the socket failed.
+func (c *conn) writeBatch(batch []outItem) bool {
+	bp := batchBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxBatchBytes*2 {
+			*bp = (*bp)[:0]
+			batchBufs.Put(bp)
 		}
+	}()
+	// One deadline per batch: a context per write would cost a timer and
+	// a channel per frame.
+	_ = c.sock.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+	defer func() { _ = c.sock.nc.SetWriteDeadline(time.Time{}) }()
+	for start := 0; start < len(batch); {
+		c.mu.Lock()
+		abort := c.abort
+		c.mu.Unlock()
+		if abort {
+			return false
+		}
+		buf := (*bp)[:0]
+		end := start
+		for ; end < len(batch) && (end == start || len(buf) < maxBatchBytes); end++ {
+			b := batch[end].frame
+			if batch[end].d != nil {
+				b = batch[end].d.Frame()
+			}
+			buf = appendTextFrame(buf, b)
+		}
+		*bp = buf
+		if _, err := c.sock.Write(buf); err != nil {
+			return false
+		}
+		now := time.Now()
+		for _, it := range batch[start:end] {
+			if it.rs != nil {
+				it.rs.delivered.Inc()
+				if it.live {
+					c.s.m.DeliveryLatency.Observe(now.Sub(it.d.Msg.Time).Seconds())
+				}
+			}
+		}
+		c.mu.Lock()
+		c.queued -= end - start
+		if c.space != nil {
+			close(c.space)
+			c.space = nil
+		}
+		c.mu.Unlock()
+		start = end
 	}
-	c.mu.Lock()
-	c.queued--
-	if c.space != nil {
-		close(c.space)
-		c.space = nil
-	}
-	c.mu.Unlock()
 	return true
 }
 

@@ -13,12 +13,16 @@ import (
 // stay with every idle connection for its lifetime.
 // It also sets the kernel send buffer (sndbuf > 0), see
 // Config.SocketSendBuffer.
+//
+// coder/websocket's writes go through sock, which the gateway also uses to
+// write its text frames in batches (see sockWriter).
 type smallBuffers struct {
 	http.ResponseWriter
 	read, write, sndbuf int
+	sock                *sockWriter // set by Hijack
 }
 
-func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
@@ -32,11 +36,12 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		b, _ := brw.Reader.Peek(n)
 		nc = &prefixConn{Conn: nc, r: io.MultiReader(bytes.NewReader(bytes.Clone(b)), nc)}
 	}
-	return nc, bufio.NewReadWriter(bufio.NewReaderSize(nc, w.read), bufio.NewWriterSize(nc, w.write)), nil
+	w.sock = &sockWriter{nc: nc}
+	return nc, bufio.NewReadWriter(bufio.NewReaderSize(nc, w.read), bufio.NewWriterSize(w.sock, w.write)), nil
 }
 
 // Unwrap lets http.ResponseController reach the real writer.
-func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type prefixConn struct {
 	net.Conn

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/segmentio/kafka-go"
 
 	"palaver.dev/services/internal/auth"
 	"palaver.dev/services/internal/gateway/roomhub"
@@ -93,7 +94,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		Metrics:    m.hub(),
 		Logger:     log,
 	})
-	s.prod = newProducer(deps.Cluster.Writer(), newDedupCache(cfg.DedupWindow, cfg.DedupEntries), s.hub.Recent, cfg.SendTimeout, m)
+	w := deps.Cluster.Writer()
+	w.ErrorLogger = kafka.LoggerFunc(func(msg string, args ...any) {
+		log.Warn("gateway: kafka writer: " + fmt.Sprintf(msg, args...))
+	})
+	s.prod = newProducer(w, newDedupCache(cfg.DedupWindow, cfg.DedupEntries), s.hub.Recent, cfg.SendTimeout, m)
 	s.accept = websocket.AcceptOptions{OriginPatterns: slices.DeleteFunc(slices.Clone(cfg.AllowedOrigins), func(o string) bool { return o == "*" })}
 	if cfg.Dev && slices.Contains(cfg.AllowedOrigins, "*") {
 		s.accept.InsecureSkipVerify = true // dev mode only; Validate refuses it otherwise
