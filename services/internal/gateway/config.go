@@ -36,7 +36,8 @@ type Config struct {
 	MaxRooms     int           // rooms one connection may join (100)
 	HelloTimeout time.Duration // the first frame must be hello within this (10 s)
 	PingInterval time.Duration // WebSocket pings; no pong within one more interval closes (30 s)
-	WriteTimeout time.Duration // bound on one socket write (10 s)
+	WriteTimeout time.Duration // a socket that takes no frames for this long is a slow consumer (10 s)
+
 	SendTimeout  time.Duration // a send not acknowledged by Kafka in this answers unavailable (10 s)
 	DedupWindow  time.Duration // retried sends are recognised for this long (10 min)
 	DedupEntries int           // at most this many sends remembered (200 000)

@@ -46,8 +46,9 @@ type conn struct {
 	badFrames int
 	sem       chan struct{} // sends waiting for Kafka
 
-	welcomed atomic.Bool
-	timers   [3]*time.Timer // hello deadline, token expiry, ping
+	welcomed   atomic.Bool
+	writeSince atomic.Int64   // when the batch being written started (unix ns), 0 when not writing
+	timers     [3]*time.Timer // hello deadline, token expiry, ping
 
 	mu       sync.Mutex
 	rooms    map[string]*roomSub
@@ -562,10 +563,11 @@ func (c *conn) writeBatch(batch []outItem) bool {
 			batchBufs.Put(bp)
 		}
 	}()
-	// One deadline per batch: a context per write would cost a timer and
-	// a channel per frame.
-	_ = c.sock.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-	defer func() { _ = c.sock.nc.SetWriteDeadline(time.Time{}) }()
+	// The server's write watchdog ends a batch stuck past the write
+	// timeout; a deadline or a context per write would cost timer updates
+	// per frame.
+	c.writeSince.Store(time.Now().UnixNano())
+	defer c.writeSince.Store(0)
 	for start := 0; start < len(batch); {
 		c.mu.Lock()
 		abort := c.abort

@@ -327,46 +327,57 @@ func TestFloodIsRateLimitedThenClosed(t *testing.T) {
 }
 
 // TestSlowConsumerIsCut: a client that stops reading is closed with 4408
-// while the others keep receiving every message.
+// while the others keep receiving every message: when its queue overflows,
+// or when its socket takes nothing for the write timeout.
 func TestSlowConsumerIsCut(t *testing.T) {
 	e := sharedEnv(t)
-	info := e.newRoom(t, 1)
-	gw := startServer(t, e, func(c *Config) { c.QueueSize = 32; c.SocketSendBuffer = 16 << 10 })
-	tok := token(t, "ada", nil, time.Hour)
+	for _, tt := range []struct {
+		name   string
+		adjust func(*Config)
+	}{
+		{"queue overflow", func(c *Config) { c.QueueSize = 32; c.SocketSendBuffer = 16 << 10 }},
+		{"write timeout", func(c *Config) { c.QueueSize = 100_000; c.SocketSendBuffer = 16 << 10; c.WriteTimeout = 300 * time.Millisecond }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			info := e.newRoom(t, 1)
+			gw := startServer(t, e, tt.adjust)
+			stalled := dial(t, gw, dialOpts{rcvBuffer: 4096, noReader: true})
+			stalled.write(map[string]any{"op": "hello", "ref": "h", "versions": []int{1}, "token": token(t, "ada", nil, time.Hour)})
+			stalled.write(map[string]any{"op": "join", "ref": "j", "room": info.Name})
+			fast := connect(t, gw, token(t, "bob", nil, time.Hour))
+			fast.join(info.Name, nil)
+			// The stalled client's frames stay unread: wait for its join
+			// in the metrics.
+			waitFor(t, "the stalled client's join", func() bool { return testutil.ToFloat64(gw.metrics.Joins) == 2 })
 
-	stalled := dial(t, gw, dialOpts{rcvBuffer: 4096, noReader: true})
-	stalled.write(map[string]any{"op": "hello", "ref": "h", "versions": []int{1}, "token": tok})
-	stalled.write(map[string]any{"op": "join", "ref": "j", "room": info.Name})
-	fast := connect(t, gw, token(t, "bob", nil, time.Hour))
-	fast.join(info.Name, nil)
-	// The stalled client's join is answered once both joins are in the
-	// room: wait for its member count, not for its frames.
-	waitFor(t, "the stalled client's join", func() bool { return testutil.ToFloat64(gw.metrics.Joins) == 2 })
-
-	// ~600 KB, far more than the queue and the sockets hold, in chunks the
-	// fast client reads as they come (a burst over its queue would cut it
-	// too: that is what the queue bounds).
-	const n, chunk = 600, 15
-	var got []frame
-	for len(got) < n {
-		e.produceDirect(t, info, "carol", chunk, 1000)
-		got = append(got, fast.messages(chunk)...)
+			// ~600 KB, far more than the queue and the sockets hold, in
+			// chunks the fast client reads as they come (a burst over its
+			// queue would cut it too: that is what the queue bounds).
+			const n, chunk = 600, 15
+			var got []frame
+			for len(got) < n {
+				e.produceDirect(t, info, "carol", chunk, 1000)
+				got = append(got, fast.messages(chunk)...)
+			}
+			for i := 1; i < n; i++ {
+				if got[i].Offset != got[i-1].Offset+1 {
+					t.Fatalf("the fast client missed a message: offsets %d then %d", got[i-1].Offset, got[i].Offset)
+				}
+			}
+			waitFor(t, "the slow consumer's disconnect", func() bool {
+				return testutil.ToFloat64(gw.metrics.Disconnects.WithLabelValues(reasonSlowConsumer)) == 1
+			})
+			if tt.name == "queue overflow" {
+				// Reading again, the stalled client finds what fitted in its
+				// socket, then the close.
+				stalled.startReading()
+				stalled.expectClose(closeSlowConsumer)
+			}
+		})
 	}
-	for i := 1; i < n; i++ {
-		if got[i].Offset != got[i-1].Offset+1 {
-			t.Fatalf("the fast client missed a message: offsets %d then %d", got[i-1].Offset, got[i].Offset)
-		}
-	}
-	waitFor(t, "the slow consumer's disconnect", func() bool {
-		return testutil.ToFloat64(gw.metrics.Disconnects.WithLabelValues(reasonSlowConsumer)) == 1
-	})
-	// Reading again, the stalled client finds what fitted in its socket,
-	// then the close.
-	stalled.startReading()
-	stalled.expectClose(closeSlowConsumer)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {

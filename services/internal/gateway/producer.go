@@ -121,12 +121,16 @@ func metadataLag(err error) bool {
 }
 
 func (p *producer) retry(ctx context.Context, fl *flight, msg kafka.Message) {
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+	// The writer's metadata refresh (every second at most) runs on its own;
+	// asking the cache again is cheap, so ask often.
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
 		select {
 		case <-ctx.Done():
 			fl.finish(position{}, fmt.Errorf("produce to %s: %w", msg.Topic, ctx.Err()))
 			return
-		case <-time.After(wait):
+		case <-t.C:
 		}
 		err := p.w.WriteMessages(ctx, msg)
 		if err == nil {

@@ -144,6 +144,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(hubDone)
 		_ = s.hub.Run(hubCtx)
 	}()
+	go s.watchWrites(hubCtx)
 	<-ctx.Done()
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
 	defer cancel()
@@ -151,6 +152,32 @@ func (s *Server) Run(ctx context.Context) error {
 	stopHub()
 	<-hubDone
 	return err
+}
+
+// watchWrites closes connections whose socket has not taken a batch of
+// frames within the write timeout: their client stopped reading.
+func (s *Server) watchWrites(ctx context.Context) {
+	t := time.NewTicker(max(s.cfg.WriteTimeout/4, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.connMu.Lock()
+			var stuck []*conn
+			for c := range s.conns {
+				if since := c.writeSince.Load(); since != 0 && now.Sub(time.Unix(0, since)) > s.cfg.WriteTimeout {
+					stuck = append(stuck, c)
+				}
+			}
+			s.connMu.Unlock()
+			for _, c := range stuck {
+				c.closeWith(closeSlowConsumer, "slow consumer: reconnect and rejoin with your cursors", reasonSlowConsumer, false)
+				_ = c.ws.CloseNow() // the close frame cannot get past the stuck write
+			}
+		}
+	}
 }
 
 // Shutdown drains the gateway: new connections and sends are refused, the
