@@ -336,7 +336,11 @@ func TestSlowConsumerIsCut(t *testing.T) {
 		adjust func(*Config)
 	}{
 		{"queue overflow", func(c *Config) { c.QueueSize = 32; c.SocketSendBuffer = 16 << 10 }},
-		{"write timeout", func(c *Config) { c.QueueSize = 100_000; c.SocketSendBuffer = 16 << 10; c.WriteTimeout = 300 * time.Millisecond }},
+		{"write timeout", func(c *Config) {
+			c.QueueSize = 100_000
+			c.SocketSendBuffer = 16 << 10
+			c.WriteTimeout = 300 * time.Millisecond
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			info := e.newRoom(t, 1)
