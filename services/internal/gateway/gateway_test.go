@@ -745,3 +745,29 @@ palaver_gateway_disconnects_total{reason="unauthorized"} 0
 		t.Error(err)
 	}
 }
+
+// TestHelloRefreshesToken: a later hello with a fresh token for the same
+// user extends the session and leaves rooms the new token does not allow.
+func TestHelloRefreshesToken(t *testing.T) {
+	e := sharedEnv(t)
+	a, b := e.newRoom(t, 1), e.newRoom(t, 1)
+	gw := startServer(t, e, nil)
+	c := connect(t, gw, token(t, "ada", nil, 2*time.Second))
+	c.join(a.Name, nil)
+	c.join(b.Name, nil)
+
+	c.write(map[string]any{"op": "hello", "ref": "other", "versions": []int{1}, "token": token(t, "bob", nil, time.Hour)})
+	c.expectError(codeBadRequest, "other")
+
+	c.write(map[string]any{"op": "hello", "ref": "again", "versions": []int{1}, "token": token(t, "ada", []string{a.Name}, time.Hour)})
+	if f := c.expectError(codeForbidden, ""); f.Room != b.Name {
+		t.Fatalf("left %q, want %q", f.Room, b.Name)
+	}
+	c.expect("welcome", "again")
+	c.write(map[string]any{"op": "leave", "ref": "l", "room": b.Name})
+	c.expectError(codeNotJoined, "l")
+	// The first token's expiry no longer ends the session.
+	time.Sleep(2500 * time.Millisecond)
+	c.write(map[string]any{"op": "ping", "ref": "p"})
+	c.expect("pong", "p")
+}
