@@ -119,7 +119,7 @@ func Encode(e *Envelope) ([]byte, error) {
 	}
 	b, err := json.Marshal(e)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if len(b) > MaxEncodedBytes {
 		return nil, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrTooLarge, len(b), MaxEncodedBytes)
@@ -138,7 +138,7 @@ func Decode(b []byte) (Envelope, error) {
 		return e, ErrInvalidUTF8
 	}
 	if err := json.Unmarshal(b, &e); err != nil {
-		return Envelope{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return Envelope{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if err := e.Validate(); err != nil {
 		return Envelope{}, err
