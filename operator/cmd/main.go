@@ -1,13 +1,16 @@
 // Command operator runs the Palaver operator: a controller manager whose
-// ChatRoom reconciler keeps one Kafka topic per ChatRoom.
+// ChatRoom reconciler keeps one Kafka topic per ChatRoom and publishes the
+// rooms to the registry topic the services read.
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"strings"
+	"path/filepath"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -15,64 +18,145 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	chatv1alpha1 "palaver.dev/operator/api/v1alpha1"
 	"palaver.dev/operator/internal/controller"
+	"palaver.dev/operator/internal/topics"
+	"palaver.dev/services/kafkabus"
+	"palaver.dev/services/room"
 )
 
 var setupLog = ctrl.Log.WithName("setup")
 
 type config struct {
-	metricsAddr              string
-	probeAddr                string
-	leaderElect              bool
-	kafkaBootstrapServers    []string
-	defaultReplicationFactor int32
+	metricsAddr    string
+	probeAddr      string
+	leaderElect    bool
+	kafka          kafkabus.Config
+	credentialsDir string
+	defaultRF      int
+	concurrency    int
+	resync         time.Duration
+	kafkaTimeout   time.Duration
+	deletionWait   time.Duration
+	retryMax       time.Duration
 }
 
 func main() {
-	var (
-		cfg       config
-		bootstrap string
-		rf        int
-	)
-	flag.StringVar(&cfg.metricsAddr, "metrics-bind-address", ":8080",
+	var cfg config
+	fs := flag.CommandLine
+	fs.StringVar(&cfg.metricsAddr, "metrics-bind-address", ":8080",
 		"Address the Prometheus metrics endpoint binds to; 0 disables it.")
-	flag.StringVar(&cfg.probeAddr, "health-probe-bind-address", ":8081",
+	fs.StringVar(&cfg.probeAddr, "health-probe-bind-address", ":8081",
 		"Address the /healthz and /readyz endpoints bind to.")
-	flag.BoolVar(&cfg.leaderElect, "leader-elect", true,
+	fs.BoolVar(&cfg.leaderElect, "leader-elect", true,
 		"Elect a leader so that only one replica reconciles at a time.")
-	flag.StringVar(&bootstrap, "kafka-bootstrap-servers", os.Getenv("KAFKA_BOOTSTRAP_SERVERS"),
-		"Comma-separated Kafka bootstrap servers (host:port). Env: KAFKA_BOOTSTRAP_SERVERS.")
-	flag.IntVar(&rf, "default-replication-factor", 3,
+	cfg.kafka.RegisterFlags(fs, kafkabus.Config{ClientID: "palaver-operator"})
+	fs.StringVar(&cfg.credentialsDir, "kafka-credentials-dir", os.Getenv("PALAVER_KAFKA_CREDENTIALS_DIR"),
+		"Directory of a mounted Secret with Kafka credentials: ca.crt (turns TLS on), user.crt and user.key "+
+			"(mutual TLS), username and password (SASL SCRAM-SHA-512). Explicit --kafka-* flags win. ($PALAVER_KAFKA_CREDENTIALS_DIR)")
+	fs.IntVar(&cfg.defaultRF, "default-replication-factor", 3,
 		"Replication factor of topics whose ChatRoom sets none.")
+	fs.IntVar(&cfg.concurrency, "max-concurrent-reconciles", 16,
+		"ChatRooms reconciled at once; their Kafka calls are batched together.")
+	fs.DurationVar(&cfg.resync, "kafka-resync-interval", 30*time.Second,
+		"How often every room topic is re-read to find changes made outside the operator.")
+	fs.DurationVar(&cfg.kafkaTimeout, "kafka-timeout", 10*time.Second,
+		"Timeout of each Kafka request.")
+	fs.DurationVar(&cfg.deletionWait, "deletion-timeout", 5*time.Minute,
+		"How long a ChatRoom's deletion waits for an unreachable Kafka before it completes without cleaning up.")
+	fs.DurationVar(&cfg.retryMax, "kafka-retry-max", 5*time.Minute,
+		"Longest wait between a room's retries after Kafka errors (the backoff starts at 1s).")
 	zapOpts := zap.Options{}
-	zapOpts.BindFlags(flag.CommandLine)
+	zapOpts.BindFlags(fs)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
-	cfg.kafkaBootstrapServers = splitList(bootstrap)
-	if len(cfg.kafkaBootstrapServers) == 0 {
-		fmt.Fprintln(os.Stderr, "operator: --kafka-bootstrap-servers (or KAFKA_BOOTSTRAP_SERVERS) is required")
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "operator: %v\n", err)
 		os.Exit(2)
 	}
-	if rf < 1 || rf > 1<<15 {
-		fmt.Fprintf(os.Stderr, "operator: --default-replication-factor must be between 1 and 32768, got %d\n", rf)
-		os.Exit(2)
-	}
-	cfg.defaultReplicationFactor = int32(rf)
-
-	if err := run(cfg); err != nil {
+	if err := run(ctrl.SetupSignalHandler(), cfg); err != nil {
 		setupLog.Error(err, "operator stopped")
 		os.Exit(1)
 	}
 }
 
-// run builds the manager, registers the reconcilers and runs until SIGTERM
-// or SIGINT; the manager then stops its controllers and, as leader, releases
-// its lease.
-func run(cfg config) error {
+func (c *config) validate() error {
+	if err := applyCredentialsDir(&c.kafka, c.credentialsDir); err != nil {
+		return err
+	}
+	if err := c.kafka.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.defaultRF < 1 || c.defaultRF > 1<<15-1:
+		return fmt.Errorf("--default-replication-factor must be between 1 and 32767, got %d", c.defaultRF)
+	case c.concurrency < 1:
+		return fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", c.concurrency)
+	case c.resync < time.Second || c.kafkaTimeout <= 0 || c.deletionWait <= 0 || c.retryMax < time.Second:
+		return errors.New("--kafka-resync-interval and --kafka-retry-max must be at least 1s, --kafka-timeout and --deletion-timeout positive")
+	}
+	return nil
+}
+
+// applyCredentialsDir points cfg at the credential files found in dir, the
+// mount of a Kubernetes Secret (or a projected volume of several, such as
+// Strimzi's cluster CA Secret and a KafkaUser's Secret). Settings made with
+// flags are kept. Only file names are recorded: the secrets themselves are
+// read when the clients are built, and never logged.
+func applyCredentialsDir(cfg *kafkabus.Config, dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("--kafka-credentials-dir %s: not a readable directory", dir)
+	}
+	has := func(name string) (string, bool) {
+		p := filepath.Join(dir, name)
+		_, err := os.Stat(p)
+		return p, err == nil
+	}
+	if p, ok := has("ca.crt"); ok {
+		cfg.TLS = true
+		if cfg.TLSCAFile == "" {
+			cfg.TLSCAFile = p
+		}
+	}
+	crt, okCrt := has("user.crt")
+	key, okKey := has("user.key")
+	if okCrt && okKey && cfg.TLSCertFile == "" && cfg.TLSKeyFile == "" {
+		cfg.TLS, cfg.TLSCertFile, cfg.TLSKeyFile = true, crt, key
+	}
+	if p, ok := has("password"); ok && cfg.SASLPasswordFile == "" {
+		cfg.SASLPasswordFile = p
+		if cfg.SASLMechanism == "" {
+			cfg.SASLMechanism = kafkabus.SCRAMSHA512
+		}
+		if u, ok := has("username"); ok && cfg.SASLUsername == "" {
+			b, err := os.ReadFile(u)
+			if err != nil {
+				return fmt.Errorf("read Kafka user name: %w", err)
+			}
+			cfg.SASLUsername = string(trimNewline(b))
+		}
+	}
+	return nil
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// run builds the manager, the shared Kafka view and the reconciler, and
+// runs until ctx ends (SIGTERM or SIGINT); the manager then stops its
+// runnables and, as leader, releases its lease.
+func run(ctx context.Context, cfg config) error {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(chatv1alpha1.AddToScheme(scheme))
@@ -87,7 +171,7 @@ func run(cfg config) error {
 		HealthProbeBindAddress: cfg.probeAddr,
 		LeaderElection:         cfg.leaderElect,
 		LeaderElectionID:       "operator.chat.palaver.dev",
-		// main returns as soon as the manager stops, so stepping down on
+		// run returns as soon as the manager stops, so stepping down on
 		// shutdown is safe, and the next leader need not wait out the lease.
 		LeaderElectionReleaseOnCancel: true,
 	})
@@ -95,12 +179,40 @@ func run(cfg config) error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 
+	admin, err := cfg.kafka.AdminClient()
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	cluster, err := kafkabus.New(cfg.kafka)
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+
+	opts := topics.Options{
+		Resync: cfg.resync, Timeout: cfg.kafkaTimeout,
+		Metrics: topics.NewMetrics(metrics.Registry), Log: ctrl.Log.WithName("topics"),
+	}
+	prov := room.NewProvisioner(admin)
+	view := topics.New(prov, opts)
+	registry := topics.NewRegistry(cluster, prov, view, int16(cfg.defaultRF), opts)
+	defer func() { _ = registry.Close() }()
+	if err := mgr.Add(view); err != nil {
+		return fmt.Errorf("add the Kafka view: %w", err)
+	}
+
 	if err := (&controller.ChatRoomReconciler{
 		Client:                   mgr.GetClient(),
 		Recorder:                 mgr.GetEventRecorder("chatroom-controller"),
-		KafkaBootstrapServers:    cfg.kafkaBootstrapServers,
-		DefaultReplicationFactor: cfg.defaultReplicationFactor,
-	}).SetupWithManager(mgr); err != nil {
+		View:                     view,
+		Registry:                 registry,
+		Metrics:                  controller.NewMetrics(metrics.Registry),
+		DefaultReplicationFactor: int16(cfg.defaultRF),
+		DeletionTimeout:          cfg.deletionWait,
+		RetryMax:                 cfg.retryMax,
+		MaxConcurrentReconciles:  cfg.concurrency,
+	}).SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up chatroom controller: %w", err)
 	}
 
@@ -111,21 +223,10 @@ func run(cfg config) error {
 		return fmt.Errorf("add health checks: %w", err)
 	}
 
-	setupLog.Info("starting manager", "kafka", cfg.kafkaBootstrapServers,
-		"defaultReplicationFactor", cfg.defaultReplicationFactor, "leaderElect", cfg.leaderElect)
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	setupLog.Info("starting manager", "kafka", cfg.kafka.Brokers, "tls", cfg.kafka.TLS, "sasl", cfg.kafka.SASLMechanism,
+		"defaultReplicationFactor", cfg.defaultRF, "leaderElect", cfg.leaderElect)
+	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
-}
-
-// splitList splits a comma-separated flag value, dropping empty items.
-func splitList(s string) []string {
-	var out []string
-	for item := range strings.SplitSeq(s, ",") {
-		if item = strings.TrimSpace(item); item != "" {
-			out = append(out, item)
-		}
-	}
-	return out
 }

@@ -4,30 +4,76 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// Finalizer is on every ChatRoom the controller has seen, so that deleting
+// one removes its registry entry (and, under deletionPolicy Delete, its
+// topic) before the object goes.
+const Finalizer = "chat.palaver.dev/topic"
+
 // Condition types of a ChatRoom.
 const (
-	// ConditionReady is True when the topic exists and matches the spec.
+	// ConditionReady is True when the topic exists, belongs to this room
+	// and has the spec's partitions and replication factor, and the room is
+	// in the registry. Under driftPolicy Report, configuration changed
+	// outside the ChatRoom shows in ConfigDrift and leaves Ready True.
 	ConditionReady = "Ready"
 	// ConditionProgressing is True while the controller changes the topic
 	// (creating it, adding partitions, moving replicas).
 	ConditionProgressing = "Progressing"
-	// ConditionConfigDrift is True when the topic's configuration in Kafka
-	// differs from the spec (and driftPolicy is Report, or enforcing failed).
+	// ConditionConfigDrift is True when the topic in Kafka differs from the
+	// spec in a way the controller does not (driftPolicy Report) or cannot
+	// (more partitions than the spec) change back.
 	ConditionConfigDrift = "ConfigDrift"
 )
 
 // Condition reasons of a ChatRoom.
 const (
-	ReasonProvisioned              = "Provisioned"
-	ReasonCreating                 = "Creating"
-	ReasonPartitionsIncreasing     = "PartitionsIncreasing"
-	ReasonReplicationChanging      = "ReplicationChanging"
-	ReasonInvalidConfig            = "InvalidConfig"
-	ReasonKafkaUnreachable         = "KafkaUnreachable"
-	ReasonTopicConflict            = "TopicConflict"
+	// ReasonProvisioned: the topic matches the spec (Ready True,
+	// Progressing False).
+	ReasonProvisioned = "Provisioned"
+	// ReasonCreating: the topic is being created.
+	ReasonCreating = "Creating"
+	// ReasonPartitionsIncreasing: partitions are being added.
+	ReasonPartitionsIncreasing = "PartitionsIncreasing"
+	// ReasonReplicationChanging: replicas are being reassigned to reach the
+	// spec's replication factor; status.reassignment has the progress.
+	ReasonReplicationChanging = "ReplicationChanging"
+	// ReasonInvalidConfig: the spec cannot be applied as it is (for example a
+	// replication factor above the number of brokers); the message says why.
+	ReasonInvalidConfig = "InvalidConfig"
+	// ReasonKafkaUnreachable: the controller cannot reach Kafka; it retries
+	// with backoff.
+	ReasonKafkaUnreachable = "KafkaUnreachable"
+	// ReasonKafkaError: Kafka refused a request for this topic (for example
+	// TOPIC_AUTHORIZATION_FAILED or a policy violation).
+	ReasonKafkaError = "KafkaError"
+	// ReasonTopicConflict: the topic exists but was not made for this room
+	// (set spec.adoptExisting to take it over), or an older ChatRoom uses
+	// the same topic.
+	ReasonTopicConflict = "TopicConflict"
+	// ReasonNameConflict: an older ChatRoom in another namespace has the same
+	// name, and room names are global: users join rooms by name.
+	ReasonNameConflict = "NameConflict"
+	// ReasonTopicRecreatedExternally: the topic was deleted and recreated
+	// outside the operator (its topic id changed); set spec.adoptExisting to
+	// take over the new one.
 	ReasonTopicRecreatedExternally = "TopicRecreatedExternally"
-	ReasonPaused                   = "Paused"
-	ReasonDeletionBlocked          = "DeletionBlocked"
+	// ReasonTopicDeletedExternally: the topic was deleted outside the
+	// operator and driftPolicy Report keeps the controller from recreating
+	// it.
+	ReasonTopicDeletedExternally = "TopicDeletedExternally"
+	// ReasonPaused: spec.paused is set; the controller reports but changes
+	// nothing in Kafka.
+	ReasonPaused = "Paused"
+	// ReasonDeletionBlocked: the ChatRoom is being deleted but Kafka cannot
+	// be reached to clean up; the finalizer is released after the
+	// controller's --deletion-timeout.
+	ReasonDeletionBlocked = "DeletionBlocked"
+	// ReasonInSync: the topic's configuration matches the spec (ConfigDrift
+	// False).
+	ReasonInSync = "InSync"
+	// ReasonDriftDetected: the topic's configuration differs from the spec
+	// (ConfigDrift True); the message lists the differences.
+	ReasonDriftDetected = "DriftDetected"
 )
 
 // DeletionPolicy says what happens to the Kafka topic when its ChatRoom is
@@ -55,6 +101,7 @@ const (
 )
 
 // ChatRoomSpec is the desired state of a chat room and its Kafka topic.
+// Every field is optional.
 // +kubebuilder:validation:XValidation:rule="has(self.topicName) == has(oldSelf.topicName)",message="topicName can only be set when the ChatRoom is created"
 // +kubebuilder:validation:XValidation:rule="!has(self.minInSyncReplicas) || !has(self.replicationFactor) || self.minInSyncReplicas <= self.replicationFactor",message="minInSyncReplicas must not exceed replicationFactor"
 type ChatRoomSpec struct {
@@ -77,23 +124,29 @@ type ChatRoomSpec struct {
 	Partitions int32 `json:"partitions,omitempty"`
 
 	// replicationFactor is the number of replicas of each partition. When
-	// unset, the controller's --default-replication-factor applies.
+	// unset, the controller's --default-replication-factor applies (3 on a
+	// real cluster). Changing it reassigns replicas; status.reassignment
+	// shows the progress.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=32767
 	ReplicationFactor int32 `json:"replicationFactor,omitempty"`
 
 	// minInSyncReplicas is the topic's min.insync.replicas. It must not
-	// exceed replicationFactor. When unset, the broker default applies.
+	// exceed replicationFactor. When unset, it is 2 for a replication factor
+	// of 3 or more, else 1.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=32767
 	MinInSyncReplicas int32 `json:"minInSyncReplicas,omitempty"`
 
 	// retention bounds how long and how much history the topic keeps.
 	// +optional
-	Retention *Retention `json:"retention,omitempty"`
+	// +kubebuilder:default={}
+	Retention Retention `json:"retention,omitzero"`
 
 	// maxMessageBytes is the topic's max.message.bytes. When unset, the
-	// broker default applies.
+	// broker default applies (and an override made earlier is removed).
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	MaxMessageBytes int32 `json:"maxMessageBytes,omitempty"`
@@ -125,22 +178,28 @@ type ChatRoomSpec struct {
 	// +optional
 	AdoptExisting bool `json:"adoptExisting,omitempty"`
 
-	// paused stops the controller from changing the topic; status still
-	// reports what it finds.
+	// paused stops the controller from changing anything in Kafka (the
+	// topic and the registry entry); status still reports what it finds.
+	// Deleting a paused ChatRoom never deletes its topic.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
 }
 
-// Retention is the topic's retention. An unset field leaves the broker
-// default in place.
+// Retention is the topic's retention.
 type Retention struct {
-	// time is the topic's retention.ms, as a Go duration such as "168h".
+	// time is the topic's retention.ms: a Go duration such as "168h" (7
+	// days, the default) or "1h30m", at least 1m, or "unlimited". The
+	// controller also sets segment.ms to a tenth of it (between 1m and 24h),
+	// so that even a quiet room's messages go once they are older than time.
 	// +optional
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	Time *metav1.Duration `json:"time,omitempty"`
+	// +kubebuilder:default="168h"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(unlimited|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
+	// +kubebuilder:validation:XValidation:rule="self == 'unlimited' || duration(self) >= duration('1m')",message="retention.time must be at least 1m, or unlimited"
+	Time string `json:"time,omitempty"`
 
-	// bytes is the topic's retention.bytes, per partition.
+	// bytes is the topic's retention.bytes, per partition. When unset, size
+	// does not limit retention.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	Bytes int64 `json:"bytes,omitempty"`
@@ -204,6 +263,7 @@ type Reassignment struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=room,categories=palaver
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="a ChatRoom's name is its room name: at most 63 characters"
 // +kubebuilder:printcolumn:name="Topic",type=string,JSONPath=`.status.topicName`
 // +kubebuilder:printcolumn:name="Partitions",type=integer,JSONPath=`.status.partitions`
 // +kubebuilder:printcolumn:name="RF",type=integer,JSONPath=`.status.replicationFactor`

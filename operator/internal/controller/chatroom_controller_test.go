@@ -1,19 +1,17 @@
 package controller
 
 import (
-	"context"
 	"fmt"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	chatv1alpha1 "palaver.dev/operator/api/v1alpha1"
+	"palaver.dev/services/room"
 )
 
 // TestChatRoomValidation checks that the real API server enforces the CRD's
@@ -111,7 +109,8 @@ func TestChatRoomValidation(t *testing.T) {
 }
 
 // TestChatRoomRetentionTime checks that retention.time must be a Go
-// duration, which the operator can decode.
+// duration of at least a minute, or "unlimited", which the operator can
+// decode (room.ParseRetention).
 func TestChatRoomRetentionTime(t *testing.T) {
 	ns := newNamespace(t)
 	for i, tt := range []struct {
@@ -121,9 +120,14 @@ func TestChatRoomRetentionTime(t *testing.T) {
 		{time: "168h"},
 		{time: "1h30m"},
 		{time: "1.5h"},
+		{time: "1m"},
+		{time: "unlimited"},
+		{time: "59s", wantErr: "retention.time must be at least 1m, or unlimited"},
+		{time: "0s", wantErr: "retention.time must be at least 1m, or unlimited"},
 		{time: "7d", wantErr: "spec.retention.time"},
 		{time: "1 week", wantErr: "spec.retention.time"},
 		{time: "-1h", wantErr: "spec.retention.time"},
+		{time: "-1", wantErr: "spec.retention.time"},
 	} {
 		t.Run(tt.time, func(t *testing.T) {
 			t.Parallel()
@@ -149,73 +153,24 @@ func TestChatRoomDefaults(t *testing.T) {
 
 	want := chatv1alpha1.ChatRoomSpec{
 		Partitions:     1,
+		Retention:      chatv1alpha1.Retention{Time: "168h"},
 		DeletionPolicy: chatv1alpha1.DeletionPolicyRetain,
 		DriftPolicy:    chatv1alpha1.DriftPolicyEnforce,
 	}
 	require.Equal(t, want, typed.Spec, "empty spec")
 	require.Equal(t, want, noSpec.Spec, "no spec")
+
+	// The CRD's default retention is room's, which dev mode applies.
+	d, err := room.ParseRetention(want.Retention.Time)
+	require.NoError(t, err)
+	require.Equal(t, room.DefaultRetention, d)
 }
 
-// TestChatRoomObservedGeneration checks that the manager runs the reconciler:
-// status.observedGeneration follows metadata.generation.
-func TestChatRoomObservedGeneration(t *testing.T) {
+// TestChatRoomNameLength checks that the API server rejects a ChatRoom
+// whose name cannot be a room name.
+func TestChatRoomNameLength(t *testing.T) {
 	ns := newNamespace(t)
-	ctx := t.Context()
-	room := &chatv1alpha1.ChatRoom{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "lobby"}}
-	require.NoError(t, k8sClient.Create(ctx, room))
-	waitObservedGeneration(t, room, 1)
-
-	base := room.DeepCopy()
-	room.Spec.Partitions = 4
-	require.NoError(t, k8sClient.Patch(ctx, room, client.MergeFrom(base)))
-	require.Equal(t, int64(2), room.Generation)
-	waitObservedGeneration(t, room, 2)
-}
-
-func waitObservedGeneration(t *testing.T, room *chatv1alpha1.ChatRoom, generation int64) {
-	t.Helper()
-	var got chatv1alpha1.ChatRoom
-	require.Eventually(t, func() bool {
-		err := k8sClient.Get(t.Context(), client.ObjectKeyFromObject(room), &got)
-		return err == nil && got.Status.ObservedGeneration == generation
-	}, 10*time.Second, 50*time.Millisecond,
-		"status.observedGeneration of %s never became %d (last: %d)",
-		room.Name, generation, got.Status.ObservedGeneration)
-}
-
-// requireInvalid checks that err is nil when wantErr is empty, and otherwise
-// an Invalid error from the API server that mentions wantErr.
-func requireInvalid(t *testing.T, err error, wantErr string) {
-	t.Helper()
-	if wantErr == "" {
-		require.NoError(t, err)
-		return
-	}
-	require.Error(t, err)
-	require.Truef(t, apierrors.IsInvalid(err), "want an Invalid error, got %v", err)
-	require.ErrorContains(t, err, wantErr)
-}
-
-// newNamespace creates a namespace for one test. envtest runs no namespace
-// controller, so deleting it only marks it terminating; that is enough.
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "chatroom-test-"}}
-	require.NoError(t, k8sClient.Create(t.Context(), ns))
-	t.Cleanup(func() {
-		if err := k8sClient.Delete(context.Background(), ns); err != nil {
-			t.Errorf("delete namespace %s: %v", ns.Name, err)
-		}
-	})
-	return ns.Name
-}
-
-// newUnstructuredChatRoom returns a ChatRoom without a spec, for sending what
-// the typed client cannot (no spec, invalid strings).
-func newUnstructuredChatRoom(namespace, name string) *unstructured.Unstructured {
-	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(chatv1alpha1.GroupVersion.WithKind("ChatRoom"))
-	u.SetNamespace(namespace)
-	u.SetName(name)
-	return u
+	requireInvalid(t, k8sClient.Create(t.Context(), newRoom(ns, strings.Repeat("a", 63), chatv1alpha1.ChatRoomSpec{})), "")
+	requireInvalid(t, k8sClient.Create(t.Context(), newRoom(ns, strings.Repeat("b", 64), chatv1alpha1.ChatRoomSpec{})),
+		"at most 63 characters")
 }
