@@ -771,3 +771,35 @@ func TestHelloRefreshesToken(t *testing.T) {
 	c.write(map[string]any{"op": "ping", "ref": "p"})
 	c.expect("pong", "p")
 }
+
+// TestRejoinOnAnotherGateway: a client resumes with its cursor on a
+// gateway that does not tail the room yet (a restarted or another
+// replica): the missed messages come from Kafka.
+func TestRejoinOnAnotherGateway(t *testing.T) {
+	e := sharedEnv(t)
+	info := e.newRoom(t, 1)
+	first, other := startServer(t, e, nil), startServer(t, e, nil)
+	ada := connect(t, first, token(t, "ada", nil, time.Hour))
+	ada.join(info.Name, nil)
+	bob := connect(t, other, token(t, "bob", nil, time.Hour))
+	bob.join(info.Name, nil)
+	bob.send(info.Name, "before", "before")
+	seen := ada.messages(1)[0]
+	first.stop()
+	ada.expectClose(closeGoingAway)
+	bob.send(info.Name, "during-1", "during 1")
+	bob.send(info.Name, "during-2", "during 2")
+
+	fresh := startServer(t, e, nil)
+	ada = connect(t, fresh, token(t, "ada", nil, time.Hour))
+	if j := ada.join(info.Name, map[string]any{"cursor": seen.Cursor}); !j.Recovering {
+		t.Fatalf("joined %+v", j)
+	}
+	if got := ids(ada.messages(2)); !slices.Equal(got, []string{"during-1", "during-2"}) {
+		t.Fatalf("recovered %v", got)
+	}
+	ada.quiet()
+	if v := testutil.ToFloat64(fresh.metrics.Recoveries.WithLabelValues("kafka")); v != 1 {
+		t.Errorf("kafka recoveries = %v", v)
+	}
+}
