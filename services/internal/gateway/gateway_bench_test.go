@@ -72,14 +72,32 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 	}
 	sender, receiver := clients[0], clients[1]
 
-	// Warm up: the writer learns the new topic's metadata, the broker's
-	// code paths get compiled. The first sends to a room provisioned a
-	// moment ago wait for the writer's metadata refresh (up to a second).
-	const warmup = 200
-	for i := range warmup {
-		sender.write(fmt.Appendf(nil, `{"op":"send","room":%q,"id":"w%d","text":"warming up"}`, info.Name, i))
-		time.Sleep(time.Millisecond)
-	}
+	var wg sync.WaitGroup
+	wg.Go(func() { // the sender's acks and messages
+		for {
+			if _, _, err := sender.ws.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	})
+
+	// Warm up for two seconds at the measured rate: the writer learns the
+	// new topic's metadata (the first sends to a room provisioned a moment
+	// ago wait up to a second for it), and a broker the test just started
+	// compiles its hot paths (its JVM runs C1 only).
+	warmup := 2 * rate
+	start := time.Now()
+	go func() {
+		for i := range warmup {
+			if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
+				time.Sleep(d)
+			}
+			b := fmt.Appendf(nil, `{"op":"send","room":%q,"id":"w%d","text":"warming up"}`, info.Name, i)
+			if err := sender.ws.Write(context.Background(), websocket.MessageText, b); err != nil {
+				return // the reads below fail too
+			}
+		}
+	}()
 	for seen := 0; seen < warmup; {
 		_, msg, err := receiver.ws.Read(context.Background())
 		if err != nil {
@@ -91,7 +109,6 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 	}
 
 	var (
-		wg        sync.WaitGroup
 		delivered atomic.Int64
 		passive   []net.Conn
 	)
@@ -100,13 +117,6 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 		passive = append(passive, nc)
 		wg.Go(func() { countMessages(br, &delivered) })
 	}
-	wg.Go(func() {
-		for {
-			if _, _, err := sender.ws.Read(context.Background()); err != nil {
-				return
-			}
-		}
-	})
 
 	sent := make([]atomic.Int64, b.N) // unix nanos of each send
 	lat := make([]time.Duration, 0, b.N)
@@ -136,7 +146,7 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 	}()
 
 	b.ResetTimer()
-	start := time.Now()
+	start = time.Now()
 	for i := range b.N {
 		if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
 			time.Sleep(d)
@@ -195,65 +205,64 @@ func BenchmarkIdleConnectionMemory(b *testing.B) {
 	first := connect(b, gw, token(b, "first", nil, time.Hour))
 	first.join(info.Name, nil)
 
-	for range b.N {
-		before := memStats()
-		child := exec.Command(os.Args[0], "-test.run=^TestIdleClientsHelper$", "-test.v")
-		child.Env = append(os.Environ(),
-			"PALAVER_IDLE_URL="+gw.url, "PALAVER_IDLE_ROOM="+info.Name,
-			"PALAVER_IDLE_TOKEN="+token(b, "idle", nil, time.Hour), "PALAVER_IDLE_N="+strconv.Itoa(idleConns))
-		stdin, err := child.StdinPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		stdout, err := child.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		child.Stderr = os.Stderr
-		if err := child.Start(); err != nil {
-			b.Fatal(err)
-		}
-		ready := make(chan error, 1)
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				if strings.HasPrefix(sc.Text(), "IDLE-READY") {
-					ready <- nil
-					_, _ = io.Copy(io.Discard, stdout)
-					return
-				}
-			}
-			ready <- fmt.Errorf("client process ended before its connections were ready: %v", sc.Err())
-		}()
-		select {
-		case err := <-ready:
-			if err != nil {
-				b.Fatal(err)
-			}
-		case <-time.After(2 * time.Minute):
-			b.Fatal("client process not ready within 2 minutes")
-		}
-		if n := gw.Connections(); n != idleConns+1 {
-			b.Fatalf("%d connections open, want %d", n, idleConns+1)
-		}
-		time.Sleep(500 * time.Millisecond) // let the joins' writer goroutines finish
-		after := memStats()
-		if f := os.Getenv("PALAVER_BENCH_HEAPPROFILE"); f != "" {
-			out, _ := os.Create(f)
-			runtime.MemProfileRate = 1
-			_ = pprof.WriteHeapProfile(out)
-			out.Close()
-		}
-		b.ReportMetric(float64(after.heap-before.heap)/idleConns, "B/conn")
-		b.ReportMetric(float64(after.stack-before.stack)/idleConns, "stack-B/conn")
-		b.ReportMetric(float64(after.goroutines-before.goroutines)/idleConns, "goroutines/conn")
-		b.ReportMetric(0, "ns/op")
-		_ = stdin.Close() // the child closes its connections and exits
-		if err := child.Wait(); err != nil {
-			b.Fatalf("client process: %v", err)
-		}
-		waitFor(b, "the connections to close", func() bool { return gw.Connections() == 1 })
+	// One measurement whatever b.N: it is a size, not a rate.
+	before := memStats()
+	child := exec.Command(os.Args[0], "-test.run=^TestIdleClientsHelper$", "-test.v")
+	child.Env = append(os.Environ(),
+		"PALAVER_IDLE_URL="+gw.url, "PALAVER_IDLE_ROOM="+info.Name,
+		"PALAVER_IDLE_TOKEN="+token(b, "idle", nil, time.Hour), "PALAVER_IDLE_N="+strconv.Itoa(idleConns))
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
 	}
+	stdout, err := child.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		b.Fatal(err)
+	}
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "IDLE-READY") {
+				ready <- nil
+				_, _ = io.Copy(io.Discard, stdout)
+				return
+			}
+		}
+		ready <- fmt.Errorf("client process ended before its connections were ready: %v", sc.Err())
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			b.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		b.Fatal("client process not ready within 2 minutes")
+	}
+	if n := gw.Connections(); n != idleConns+1 {
+		b.Fatalf("%d connections open, want %d", n, idleConns+1)
+	}
+	time.Sleep(500 * time.Millisecond) // let the joins' writer goroutines finish
+	after := memStats()
+	if f := os.Getenv("PALAVER_BENCH_HEAPPROFILE"); f != "" {
+		out, _ := os.Create(f)
+		runtime.MemProfileRate = 1
+		_ = pprof.WriteHeapProfile(out)
+		out.Close()
+	}
+	b.ReportMetric(float64(after.heap-before.heap)/idleConns, "B/conn")
+	b.ReportMetric(float64(after.stack-before.stack)/idleConns, "stack-B/conn")
+	b.ReportMetric(float64(after.goroutines-before.goroutines)/idleConns, "goroutines/conn")
+	b.ReportMetric(0, "ns/op")
+	_ = stdin.Close() // the child closes its connections and exits
+	if err := child.Wait(); err != nil {
+		b.Fatalf("client process: %v", err)
+	}
+	waitFor(b, "the connections to close", func() bool { return gw.Connections() == 1 })
 }
 
 type mem struct {
