@@ -227,6 +227,11 @@ func (c *conn) hello(f Frame) *protoError {
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 	id, err := c.s.verifier.Verify(ctx, token)
 	cancel()
+	if err == nil && !id.Expires.IsZero() && !time.Now().Before(id.Expires) {
+		// Accepted within the verifier's clock-skew leeway, but the session
+		// would end at once: refuse it now rather than welcome and close.
+		err = fmt.Errorf("%w: exp has passed", auth.ErrExpired)
+	}
 	if err == nil && c.welcomed.Load() && id.UserID != c.id.UserID {
 		return fail(codeBadRequest, "a new token must be for the same user")
 	}
