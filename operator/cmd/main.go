@@ -59,7 +59,7 @@ func main() {
 			"(mutual TLS), username and password (SASL SCRAM-SHA-512). Explicit --kafka-* flags win. ($PALAVER_KAFKA_CREDENTIALS_DIR)")
 	fs.IntVar(&cfg.defaultRF, "default-replication-factor", 3,
 		"Replication factor of topics whose ChatRoom sets none.")
-	fs.IntVar(&cfg.concurrency, "max-concurrent-reconciles", 16,
+	fs.IntVar(&cfg.concurrency, "max-concurrent-reconciles", 64,
 		"ChatRooms reconciled at once; their Kafka calls are batched together.")
 	fs.DurationVar(&cfg.resync, "kafka-resync-interval", 30*time.Second,
 		"How often every room topic is re-read to find changes made outside the operator.")

@@ -62,8 +62,9 @@ type ChatRoomReconciler struct {
 	// ProgressInterval is how often a replica reassignment's progress is
 	// read (default 5 s).
 	ProgressInterval time.Duration
-	// MaxConcurrentReconciles defaults to 16: reconciles mostly wait on
-	// batched Kafka calls, so more of them make bigger batches.
+	// MaxConcurrentReconciles defaults to 64: reconciles mostly wait on
+	// the API server and on batched Kafka calls, so more of them make
+	// bigger batches.
 	MaxConcurrentReconciles int
 	// SkipNameValidation lets tests run several managers in one process.
 	SkipNameValidation bool
@@ -332,7 +333,7 @@ func (r *ChatRoomReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		r.ProgressInterval = 5 * time.Second
 	}
 	if r.MaxConcurrentReconciles <= 0 {
-		r.MaxConcurrentReconciles = 16
+		r.MaxConcurrentReconciles = 64
 	}
 	r.mem = newMemory()
 	r.backoff = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](r.RetryMin, r.RetryMax)

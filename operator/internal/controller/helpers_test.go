@@ -160,8 +160,9 @@ func waitTopic(t *testing.T, p *room.Provisioner, topic string, check func(room.
 	return st
 }
 
-// waitEvent waits for an event with reason about cr and returns its note.
-func waitEvent(t *testing.T, cr *chatv1alpha1.ChatRoom, reason string) string {
+// waitEvent waits for an event with reason about cr whose note contains
+// text, and returns the note.
+func waitEvent(t *testing.T, cr *chatv1alpha1.ChatRoom, reason, text string) string {
 	t.Helper()
 	var note string
 	eventually(t, waitTimeout, func() string {
@@ -174,13 +175,15 @@ func waitEvent(t *testing.T, cr *chatv1alpha1.ChatRoom, reason string) string {
 			if e.Regarding.Name != cr.Name {
 				continue
 			}
-			if e.Reason == reason {
+			if e.Reason == reason && strings.Contains(e.Note, text) {
 				note = e.Note
 				return ""
 			}
-			seen = append(seen, e.Reason)
+			seen = append(seen, e.Reason+": "+e.Note)
 		}
-		return fmt.Sprintf("no %s event about %s; events: %v", reason, cr.Name, seen)
+		var cur chatv1alpha1.ChatRoom
+		_ = k8sClient.Get(t.Context(), client.ObjectKeyFromObject(cr), &cur)
+		return fmt.Sprintf("no %s event about %s saying %q; events: %q; conditions: %s", reason, cr.Name, text, seen, conditionsString(&cur))
 	})
 	return note
 }

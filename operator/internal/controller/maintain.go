@@ -19,6 +19,14 @@ import (
 // drift by the room's policy; then it publishes the room.
 func (r *ChatRoomReconciler) maintain(ctx context.Context, req ctrl.Request, u *update, m *memo, spec room.Spec, ts room.TopicState) ctrl.Result {
 	cr := u.cr
+	if len(ts.Replicas) == 0 {
+		// The view made this state up after creating the topic; placing
+		// replicas needs the real one.
+		var err error
+		if ts, err = r.View.Refresh(ctx, spec.Topic); err != nil {
+			return r.kafkaFailed(req, u, "read topic "+spec.Topic, err)
+		}
+	}
 	u.status.Partitions, u.status.ReplicationFactor = ts.Partitions, int32(ts.ReplicationFactor)
 	applied := r.specApplied(u)
 	// Under Report, the controller applies a new spec once and then leaves
@@ -115,6 +123,10 @@ func (r *ChatRoomReconciler) maintain(ctx context.Context, req ctrl.Request, u *
 		return ctrl.Result{RequeueAfter: r.ProgressInterval}
 	case uneven && !enforce:
 		drift = append(drift, fmt.Sprintf("replicationFactor: spec %d, topic %d", rf, u.status.ReplicationFactor))
+	case uneven && len(ts.Replicas) == 0:
+		u.ready(metav1.ConditionFalse, chatv1alpha1.ReasonReplicationChanging,
+			"waiting for Kafka to show the replicas of topic %s before moving them to replication factor %d", spec.Topic, rf)
+		return ctrl.Result{RequeueAfter: r.ProgressInterval}
 	case uneven:
 		brokers := r.View.Brokers()
 		plan, err := room.PlanReplicas(ts.Replicas, rf, brokers, r.View.Load())
@@ -200,6 +212,9 @@ func ptrTo[T any](v T) *T { return &v }
 // unevenRF tells whether some partition of the topic does not have rf
 // replicas.
 func unevenRF(ts room.TopicState, rf int) bool {
+	if len(ts.Replicas) == 0 {
+		return ts.Exists && int(ts.ReplicationFactor) != rf
+	}
 	return slices.ContainsFunc(slices.Collect(maps.Values(ts.Replicas)), func(rs []int32) bool { return len(rs) != rf })
 }
 

@@ -225,6 +225,7 @@ type operatorOptions struct {
 	deletionTimeout time.Duration // default 5 min
 	leaderElection  bool
 	defaultRF       int16 // default 1
+	concurrency     int   // default: the reconciler's
 }
 
 // startOperator runs the operator as cmd/main.go wires it, restricted to
@@ -302,6 +303,7 @@ func startOperator(t *testing.T, o operatorOptions, namespaces ...string) *testO
 		RetryMax:                 5 * time.Second,
 		ProgressInterval:         500 * time.Millisecond,
 		SkipNameValidation:       true,
+		MaxConcurrentReconciles:  o.concurrency,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		cancel()

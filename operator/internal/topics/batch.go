@@ -3,6 +3,7 @@ package topics
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -28,22 +29,23 @@ type flushFunc[T, R any] func(ctx context.Context, items map[string]T) (map[stri
 // batcher coalesces concurrent calls into batches, so that a thousand
 // reconciles make a handful of Kafka requests instead of a thousand. The
 // first call opens a batch, which collects calls for window (or until max
-// of them), then one flush serves them all. One flush runs at a time; calls
-// arriving meanwhile queue up and form the next batch, so the batch size
-// grows with the load and the latency of an idle system stays at window.
+// of them); the batch then goes to the first free of inflight flushes. While
+// every flush is busy the open batch keeps collecting, so batches grow with
+// the load, and an idle system answers within window plus one request.
 type batcher[T, R any] struct {
-	op      string
-	window  time.Duration
-	max     int
-	timeout time.Duration
-	flush   flushFunc[T, R]
-	metrics *Metrics
-	in      chan call[T, R]
+	op       string
+	window   time.Duration
+	max      int
+	inflight int
+	timeout  time.Duration
+	flush    flushFunc[T, R]
+	metrics  *Metrics
+	in       chan call[T, R]
 }
 
 func newBatcher[T, R any](op string, o Options, flush flushFunc[T, R]) *batcher[T, R] {
 	return &batcher[T, R]{
-		op: op, window: o.Window, max: o.MaxBatch, timeout: o.Timeout, flush: flush, metrics: o.Metrics,
+		op: op, window: o.Window, max: o.MaxBatch, inflight: o.InFlight, timeout: o.Timeout, flush: flush, metrics: o.Metrics,
 		in: make(chan call[T, R], o.MaxBatch),
 	}
 }
@@ -67,31 +69,48 @@ func (b *batcher[T, R]) do(ctx context.Context, key string, item T) (R, error) {
 
 // run serves batches until ctx is done; calls still queued then fail.
 func (b *batcher[T, R]) run(ctx context.Context) {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	work := make(chan []call[T, R])
+	var wg sync.WaitGroup
+	for range b.inflight {
+		wg.Go(func() {
+			for batch := range work {
+				b.serve(ctx, batch)
+			}
+		})
+	}
+	defer wg.Wait()
+	defer close(work)
+
+	var (
+		open   []call[T, R]
+		window <-chan time.Time // open batch still collecting
+		due    bool             // open batch may go
+	)
 	for {
-		var calls []call[T, R]
+		in, out := b.in, chan []call[T, R](nil)
+		if len(open) >= b.max {
+			in, due = nil, true
+		}
+		if due {
+			out = work
+		}
 		select {
 		case <-ctx.Done():
+			for _, c := range open {
+				c.done <- result[R]{err: ctx.Err()}
+			}
 			b.drain(ctx.Err())
 			return
-		case c := <-b.in:
-			calls = append(calls, c)
-		}
-		timer.Reset(b.window)
-	collect:
-		for len(calls) < b.max {
-			select {
-			case c := <-b.in:
-				calls = append(calls, c)
-			case <-timer.C:
-				break collect
-			case <-ctx.Done():
-				break collect
+		case c := <-in:
+			open = append(open, c)
+			if len(open) == 1 {
+				window = time.After(b.window)
 			}
+		case <-window:
+			window, due = nil, true
+		case out <- open:
+			open, window, due = nil, nil, false
 		}
-		timer.Stop() // since Go 1.23, no stale tick remains
-		b.serve(ctx, calls)
 	}
 }
 

@@ -49,6 +49,11 @@ type Options struct {
 	Window time.Duration
 	// MaxBatch caps the topics of one request (default 500).
 	MaxBatch int
+	// InFlight is how many requests of one kind may run at once (default
+	// 1). One at a time makes the biggest batches, and Kafka creates a
+	// hundred topics in one request in about the time of three requests
+	// of one topic.
+	InFlight int
 	// Expectation is how long the view trusts a change it made over an
 	// observation that does not show it yet: brokers learn of new topics,
 	// partitions and configs asynchronously (default 15 s).
@@ -70,6 +75,9 @@ func (o Options) withDefaults() Options {
 	def(&o.Expectation, 15*time.Second)
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 500
+	}
+	if o.InFlight <= 0 {
+		o.InFlight = 1
 	}
 	return o
 }
