@@ -135,12 +135,18 @@ logger.authorizer.level = WARN
 
 // newClusterID returns a random KRaft cluster id: 16 random bytes in URL-safe base64
 // without padding, the form kafka-storage random-uuid prints.
+// An id starting with '-' would be read as an option by the storage tool,
+// so those are drawn again.
 func newClusterID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("cluster id: %w", err)
+	for {
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", fmt.Errorf("cluster id: %w", err)
+		}
+		if id := base64.RawURLEncoding.EncodeToString(b[:]); id[0] != '-' {
+			return id, nil
+		}
 	}
-	return base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
 // freePorts returns n distinct TCP ports on 127.0.0.1 that were free a moment ago. All

@@ -2,6 +2,7 @@ package room
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"slices"
 
 	"sigs.k8s.io/yaml"
+
+	"palaver.dev/services/kafkabus"
 )
 
 // ChatRoom manifest identity, as a cluster user applies it.
@@ -109,4 +112,43 @@ func stripComments(doc []byte) []byte {
 		}
 	}
 	return bytes.Join(out, []byte("\n"))
+}
+
+// ProvisionManifestDir gives every ChatRoom manifest in dir its topic and
+// registry entry on cluster, forcing replication factor rf (and a minISR
+// it allows): dev mode's provisioning, and the test harnesses' that stand
+// in for it. Clusters run by the operator are provisioned by the operator.
+func ProvisionManifestDir(ctx context.Context, cluster *kafkabus.Cluster, dir string, rf int16) ([]Spec, error) {
+	specs, err := ReadManifestDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	infos := make([]Info, len(specs))
+	for i := range specs {
+		specs[i] = specs[i].WithDefaults(rf)
+		specs[i].ReplicationFactor = rf
+		specs[i].MinInSyncReplicas = min(specs[i].MinInSyncReplicas, rf)
+		if err := specs[i].Validate(); err != nil {
+			return nil, fmt.Errorf("room %q: %w", specs[i].Name, err)
+		}
+		infos[i] = specs[i].Info()
+	}
+	client, err := cluster.AdminClient()
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	p := NewProvisioner(client)
+	if err := p.EnsureRegistry(ctx, rf); err != nil {
+		return nil, err
+	}
+	if err := p.Ensure(ctx, specs...); err != nil {
+		return nil, err
+	}
+	w := cluster.Writer()
+	defer w.Close()
+	if err := Publish(ctx, w, infos...); err != nil {
+		return nil, err
+	}
+	return specs, nil
 }

@@ -66,6 +66,7 @@ func dev(ctx context.Context, args []string) error {
 	var cfg devmode.Config
 	var logCfg ops.LogConfig
 	fs.IntVar(&cfg.KafkaPort, "kafka-port", 9092, "port of the embedded Kafka-protocol broker on 127.0.0.1")
+	fs.StringVar(&cfg.Listen, "listen", envflag.String("PALAVER_DEV_LISTEN", devmode.DefaultListen), "address of the gateway: web UI, WebSocket and HTTP API; anyone who reaches it can log in as anyone ($PALAVER_DEV_LISTEN)")
 	fs.StringVar(&cfg.OpsAddr, "ops-addr", envflag.String("PALAVER_OPS_ADDR", "127.0.0.1:9464"), "address of /metrics, /healthz and /readyz ($PALAVER_OPS_ADDR)")
 	fs.StringVar(&cfg.DataDir, "data-dir", envflag.String("PALAVER_DEV_DATA", ".palaver-dev"), "where the embedded broker keeps its data; empty keeps it in memory ($PALAVER_DEV_DATA)")
 	fs.StringVar(&cfg.RoomsDir, "rooms", envflag.String("PALAVER_DEV_ROOMS", "k8s/samples"), "directory of ChatRoom manifests to provision ($PALAVER_DEV_ROOMS)")

@@ -20,44 +20,6 @@ import (
 	"palaver.dev/services/room"
 )
 
-// provisionRooms gives every ChatRoom manifest in dir its topic and registry
-// entry, through the same code the operator uses, with replication factor 1
-// on the single embedded broker.
-func provisionRooms(ctx context.Context, cluster *kafkabus.Cluster, dir string) ([]room.Spec, error) {
-	specs, err := room.ReadManifestDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	infos := make([]room.Info, len(specs))
-	for i := range specs {
-		specs[i] = specs[i].WithDefaults(1)
-		specs[i].ReplicationFactor = 1 // one broker, whatever the manifest asks
-		specs[i].MinInSyncReplicas = 1
-		if err := specs[i].Validate(); err != nil {
-			return nil, fmt.Errorf("room %q: %w", specs[i].Name, err)
-		}
-		infos[i] = specs[i].Info()
-	}
-	client, err := cluster.AdminClient()
-	if err != nil {
-		return nil, err
-	}
-	defer client.Close()
-	p := room.NewProvisioner(client)
-	if err := p.EnsureRegistry(ctx, 1); err != nil {
-		return nil, err
-	}
-	if err := p.Ensure(ctx, specs...); err != nil {
-		return nil, err
-	}
-	w := cluster.Writer()
-	defer w.Close()
-	if err := room.Publish(ctx, w, infos...); err != nil {
-		return nil, err
-	}
-	return specs, nil
-}
-
 // Config is dev mode's configuration.
 type Config struct {
 	KafkaPort int    // embedded broker port on 127.0.0.1
@@ -89,7 +51,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	}
 	defer cluster.Close()
 
-	specs, err := provisionRooms(ctx, cluster, cfg.RoomsDir)
+	specs, err := room.ProvisionManifestDir(ctx, cluster, cfg.RoomsDir, 1)
 	if err != nil {
 		return err
 	}

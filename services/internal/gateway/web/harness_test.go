@@ -2,7 +2,6 @@ package web_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 	"runtime"
@@ -64,7 +63,7 @@ func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cluster.Close() })
-	if err := provisionSamples(ctx, cluster, filepath.Join(repoRoot(t), "k8s", "samples")); err != nil {
+	if _, err := room.ProvisionManifestDir(ctx, cluster, filepath.Join(repoRoot(t), "k8s", "samples"), 1); err != nil {
 		t.Fatalf("provision the sample rooms: %v", err)
 	}
 	rooms := room.NewRegistry(cluster, log)
@@ -117,39 +116,6 @@ func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway
 		t.Fatal("the room registry was not readable within 2 minutes")
 	}
 	return g
-}
-
-// provisionSamples gives the sample ChatRooms their topics and registry
-// entries on one broker, as dev mode does.
-func provisionSamples(ctx context.Context, cluster *kafkabus.Cluster, dir string) error {
-	specs, err := room.ReadManifestDir(dir)
-	if err != nil {
-		return err
-	}
-	infos := make([]room.Info, len(specs))
-	for i := range specs {
-		specs[i] = specs[i].WithDefaults(1)
-		specs[i].ReplicationFactor, specs[i].MinInSyncReplicas = 1, 1
-		if err := specs[i].Validate(); err != nil {
-			return fmt.Errorf("room %q: %w", specs[i].Name, err)
-		}
-		infos[i] = specs[i].Info()
-	}
-	client, err := cluster.AdminClient()
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	p := room.NewProvisioner(client)
-	if err := p.EnsureRegistry(ctx, 1); err != nil {
-		return err
-	}
-	if err := p.Ensure(ctx, specs...); err != nil {
-		return err
-	}
-	w := cluster.Writer()
-	defer w.Close()
-	return room.Publish(ctx, w, infos...)
 }
 
 // testLog sends the gateway's log to the test's.
