@@ -225,7 +225,7 @@ func (c *Config) numVar(fs *flag.FlagSet, name, env, usage string, set func(stri
 	fs.Func(name, usage, set)
 	if v, ok := os.LookupEnv(env); ok {
 		if err := set(v); err != nil {
-			c.envErr = errors.Join(c.envErr, fmt.Errorf("%w: $%s=%q: %v", ErrConfig, env, v, err))
+			c.envErr = errors.Join(c.envErr, fmt.Errorf("%w: $%s=%q: %w", ErrConfig, env, v, err))
 		}
 	}
 }

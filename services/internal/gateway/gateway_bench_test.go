@@ -233,7 +233,7 @@ func BenchmarkIdleConnectionMemory(b *testing.B) {
 				return
 			}
 		}
-		ready <- fmt.Errorf("client process ended before its connections were ready: %v", sc.Err())
+		ready <- fmt.Errorf("client process ended before its connections were ready: %w", sc.Err())
 	}()
 	select {
 	case err := <-ready:

@@ -125,14 +125,14 @@ func (e *kafkaEnv) endOffset(t testing.TB, topic string, p int) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, po := range res.Topics[topic] {
-		if po.Error != nil {
-			t.Fatal(po.Error)
-		}
-		return po.LastOffset
+	parts := res.Topics[topic]
+	if len(parts) == 0 {
+		t.Fatalf("no offsets for %s/%d", topic, p)
 	}
-	t.Fatalf("no offsets for %s/%d", topic, p)
-	return 0
+	if parts[0].Error != nil {
+		t.Fatal(parts[0].Error)
+	}
+	return parts[0].LastOffset
 }
 
 // token signs a test token; rooms nil allows every room.

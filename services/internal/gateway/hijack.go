@@ -33,7 +33,7 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if n := brw.Reader.Buffered(); n > 0 {
 		// Bytes the client sent after its request, already read: serve
 		// them first.
-		b, _ := brw.Reader.Peek(n)
+		b, _ := brw.Peek(n)
 		nc = &prefixConn{Conn: nc, r: io.MultiReader(bytes.NewReader(bytes.Clone(b)), nc)}
 	}
 	w.sock = &sockWriter{nc: nc}
