@@ -8,10 +8,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -42,6 +44,7 @@ type config struct {
 	kafkaTimeout   time.Duration
 	deletionWait   time.Duration
 	retryMax       time.Duration
+	sweepInterval  time.Duration
 }
 
 func main() {
@@ -67,6 +70,8 @@ func main() {
 		"Timeout of each Kafka request.")
 	fs.DurationVar(&cfg.deletionWait, "deletion-timeout", 5*time.Minute,
 		"How long a ChatRoom's deletion waits for an unreachable Kafka before it completes without cleaning up.")
+	fs.DurationVar(&cfg.sweepInterval, "registry-sweep-interval", 5*time.Minute,
+		"How often registry entries of rooms that have no ChatRoom (left when a deletion gave up on Kafka) are removed.")
 	fs.DurationVar(&cfg.retryMax, "kafka-retry-max", 5*time.Minute,
 		"Longest wait between a room's retries after Kafka errors (the backoff starts at 1s).")
 	zapOpts := zap.Options{}
@@ -96,8 +101,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("--default-replication-factor must be between 1 and 32767, got %d", c.defaultRF)
 	case c.concurrency < 1:
 		return fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", c.concurrency)
-	case c.resync < time.Second || c.kafkaTimeout <= 0 || c.deletionWait <= 0 || c.retryMax < time.Second:
-		return errors.New("--kafka-resync-interval and --kafka-retry-max must be at least 1s, --kafka-timeout and --deletion-timeout positive")
+	case c.resync < time.Second || c.kafkaTimeout <= 0 || c.deletionWait <= 0 || c.retryMax < time.Second || c.sweepInterval < time.Second:
+		return errors.New("--kafka-resync-interval, --kafka-retry-max and --registry-sweep-interval must be at least 1s, --kafka-timeout and --deletion-timeout positive")
 	}
 	return nil
 }
@@ -200,6 +205,16 @@ func run(ctx context.Context, cfg config) error {
 	defer func() { _ = registry.Close() }()
 	if err := mgr.Add(view); err != nil {
 		return fmt.Errorf("add the Kafka view: %w", err)
+	}
+	registryLog := ctrl.Log.WithName("registry")
+	if err := mgr.Add(&controller.RegistrySweeper{
+		Reader:   mgr.GetAPIReader(),
+		Entries:  room.NewRegistry(cluster, slog.New(logr.ToSlogHandler(registryLog))),
+		Registry: registry,
+		Interval: cfg.sweepInterval,
+		Log:      registryLog,
+	}); err != nil {
+		return fmt.Errorf("add the registry sweeper: %w", err)
 	}
 
 	if err := (&controller.ChatRoomReconciler{

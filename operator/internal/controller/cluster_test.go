@@ -72,7 +72,8 @@ func TestKafkaOutage(t *testing.T) {
 	kc := kafkatest.NewCluster(t, 1)
 	ns, nsGone := newNamespace(t), newNamespace(t)
 	const deletionTimeout = 15 * time.Second
-	startOperator(t, operatorOptions{bootstrap: kc.Bootstrap(), deletionTimeout: deletionTimeout}, ns, nsGone)
+	op := startOperator(t, operatorOptions{bootstrap: kc.Bootstrap(), deletionTimeout: deletionTimeout}, ns, nsGone)
+	reg := registry(t, op.cluster)
 
 	t.Run("unreachable then recovered", func(t *testing.T) {
 		ready := createRoom(t, newRoom(ns, uniqueRoom("steady"), chatv1alpha1.ChatRoomSpec{}))
@@ -122,5 +123,18 @@ func TestKafkaOutage(t *testing.T) {
 		}
 		require.GreaterOrEqual(t, time.Since(deleted), deletionTimeout-time.Second,
 			"the finalizer was released before the deletion timeout")
+
+		// Once Kafka is back, the registry entries left behind go.
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+		defer cancel()
+		require.NoError(t, kc.StartNode(ctx, 0))
+		for _, cr := range rooms {
+			waitRegistry(t, reg, cr.Name, func(_ room.Info, err error) string {
+				if !isNotFound(err) {
+					return "still in the registry"
+				}
+				return ""
+			})
+		}
 	})
 }

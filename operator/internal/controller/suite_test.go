@@ -290,6 +290,12 @@ func startOperator(t *testing.T, o operatorOptions, namespaces ...string) *testO
 	if err := mgr.Add(view); err != nil {
 		t.Fatal(err)
 	}
+	if err := mgr.Add(&RegistrySweeper{
+		Reader: mgr.GetAPIReader(), Entries: room.NewRegistry(cluster, nil), Registry: registry,
+		Interval: 2 * time.Second, Log: ctrl.Log.WithName("registry"),
+	}); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &ChatRoomReconciler{
 		Client:                   mgr.GetClient(),
