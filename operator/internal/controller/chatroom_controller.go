@@ -113,6 +113,9 @@ func (r *ChatRoomReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.writeStatus(ctx, u); err != nil {
 		return ctrl.Result{}, err
 	}
+	if res.RequeueAfter == 0 {
+		r.backoff.Forget(req) // nothing failed: the next failure backs off from the start
+	}
 	return res, nil
 }
 

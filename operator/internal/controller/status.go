@@ -115,8 +115,8 @@ func (r *ChatRoomReconciler) writeStatus(ctx context.Context, u *update) error {
 			return fmt.Errorf("update status of chatroom %s: %w", key, err)
 		}
 		r.mem.get(key, cr.UID).status = cr.Status.DeepCopy()
-		r.Metrics.setRoom(key, &cr.Status)
 	}
+	r.Metrics.setRoom(key, &cr.Status)
 	for _, e := range u.events {
 		typ := corev1.EventTypeNormal
 		if e.warning {
