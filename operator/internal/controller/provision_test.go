@@ -88,11 +88,14 @@ func TestPartitionGrowth(t *testing.T) {
 	reg := registry(t, op.cluster)
 	name := uniqueRoom("busy")
 	cr := createRoom(t, newRoom(ns, name, chatv1alpha1.ChatRoomSpec{}))
-	waitReady(t, cr)
+	before := meta.FindStatusCondition(waitReady(t, cr).Status.Conditions, chatv1alpha1.ConditionReady)
 
 	patchSpec(t, cr, func(s *chatv1alpha1.ChatRoomSpec) { s.Partitions = 4 })
 	got := waitReady(t, cr)
 	require.Equal(t, int32(4), got.Status.Partitions)
+	after := meta.FindStatusCondition(got.Status.Conditions, chatv1alpha1.ConditionReady)
+	require.Equal(t, before.LastTransitionTime, after.LastTransitionTime, "Ready stayed True: no transition")
+	require.Equal(t, int64(2), after.ObservedGeneration)
 	waitTopic(t, op.prov, got.Status.TopicName, func(st room.TopicState) string {
 		if st.Partitions != 4 {
 			return fmt.Sprintf("%d partitions", st.Partitions)

@@ -51,8 +51,8 @@ type Options struct {
 	MaxBatch int
 	// InFlight is how many requests of one kind may run at once (default
 	// 1). One at a time makes the biggest batches, and Kafka creates a
-	// hundred topics in one request in about the time of three requests
-	// of one topic.
+	// hundred topics in one request in about the time of five requests of
+	// one topic.
 	InFlight int
 	// Expectation is how long the view trusts a change it made over an
 	// observation that does not show it yet: brokers learn of new topics,
