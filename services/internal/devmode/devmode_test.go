@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,18 +34,31 @@ type syncBuffer struct {
 func (b syncBuffer) Write(p []byte) (int, error) { b.ch <- string(p); return len(p), nil }
 
 func TestRunServesAndStops(t *testing.T) {
+	dataDir := t.TempDir()
 	ctx, cancel := context.WithCancel(t.Context())
 	out := syncBuffer{make(chan string, 1)}
-	errc := make(chan error, 1)
+	var runErr error
+	done := make(chan struct{})
 	go func() {
-		errc <- Run(ctx, Config{OpsAddr: "127.0.0.1:0", Listen: "127.0.0.1:0", DataDir: t.TempDir(), RoomsDir: samplesDir(t)}, nil, out)
+		defer close(done)
+		runErr = Run(ctx, Config{OpsAddr: "127.0.0.1:0", Listen: "127.0.0.1:0", DataDir: dataDir, RoomsDir: samplesDir(t)}, nil, out)
 	}()
+	// On a failure too, dev mode stops before its data directory is
+	// removed (cleanups run last registered first).
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("dev mode did not stop within 15 s of the test's end")
+		}
+	})
 
 	var banner string
 	select {
 	case banner = <-out.ch:
-	case err := <-errc:
-		t.Fatalf("Run returned before printing its addresses: %v", err)
+	case <-done:
+		t.Fatalf("Run returned before printing its addresses: %v", runErr)
 	}
 	kafkaAddr := regexp.MustCompile(`Kafka \(embedded\):\s+(\S+)`).FindStringSubmatch(banner)
 	opsAddr := regexp.MustCompile(`metrics:\s+http://(\S+)/metrics`).FindStringSubmatch(banner)
@@ -92,9 +109,9 @@ func TestRunServesAndStops(t *testing.T) {
 
 	cancel()
 	select {
-	case err := <-errc:
-		if err != nil {
-			t.Fatalf("Run = %v, want a clean stop", err)
+	case <-done:
+		if runErr != nil {
+			t.Fatalf("Run = %v, want a clean stop", runErr)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("dev mode did not stop within 15 s of cancellation")
@@ -125,11 +142,6 @@ func chatThroughGateway(t *testing.T, base string) {
 		t.Fatal(err)
 	}
 	defer ws.CloseNow()
-	type frame struct {
-		Op, Ref, Room, ID, Text, Code, Message, Cursor string
-		Offset                                         int64
-		Sender                                         struct{ ID, Name string }
-	}
 	send := func(v map[string]any) {
 		t.Helper()
 		b, _ := json.Marshal(v)
@@ -137,34 +149,120 @@ func chatThroughGateway(t *testing.T, base string) {
 			t.Fatal(err)
 		}
 	}
+	in := &inbox{read: func() ([]byte, error) {
+		_, b, err := ws.Read(ctx)
+		return b, err
+	}}
 	next := func(op string) frame {
 		t.Helper()
-		for {
-			_, b, err := ws.Read(ctx)
-			if err != nil {
-				t.Fatalf("waiting for %s: %v", op, err)
-			}
-			var f frame
-			if err := json.Unmarshal(b, &f); err != nil {
-				t.Fatal(err)
-			}
-			if f.Op == "error" {
-				t.Fatalf("waiting for %s: error %s: %s", op, f.Code, f.Message)
-			}
-			if f.Op == op {
-				return f
-			}
+		f, err := in.next(op)
+		if err != nil {
+			t.Fatal(err)
 		}
+		return f
 	}
 	send(map[string]any{"op": "hello", "ref": "h", "versions": []int{1}, "token": login.Token})
 	next("welcome")
 	send(map[string]any{"op": "join", "ref": "j", "room": "lobby"})
 	next("joined")
 	send(map[string]any{"op": "send", "ref": "s", "room": "lobby", "id": "dev-1", "text": "hello from dev mode"})
+	// The ack and the message frame come in either order (see inbox).
 	ack := next("ack")
 	msg := next("message")
-	if msg.ID != "dev-1" || msg.Text != "hello from dev mode" || msg.Sender.Name != "Ada" || msg.Offset != ack.Offset || msg.Cursor == "" {
+	if ack.Ref != "s" || ack.ID != "dev-1" || msg.ID != "dev-1" || msg.Text != "hello from dev mode" || msg.Sender.Name != "Ada" || msg.Offset != ack.Offset || msg.Cursor == "" {
 		t.Fatalf("message %+v, ack %+v", msg, ack)
 	}
 	ws.Close(websocket.StatusNormalClosure, "")
+}
+
+// frame is a server frame, flattened.
+type frame struct {
+	Op, Ref, Room, ID, Text, Code, Message, Cursor string
+	Offset                                         int64
+	Sender                                         struct{ ID, Name string }
+}
+
+// inbox reads a connection's server frames and hands them out by op.
+//
+// Frames read while waiting for another op are kept, not dropped: the
+// gateway does not order a send's ack and the sender's own message frame.
+// The room's tail may fetch the record before the producer's completion
+// reports it stored, with the embedded broker and with Apache Kafka alike,
+// so the message frame can come first.
+type inbox struct {
+	read func() ([]byte, error)
+	kept []frame
+}
+
+// next returns the oldest frame with op, kept or newly read. An error
+// frame, a read error or a frame that is not JSON ends the wait.
+func (in *inbox) next(op string) (frame, error) {
+	for i, f := range in.kept {
+		if f.Op == op {
+			in.kept = slices.Delete(in.kept, i, i+1)
+			return f, nil
+		}
+	}
+	for {
+		b, err := in.read()
+		if err != nil {
+			return frame{}, fmt.Errorf("waiting for %s: %w", op, err)
+		}
+		var f frame
+		if err := json.Unmarshal(b, &f); err != nil {
+			return frame{}, fmt.Errorf("waiting for %s: frame %q: %w", op, b, err)
+		}
+		if f.Op == "error" {
+			return frame{}, fmt.Errorf("waiting for %s: error %s: %s", op, f.Code, f.Message)
+		}
+		if f.Op == op {
+			return f, nil
+		}
+		in.kept = append(in.kept, f)
+	}
+}
+
+// TestInboxKeepsFramesReadEarly: the sender's own message frame may come
+// before its ack; waiting for the ack must not lose it.
+func TestInboxKeepsFramesReadEarly(t *testing.T) {
+	const (
+		ack     = `{"op":"ack","ref":"s","room":"lobby","id":"dev-1","offset":0}`
+		message = `{"op":"message","room":"lobby","id":"dev-1","text":"hi","offset":0,"cursor":"AQEAAQ"}`
+		other   = `{"op":"presence","room":"lobby"}`
+	)
+	for name, script := range map[string][]string{
+		"ack first":     {ack, other, message},
+		"message first": {message, other, ack},
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := &inbox{read: func() ([]byte, error) {
+				if len(script) == 0 {
+					return nil, io.EOF
+				}
+				b := script[0]
+				script = script[1:]
+				return []byte(b), nil
+			}}
+			a, err := in.next("ack")
+			if err != nil || a.Ref != "s" {
+				t.Fatalf("ack: %+v, %v", a, err)
+			}
+			m, err := in.next("message")
+			if err != nil || m.ID != "dev-1" || m.Cursor != "AQEAAQ" {
+				t.Fatalf("message: %+v, %v", m, err)
+			}
+			if p, err := in.next("presence"); err != nil || p.Room != "lobby" {
+				t.Fatalf("presence: %+v, %v", p, err)
+			}
+			if f, err := in.next("message"); !errors.Is(err, io.EOF) {
+				t.Fatalf("after the script: %+v, %v; want io.EOF", f, err)
+			}
+		})
+	}
+	in := &inbox{read: func() ([]byte, error) {
+		return []byte(`{"op":"error","ref":"s","code":"not_joined","message":"join first"}`), nil
+	}}
+	if _, err := in.next("ack"); err == nil || !strings.Contains(err.Error(), "not_joined") {
+		t.Fatalf("error frame: %v, want it reported", err)
+	}
 }
