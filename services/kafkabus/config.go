@@ -51,9 +51,9 @@ type Config struct {
 // an environment variable (named in the flag's help) and then to def.
 func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	brokers := envflag.String("PALAVER_KAFKA_BOOTSTRAP", strings.Join(def.Brokers, ","))
-	c.Brokers = splitList(brokers)
+	c.Brokers = envflag.List(brokers)
 	fs.Func("kafka-bootstrap", "comma-separated Kafka bootstrap servers host:port ($PALAVER_KAFKA_BOOTSTRAP) (default "+brokers+")", func(s string) error {
-		c.Brokers = splitList(s)
+		c.Brokers = envflag.List(s)
 		return nil
 	})
 	fs.StringVar(&c.ClientID, "kafka-client-id", envflag.String("PALAVER_KAFKA_CLIENT_ID", def.ClientID), "Kafka client id, shown in broker logs and quotas ($PALAVER_KAFKA_CLIENT_ID)")
@@ -201,14 +201,4 @@ func (c *Config) Transport() (*kafka.Transport, error) {
 		TLS:         sec.tls,
 		SASL:        mech,
 	}, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }

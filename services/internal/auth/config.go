@@ -53,7 +53,7 @@ type Config struct {
 	Leeway          time.Duration // clock skew allowed on exp and nbf, default 30s
 	DevTokenTTL     time.Duration // dev mode token lifetime, default 12h
 
-	envErr error // an environment variable that did not parse, reported by Validate
+	env envflag.Vars // remembers environment values that did not parse, for Validate
 }
 
 // RegisterFlags binds the configuration to flags on fs, each defaulting to
@@ -72,7 +72,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	if def.DevTokenTTL == 0 {
 		def.DevTokenTTL = DefaultDevTokenTTL
 	}
-	c.envErr = nil
 	c.HS256Secret = envflag.String("PALAVER_AUTH_HS256_SECRET", def.HS256Secret)
 	fs.StringVar(&c.Mode, "auth", envflag.String("PALAVER_AUTH", def.Mode), "authentication: "+ModeJWT+" (tokens from an identity provider) or "+ModeDev+" (anyone logs in under any name; never in production) ($PALAVER_AUTH)")
 	fs.StringVar(&c.HS256SecretFile, "auth-hs256-secret-file", envflag.String("PALAVER_AUTH_HS256_SECRET_FILE", def.HS256SecretFile), "file holding the HS256 shared secret, at least 32 bytes ($PALAVER_AUTH_HS256_SECRET_FILE; or the secret itself in $PALAVER_AUTH_HS256_SECRET)")
@@ -80,30 +79,16 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	fs.StringVar(&c.Issuer, "auth-issuer", envflag.String("PALAVER_AUTH_ISSUER", def.Issuer), "required token issuer (iss), if set ($PALAVER_AUTH_ISSUER)")
 	fs.StringVar(&c.Audience, "auth-audience", envflag.String("PALAVER_AUTH_AUDIENCE", def.Audience), "required token audience (aud), if set ($PALAVER_AUTH_AUDIENCE)")
 	fs.StringVar(&c.RoomsClaim, "auth-rooms-claim", envflag.String("PALAVER_AUTH_ROOMS_CLAIM", def.RoomsClaim), "claim listing the rooms a user may join; absent means all rooms ($PALAVER_AUTH_ROOMS_CLAIM)")
-	fs.DurationVar(&c.Leeway, "auth-leeway", c.envDuration("PALAVER_AUTH_LEEWAY", def.Leeway), "clock skew allowed when checking exp and nbf ($PALAVER_AUTH_LEEWAY)")
-	fs.DurationVar(&c.DevTokenTTL, "auth-dev-token-ttl", c.envDuration("PALAVER_AUTH_DEV_TOKEN_TTL", def.DevTokenTTL), "lifetime of tokens issued in dev mode ($PALAVER_AUTH_DEV_TOKEN_TTL)")
-}
-
-// envDuration reads a duration from the environment; a value that does not
-// parse is kept for Validate to report rather than silently ignored.
-func (c *Config) envDuration(key string, def time.Duration) time.Duration {
-	v, ok := os.LookupEnv(key)
-	if !ok {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		c.envErr = errors.Join(c.envErr, fmt.Errorf("%w: $%s=%q is not a duration (like 30s)", ErrConfig, key, v))
-		return def
-	}
-	return d
+	c.env = envflag.Vars{}
+	c.env.Duration(fs, &c.Leeway, "auth-leeway", "PALAVER_AUTH_LEEWAY", def.Leeway, "clock skew allowed when checking exp and nbf")
+	c.env.Duration(fs, &c.DevTokenTTL, "auth-dev-token-ttl", "PALAVER_AUTH_DEV_TOKEN_TTL", def.DevTokenTTL, "lifetime of tokens issued in dev mode")
 }
 
 // Validate reports missing or contradictory settings. It does not read the
 // secret file; New does.
 func (c *Config) Validate() error {
-	if c.envErr != nil {
-		return c.envErr
+	if err := c.env.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if c.Leeway < 0 || c.Leeway > maxLeeway {
 		return fmt.Errorf("%w: --auth-leeway %v is outside 0..%v", ErrConfig, c.Leeway, maxLeeway)

@@ -4,9 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -57,7 +55,7 @@ type Config struct {
 	// leaves the kernel's autotuning.
 	SocketSendBuffer int
 
-	envErr error // a malformed environment value, reported by Validate
+	env envflag.Vars // remembers malformed environment values for Validate
 }
 
 // DefaultConfig returns the defaults.
@@ -130,8 +128,8 @@ func (c Config) withDefaults() Config {
 
 // Validate reports settings that cannot work or are unsafe.
 func (c Config) Validate() error {
-	if c.envErr != nil {
-		return c.envErr
+	if err := c.env.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	c = c.withDefaults()
 	if slices.Contains(c.AllowedOrigins, "*") && !c.Dev {
@@ -157,75 +155,22 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	def = def.withDefaults()
 	*c = def
 	origins := envflag.String("PALAVER_ALLOWED_ORIGINS", strings.Join(def.AllowedOrigins, ","))
-	c.AllowedOrigins = splitList(origins)
+	c.AllowedOrigins = envflag.List(origins)
 	fs.Func("allowed-origins", "comma-separated browser origins allowed besides the gateway's own host, as host patterns (chat.example.com, *.example.com) or scheme://host ($PALAVER_ALLOWED_ORIGINS)", func(s string) error {
-		c.AllowedOrigins = splitList(s)
+		c.AllowedOrigins = envflag.List(s)
 		return nil
 	})
-	c.intVar(fs, &c.Limits.MaxTextBytes, "max-text-bytes", "PALAVER_MAX_TEXT_BYTES", def.Limits.MaxTextBytes, "longest message text in bytes")
-	c.intVar(fs, &c.Limits.MaxFrameBytes, "max-frame-bytes", "PALAVER_MAX_FRAME_BYTES", def.Limits.MaxFrameBytes, "largest client frame in bytes; larger ones close the connection with 1009")
-	c.floatVar(fs, &c.Limits.SendsPerSecond, "sends-per-second", "PALAVER_SENDS_PER_SECOND", def.Limits.SendsPerSecond, "sends per second allowed to one connection (and to one user over HTTP)")
-	c.intVar(fs, &c.Limits.SendBurst, "send-burst", "PALAVER_SEND_BURST", def.Limits.SendBurst, "sends allowed in a burst above the rate")
-	c.intVar(fs, &c.QueueSize, "queue-size", "PALAVER_QUEUE_SIZE", def.QueueSize, "frames queued per connection before it is closed as a slow consumer (4408)")
-	c.intVar(fs, &c.SocketSendBuffer, "socket-send-buffer", "PALAVER_SOCKET_SEND_BUFFER", def.SocketSendBuffer, "kernel send buffer per connection in bytes (SO_SNDBUF); negative keeps the kernel's autotuning")
-	c.intVar(fs, &c.RingSize, "ring-size", "PALAVER_RING_SIZE", def.RingSize, "latest messages kept per tailed room to serve reconnects")
-	c.durVar(fs, &c.TailLinger, "tail-linger", "PALAVER_TAIL_LINGER", def.TailLinger, "how long a room's tail outlives its last local member")
-	c.durVar(fs, &c.StallCheck, "stall-check", "PALAVER_STALL_CHECK", def.StallCheck, "period of the check that replaces room tails that stopped progressing")
-	c.durVar(fs, &c.DedupWindow, "dedup-window", "PALAVER_DEDUP_WINDOW", def.DedupWindow, "how long a retried send (same sender and id) is recognised")
-	c.intVar(fs, &c.DedupEntries, "dedup-entries", "PALAVER_DEDUP_ENTRIES", def.DedupEntries, "most sends remembered for deduplication")
-	c.durVar(fs, &c.SendTimeout, "send-timeout", "PALAVER_SEND_TIMEOUT", def.SendTimeout, "a send Kafka has not acknowledged within this is answered unavailable")
-	c.durVar(fs, &c.DrainTimeout, "drain-timeout", "PALAVER_DRAIN_TIMEOUT", def.DrainTimeout, "bound on the graceful shutdown (acks of in-flight sends, then 1001 to every connection)")
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-// The envflag package has strings and bools; these parse the rest. A
-// malformed environment value is kept for Validate to report rather than
-// silently ignored.
-
-func (c *Config) intVar(fs *flag.FlagSet, p *int, name, env string, def int, usage string) {
-	c.numVar(fs, name, env, fmt.Sprintf("%s ($%s) (default %d)", usage, env, def), func(s string) error {
-		v, err := strconv.Atoi(s)
-		if err == nil {
-			*p = v
-		}
-		return err
-	})
-}
-
-func (c *Config) floatVar(fs *flag.FlagSet, p *float64, name, env string, def float64, usage string) {
-	c.numVar(fs, name, env, fmt.Sprintf("%s ($%s) (default %g)", usage, env, def), func(s string) error {
-		v, err := strconv.ParseFloat(s, 64)
-		if err == nil {
-			*p = v
-		}
-		return err
-	})
-}
-
-func (c *Config) durVar(fs *flag.FlagSet, p *time.Duration, name, env string, def time.Duration, usage string) {
-	c.numVar(fs, name, env, fmt.Sprintf("%s ($%s) (default %v)", usage, env, def), func(s string) error {
-		v, err := time.ParseDuration(s)
-		if err == nil {
-			*p = v
-		}
-		return err
-	})
-}
-
-func (c *Config) numVar(fs *flag.FlagSet, name, env, usage string, set func(string) error) {
-	fs.Func(name, usage, set)
-	if v, ok := os.LookupEnv(env); ok {
-		if err := set(v); err != nil {
-			c.envErr = errors.Join(c.envErr, fmt.Errorf("%w: $%s=%q: %w", ErrConfig, env, v, err))
-		}
-	}
+	c.env.Int(fs, &c.Limits.MaxTextBytes, "max-text-bytes", "PALAVER_MAX_TEXT_BYTES", def.Limits.MaxTextBytes, "longest message text in bytes")
+	c.env.Int(fs, &c.Limits.MaxFrameBytes, "max-frame-bytes", "PALAVER_MAX_FRAME_BYTES", def.Limits.MaxFrameBytes, "largest client frame in bytes; larger ones close the connection with 1009")
+	c.env.Float(fs, &c.Limits.SendsPerSecond, "sends-per-second", "PALAVER_SENDS_PER_SECOND", def.Limits.SendsPerSecond, "sends per second allowed to one connection (and to one user over HTTP)")
+	c.env.Int(fs, &c.Limits.SendBurst, "send-burst", "PALAVER_SEND_BURST", def.Limits.SendBurst, "sends allowed in a burst above the rate")
+	c.env.Int(fs, &c.QueueSize, "queue-size", "PALAVER_QUEUE_SIZE", def.QueueSize, "frames queued per connection before it is closed as a slow consumer (4408)")
+	c.env.Int(fs, &c.SocketSendBuffer, "socket-send-buffer", "PALAVER_SOCKET_SEND_BUFFER", def.SocketSendBuffer, "kernel send buffer per connection in bytes (SO_SNDBUF); negative keeps the kernel's autotuning")
+	c.env.Int(fs, &c.RingSize, "ring-size", "PALAVER_RING_SIZE", def.RingSize, "latest messages kept per tailed room to serve reconnects")
+	c.env.Duration(fs, &c.TailLinger, "tail-linger", "PALAVER_TAIL_LINGER", def.TailLinger, "how long a room's tail outlives its last local member")
+	c.env.Duration(fs, &c.StallCheck, "stall-check", "PALAVER_STALL_CHECK", def.StallCheck, "period of the check that replaces room tails that stopped progressing")
+	c.env.Duration(fs, &c.DedupWindow, "dedup-window", "PALAVER_DEDUP_WINDOW", def.DedupWindow, "how long a retried send (same sender and id) is recognised")
+	c.env.Int(fs, &c.DedupEntries, "dedup-entries", "PALAVER_DEDUP_ENTRIES", def.DedupEntries, "most sends remembered for deduplication")
+	c.env.Duration(fs, &c.SendTimeout, "send-timeout", "PALAVER_SEND_TIMEOUT", def.SendTimeout, "a send Kafka has not acknowledged within this is answered unavailable")
+	c.env.Duration(fs, &c.DrainTimeout, "drain-timeout", "PALAVER_DRAIN_TIMEOUT", def.DrainTimeout, "bound on the graceful shutdown (acks of in-flight sends, then 1001 to every connection)")
 }
