@@ -79,8 +79,15 @@ func TestEnsureCreatesGrowsAndRepairs(t *testing.T) {
 		if err := p.Ensure(ctx, spec); err != nil {
 			t.Fatal(err)
 		}
-		if st := observe(ctx, t, p, spec.Topic); st.Partitions != 3 {
-			t.Fatalf("partitions = %d after growth, want 3", st.Partitions)
+		// Brokers learn of new partitions from the controller a moment later.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			st := observe(ctx, t, p, spec.Topic)
+			if st.Partitions == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("partitions = %d after growth, want 3", st.Partitions)
+			}
 		}
 
 		// A config changed behind our back is drift, and Ensure repairs it.

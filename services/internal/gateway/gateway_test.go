@@ -54,9 +54,11 @@ func TestTwoGatewaysChat(t *testing.T) {
 	if v := testutil.ToFloat64(gw1.metrics.MessagesReceived.WithLabelValues(info.Name)); v != 1 {
 		t.Errorf("gateway 1 received %v messages, want 1", v)
 	}
-	if v := testutil.ToFloat64(gw2.metrics.MessagesDelivered.WithLabelValues(info.Name)); v != 2 {
-		t.Errorf("gateway 2 delivered %v messages, want 2", v)
-	}
+	// The counter moves after the socket write returns, which can be a
+	// moment after the client read the frame.
+	waitFor(t, "gateway 2 to count 2 delivered messages", func() bool {
+		return testutil.ToFloat64(gw2.metrics.MessagesDelivered.WithLabelValues(info.Name)) == 2
+	})
 	if gw1.hub.Rooms() != 1 {
 		t.Errorf("gateway 1 tails %d rooms", gw1.hub.Rooms())
 	}
