@@ -282,9 +282,9 @@ func TestHelloTimeoutAndTokenExpiry(t *testing.T) {
 	c.join(info.Name, nil)
 	c.expectError(codeUnauthorized, "")
 	c.expectClose(closeUnauthorized)
-	if v := testutil.ToFloat64(gw.metrics.Disconnects.WithLabelValues(reasonUnauthorized)); v != 2 {
-		t.Errorf("unauthorized disconnects = %v, want 2", v)
-	}
+	waitFor(t, "2 unauthorized disconnects counted", func() bool {
+		return testutil.ToFloat64(gw.metrics.Disconnects.WithLabelValues(reasonUnauthorized)) == 2
+	})
 }
 
 // TestFloodIsRateLimitedThenClosed: over the rate, sends get rate_limited
