@@ -296,6 +296,12 @@ func older(a, b *chatv1alpha1.ChatRoom) bool {
 	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
 		return a.CreationTimestamp.Before(&b.CreationTimestamp)
 	}
+	// Creation times have one-second resolution. Within the same second, a
+	// room that already has its topic keeps its claim: a newcomer must never
+	// take over a room that users are in.
+	if ap, bp := a.Status.TopicID != "", b.Status.TopicID != ""; ap != bp {
+		return ap
+	}
 	if a.Namespace != b.Namespace {
 		return a.Namespace < b.Namespace
 	}
