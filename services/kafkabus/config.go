@@ -147,25 +147,22 @@ func (c *Config) security() (secrets, error) {
 	return sec, nil
 }
 
-// mechanism is kafka-go's SASL mechanism for the configuration, or nil.
-func (c *Config) mechanism(sec secrets) (sasl.Mechanism, error) {
-	if c.SASLMechanism != SCRAMSHA512 {
-		return nil, nil
+// kafkaGoSecurity is the TLS config and kafka-go SASL mechanism (or nil).
+func (c *Config) kafkaGoSecurity() (*tls.Config, sasl.Mechanism, error) {
+	sec, err := c.security()
+	if err != nil || c.SASLMechanism != SCRAMSHA512 {
+		return sec.tls, nil, err
 	}
 	mech, err := scram.Mechanism(scram.SHA512, c.SASLUsername, sec.password)
 	if err != nil {
-		return nil, fmt.Errorf("kafkabus: SCRAM mechanism: %w", err)
+		return nil, nil, fmt.Errorf("kafkabus: SCRAM mechanism: %w", err)
 	}
-	return mech, nil
+	return sec.tls, mech, nil
 }
 
 // Dialer returns a dialer for the kafka-go Conn and Reader APIs.
 func (c *Config) Dialer() (*kafka.Dialer, error) {
-	sec, err := c.security()
-	if err != nil {
-		return nil, err
-	}
-	mech, err := c.mechanism(sec)
+	tlsConfig, mech, err := c.kafkaGoSecurity()
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +171,7 @@ func (c *Config) Dialer() (*kafka.Dialer, error) {
 		Timeout:       10 * time.Second,
 		DualStack:     true,
 		KeepAlive:     30 * time.Second,
-		TLS:           sec.tls,
+		TLS:           tlsConfig,
 		SASLMechanism: mech,
 	}, nil
 }
@@ -185,11 +182,7 @@ func (c *Config) Dialer() (*kafka.Dialer, error) {
 // leader moves, or a room's topic is created, writes find the partition
 // within a second instead of failing for up to six.
 func (c *Config) Transport() (*kafka.Transport, error) {
-	sec, err := c.security()
-	if err != nil {
-		return nil, err
-	}
-	mech, err := c.mechanism(sec)
+	tlsConfig, mech, err := c.kafkaGoSecurity()
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +191,7 @@ func (c *Config) Transport() (*kafka.Transport, error) {
 		DialTimeout: 10 * time.Second,
 		IdleTimeout: 5 * time.Minute,
 		MetadataTTL: time.Second,
-		TLS:         sec.tls,
+		TLS:         tlsConfig,
 		SASL:        mech,
 	}, nil
 }
