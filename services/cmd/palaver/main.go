@@ -1,6 +1,7 @@
 // Command palaver is Palaver's command-line tool. `palaver dev` runs the
 // whole platform in one process on an embedded broker; `palaver chat` and
-// `palaver rooms` are clients of a gateway (docs/cli.md).
+// `palaver rooms` are clients of a gateway, and `palaver load` measures one
+// under load (docs/cli.md).
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"palaver.dev/services/internal/chatcli"
 	"palaver.dev/services/internal/devmode"
 	"palaver.dev/services/internal/envflag"
+	"palaver.dev/services/internal/loadgen"
 	"palaver.dev/services/internal/ops"
 	"palaver.dev/services/internal/runner"
 )
@@ -23,8 +25,9 @@ Usage:
   palaver dev [flags]      run Palaver in one process on an embedded Kafka-protocol broker
   palaver chat --room R    chat in a room: print its messages, send each line of stdin
   palaver rooms            list the rooms you may join
+  palaver load --room R    load-test a gateway: members send and time every delivery
 
-chat and rooms talk to the gateway at --url (default $PALAVER_URL or
+chat, rooms and load talk to the gateway at --url (default $PALAVER_URL or
 http://127.0.0.1:8080, where 'make dev' serves it), as --name NAME (dev login),
 with --token-file FILE, or with the token in $PALAVER_TOKEN.
 
@@ -55,6 +58,8 @@ func run(ctx context.Context, args []string) error {
 		return chat(ctx, args[1:])
 	case "rooms":
 		return rooms(ctx, args[1:])
+	case "load":
+		return load(ctx, args[1:])
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		return &chatcli.UsageError{Msg: fmt.Sprintf("unknown command %q", args[0])}
@@ -121,6 +126,46 @@ func rooms(ctx context.Context, args []string) error {
 		return err
 	}
 	return chatcli.Rooms(ctx, o)
+}
+
+func load(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("palaver load", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: palaver load --room ROOM [flags]
+
+Joins --members connections to the room; --senders of them (all by default)
+take turns sending --rate messages a second in total, first for --warmup,
+then --count measured messages. Every member times every message from its
+send to its arrival and checks it arrives exactly once. Prints the latency
+percentiles; exits 1 if a message was lost, repeated or refused, or a member
+was disconnected. With --name, member i logs in as NAME-i (dev mode).
+
+Each sender must stay within the gateway's sends_per_second (10 by default):
+the defaults (100 members, 1,000 messages/s) are 10 each.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	o := chatcli.LoadOptions{Load: loadgen.DefaultConfig(), Out: os.Stdout, Err: os.Stderr}
+	o.Conn.RegisterFlags(fs)
+	fs.StringVar(&o.Load.Room, "room", "", "the room to load (required; it must exist)")
+	fs.IntVar(&o.Load.Members, "members", o.Load.Members, "connections joined to the room")
+	fs.IntVar(&o.Load.Senders, "senders", 0, "how many members send (0: all)")
+	fs.Float64Var(&o.Load.Rate, "rate", o.Load.Rate, "messages a second, all senders together")
+	fs.IntVar(&o.Load.Count, "count", o.Load.Count, "messages measured")
+	fs.DurationVar(&o.Load.Warmup, "warmup", o.Load.Warmup, "send at the rate this long before measuring")
+	fs.IntVar(&o.Load.TextBytes, "text-bytes", o.Load.TextBytes, "length of each message's text")
+	fs.DurationVar(&o.Load.Drain, "drain", o.Load.Drain, "after the last send, wait at most this long for the last deliveries")
+	fs.BoolVar(&o.JSON, "json", false, "print the result as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if o.Load.Room == "" {
+		fs.Usage()
+		return &chatcli.UsageError{Msg: "load: --room is required"}
+	}
+	return chatcli.Load(ctx, o)
 }
 
 // parse parses the flags of a client command, which takes no arguments.

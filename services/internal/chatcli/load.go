@@ -1,0 +1,65 @@
+package chatcli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"palaver.dev/services/internal/loadgen"
+)
+
+// LoadOptions configure Load.
+type LoadOptions struct {
+	Conn Conn
+	Load loadgen.Config // URL and Token are set from Conn
+	JSON bool           // print the result as JSON instead of text
+	Out  io.Writer      // the result
+	Err  io.Writer      // progress
+}
+
+// ErrLoadProblems is returned by Load when the run was made but messages
+// were lost, repeated or refused, or members were dropped.
+var ErrLoadProblems = errors.New("the load run had problems")
+
+// Load runs a load test against the gateway (see loadgen): members join
+// the room, send at the rate, and time every delivery. With --name each
+// member logs in as NAME-1, NAME-2, ... (dev mode); with a token, every
+// member is the token's user.
+func Load(ctx context.Context, o LoadOptions) error {
+	cfg := o.Load
+	cfg.URL = o.Conn.URL
+	cfg.Progress = o.Err
+	if o.Conn.devLogin() {
+		name := o.Conn.Name
+		cfg.Token = func(ctx context.Context, i int) (string, error) {
+			c := Conn{URL: o.Conn.URL, Name: fmt.Sprintf("%s-%d", name, i+1)}
+			return c.Token(ctx)
+		}
+	} else {
+		tok, err := o.Conn.Token(ctx)
+		if err != nil {
+			return err
+		}
+		cfg.Token = func(context.Context, int) (string, error) { return tok, nil }
+	}
+	res, err := loadgen.Run(ctx, cfg)
+	if err != nil {
+		return reachable(err, o.Conn.URL)
+	}
+	if o.JSON {
+		enc := json.NewEncoder(o.Out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		res.Format(o.Out)
+	}
+	if p := res.Problems(); len(p) > 0 {
+		return fmt.Errorf("%w: %s", ErrLoadProblems, strings.Join(p, "; "))
+	}
+	return nil
+}

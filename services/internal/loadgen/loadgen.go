@@ -1,0 +1,573 @@
+// Package loadgen drives a gateway the way a busy room does: members
+// connected over WebSocket, the senders among them sending at a fixed total
+// rate, and every member timing each message from the moment it was sent
+// to the moment it read it. It is the engine of `palaver load` and of the
+// gateway's latency benchmark, and it checks what it measures: every
+// member must read every message exactly once.
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config describes a run. Zero fields take the defaults of DefaultConfig.
+type Config struct {
+	URL     string // gateway base URL: http://host:port or https://...
+	Room    string // an existing room every member joins
+	Members int    // connections joined to the room
+	// Senders is how many of the members send, taking turns; 0 means all
+	// of them. Each sends Rate/Senders messages a second, which must be
+	// within the gateway's per-connection limit (sends_per_second).
+	Senders int
+	Rate    float64       // messages a second, all senders together
+	Count   int           // messages measured
+	Warmup  time.Duration // sending at Rate before measuring
+	// TextBytes is the length of each message's text.
+	TextBytes int
+	// Drain bounds the wait for the last deliveries after the last send.
+	Drain time.Duration
+	// Token returns the bearer token member i (0-based) connects with.
+	Token func(ctx context.Context, member int) (string, error)
+	// TLS configures https URLs; nil means the system's roots.
+	TLS *tls.Config
+	// Progress receives a line a second while the run sends; nil for none.
+	Progress io.Writer
+}
+
+// DefaultConfig is a room of 100 members, all of them talking, 1,000
+// messages a second between them (10 each, the gateway's default limit).
+func DefaultConfig() Config {
+	return Config{Members: 100, Rate: 1000, Count: 5000, Warmup: 2 * time.Second, TextBytes: 48, Drain: 10 * time.Second}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Members <= 0 {
+		c.Members = d.Members
+	}
+	if c.Senders <= 0 || c.Senders > c.Members {
+		c.Senders = c.Members
+	}
+	if c.Rate <= 0 {
+		c.Rate = d.Rate
+	}
+	if c.Count <= 0 {
+		c.Count = d.Count
+	}
+	if c.Warmup < 0 {
+		c.Warmup = 0
+	}
+	if c.TextBytes <= 0 {
+		c.TextBytes = d.TextBytes
+	}
+	if c.Drain <= 0 {
+		c.Drain = d.Drain
+	}
+	return c
+}
+
+// Result is what a run measured.
+type Result struct {
+	Room    string `json:"room"`
+	Members int    `json:"members"`
+	Senders int    `json:"senders"`
+
+	Sent  int `json:"sent"`  // measured messages written
+	Acked int `json:"acked"` // of them, acknowledged
+	// Errors counts the gateway's error frames by code (rate_limited, ...).
+	Errors map[string]int `json:"errors,omitempty"`
+	// Deliveries counts measured messages read, all members together; a
+	// complete run has Sent × Members of them.
+	Deliveries int `json:"deliveries"`
+	Missing    int `json:"missing"`    // deliveries that never came, on members still connected
+	Duplicates int `json:"duplicates"` // messages a member read twice
+	Foreign    int `json:"foreign"`    // messages not sent by this run (others chatting in the room)
+	// Disconnected counts members whose connection ended during the run;
+	// Disconnect is the first reason.
+	Disconnected int    `json:"disconnected"`
+	Disconnect   string `json:"disconnect,omitempty"`
+
+	Elapsed time.Duration `json:"elapsed_ns"` // first measured send to last
+	// Lag is how late the sends were against their schedule: the load
+	// generator's own delay, which a busy machine makes long.
+	Lag Percentiles `json:"lag"`
+	// Delivery is the time from writing a send to a member reading its
+	// message frame, over every delivery to every member.
+	Delivery Percentiles `json:"delivery"`
+	// Ack is the time from writing a send to its sender reading the ack.
+	Ack Percentiles `json:"ack"`
+}
+
+// Rate is the measured sending rate in messages a second.
+func (r *Result) Rate() float64 {
+	if r.Elapsed <= 0 || r.Sent < 2 {
+		return 0
+	}
+	return float64(r.Sent-1) / r.Elapsed.Seconds()
+}
+
+// Problems lists what went wrong: lost, repeated or refused messages,
+// dropped members. A clean run has none.
+func (r *Result) Problems() []string {
+	var p []string
+	if r.Acked < r.Sent {
+		p = append(p, fmt.Sprintf("%d of %d sends not acknowledged", r.Sent-r.Acked, r.Sent))
+	}
+	for _, code := range slices.Sorted(maps.Keys(r.Errors)) {
+		p = append(p, fmt.Sprintf("%d %s errors", r.Errors[code], code))
+	}
+	if r.Missing > 0 {
+		p = append(p, fmt.Sprintf("%d deliveries missing", r.Missing))
+	}
+	if r.Duplicates > 0 {
+		p = append(p, fmt.Sprintf("%d messages delivered twice", r.Duplicates))
+	}
+	if r.Disconnected > 0 {
+		p = append(p, fmt.Sprintf("%d members disconnected (first: %s)", r.Disconnected, r.Disconnect))
+	}
+	return p
+}
+
+// Format writes the result for people.
+func (r *Result) Format(w io.Writer) {
+	fmt.Fprintf(w, "room %s: %d members, %d of them sending\n", r.Room, r.Members, r.Senders)
+	fmt.Fprintf(w, "sent %d messages in %.2f s (%.0f/s), %d acknowledged; %d of %d deliveries\n",
+		r.Sent, r.Elapsed.Seconds(), r.Rate(), r.Acked, r.Deliveries, r.Sent*r.Members)
+	fmt.Fprintf(w, "send to message, every member: %s\n", r.Delivery)
+	fmt.Fprintf(w, "send to ack, at the sender:    %s\n", r.Ack)
+	fmt.Fprintf(w, "sends behind schedule:         %s\n", r.Lag)
+	if r.Foreign > 0 {
+		fmt.Fprintf(w, "%d messages from others in the room were not counted\n", r.Foreign)
+	}
+	for _, p := range r.Problems() {
+		fmt.Fprintf(w, "problem: %s\n", p)
+	}
+}
+
+// Percentiles summarise a set of durations.
+type Percentiles struct {
+	N    int           `json:"n"`
+	P50  time.Duration `json:"p50_ns"`
+	P90  time.Duration `json:"p90_ns"`
+	P99  time.Duration `json:"p99_ns"`
+	P999 time.Duration `json:"p999_ns"`
+	Max  time.Duration `json:"max_ns"`
+}
+
+func percentiles(d []time.Duration) Percentiles {
+	if len(d) == 0 {
+		return Percentiles{}
+	}
+	slices.Sort(d)
+	at := func(q float64) time.Duration { return d[int(q*float64(len(d)-1))] }
+	return Percentiles{N: len(d), P50: at(0.50), P90: at(0.90), P99: at(0.99), P999: at(0.999), Max: d[len(d)-1]}
+}
+
+func (p Percentiles) String() string {
+	if p.N == 0 {
+		return "no samples"
+	}
+	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) }
+	return fmt.Sprintf("p50 %s ms  p90 %s ms  p99 %s ms  p99.9 %s ms  max %s ms  (n=%d)",
+		ms(p.P50), ms(p.P90), ms(p.P99), ms(p.P999), ms(p.Max), p.N)
+}
+
+// run is one run's shared state.
+type run struct {
+	cfg     Config
+	id      string    // prefixes the client message ids of this run
+	clock   time.Time // origin of the send and receive times
+	sentAt  []atomic.Int64
+	members []*member
+	closing atomic.Bool
+}
+
+// since is the run's clock: nanoseconds since its origin (monotonic).
+func (r *run) since() int64 { return int64(time.Since(r.clock)) }
+
+// member is one connection and what it read. Only its reading goroutine
+// writes the plain fields; the atomics are read by the progress line.
+type member struct {
+	ws     *wsConn
+	got    []uint64 // bitset of the measured messages read
+	lat    []time.Duration
+	acks   []time.Duration
+	errs   map[string]int
+	dups   int
+	fore   int
+	ended  error
+	read   atomic.Int64 // measured messages read
+	acked  atomic.Int64
+	closed atomic.Bool
+}
+
+// Run connects the members, warms up, sends cfg.Count messages at
+// cfg.Rate and waits for every member to read them (or cfg.Drain). An
+// error means the run could not be made; a run that was made returns its
+// Result, whose Problems say what went wrong in it.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	cfg = cfg.withDefaults()
+	if cfg.URL == "" || cfg.Room == "" || cfg.Token == nil {
+		return nil, errors.New("loadgen: URL, Room and Token are required")
+	}
+	var idb [4]byte
+	_, _ = rand.Read(idb[:])
+	r := &run{cfg: cfg, id: "load-" + hex.EncodeToString(idb[:]), sentAt: make([]atomic.Int64, cfg.Count)}
+
+	limit, err := r.connect(ctx)
+	defer r.closeAll()
+	if err != nil {
+		return nil, err
+	}
+	if each := cfg.Rate / float64(cfg.Senders); limit > 0 && each > limit {
+		return nil, fmt.Errorf("%d senders at %g messages/s is %.4g each, over the gateway's %g per connection (sends_per_second): use more senders (at least %d)",
+			cfg.Senders, cfg.Rate, each, limit, int(cfg.Rate/limit+0.999))
+	}
+
+	var wg sync.WaitGroup
+	r.clock = time.Now()
+	for _, m := range r.members {
+		wg.Go(func() { r.read(m) })
+	}
+	res, lag := r.send(ctx)
+	r.drain(ctx, res.Sent)
+	r.closeAll()
+	wg.Wait()
+	r.collect(res, lag)
+	return res, nil
+}
+
+// connect opens the members' connections, a few at a time, each
+// authenticated and joined. It returns the gateway's per-connection send
+// limit from its welcome.
+func (r *run) connect(ctx context.Context) (limit float64, err error) {
+	r.members = make([]*member, r.cfg.Members)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+		next  atomic.Int64
+		done  atomic.Int64
+	)
+	for range min(8, r.cfg.Members) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < r.cfg.Members && ctx.Err() == nil; i = int(next.Add(1) - 1) {
+				m, l, err := r.join(ctx, i)
+				mu.Lock()
+				if err != nil && first == nil {
+					first = fmt.Errorf("member %d: %w", i+1, err)
+					cancel()
+				}
+				r.members[i], limit = m, l
+				mu.Unlock()
+				if n := done.Add(1); r.cfg.Progress != nil && (n%25 == 0 || int(n) == r.cfg.Members) {
+					fmt.Fprintf(r.cfg.Progress, "connected %d of %d members\n", n, r.cfg.Members)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	return limit, first
+}
+
+// join connects member i: hello, then join, each answered.
+func (r *run) join(ctx context.Context, i int) (*member, float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tok, err := r.cfg.Token(ctx, i)
+	if err != nil {
+		return nil, 0, err
+	}
+	ws, err := dialWS(ctx, r.cfg.URL, tok, r.cfg.TLS)
+	if err != nil {
+		return nil, 0, err
+	}
+	m := &member{ws: ws, got: make([]uint64, (r.cfg.Count+63)/64), lat: make([]time.Duration, 0, r.cfg.Count), errs: map[string]int{}}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = ws.nc.SetDeadline(dl)
+	}
+	var welcome struct {
+		Op, Code, Message string
+		Limits            struct {
+			SendsPerSecond float64 `json:"sends_per_second"`
+		}
+	}
+	if err := m.call(`{"op":"hello","ref":"hello","versions":[1]}`, "welcome", &welcome); err != nil {
+		ws.close()
+		return nil, 0, fmt.Errorf("hello: %w", err)
+	}
+	join, _ := json.Marshal(map[string]string{"op": "join", "ref": "join", "room": r.cfg.Room})
+	if err := m.call(string(join), "joined", nil); err != nil {
+		ws.close()
+		return nil, 0, fmt.Errorf("join %s: %w", r.cfg.Room, err)
+	}
+	_ = ws.nc.SetDeadline(time.Time{})
+	return m, welcome.Limits.SendsPerSecond, nil
+}
+
+// call writes a command and reads until its answer (op want) or an error
+// frame, decoding the answer into out.
+func (m *member) call(frame, want string, out any) error {
+	if err := m.ws.writeText([]byte(frame)); err != nil {
+		return err
+	}
+	for {
+		p, err := m.ws.next()
+		if err != nil {
+			return err
+		}
+		var f struct{ Op, Code, Message string }
+		if err := json.Unmarshal(p, &f); err != nil {
+			return fmt.Errorf("a frame that is not JSON: %w", err)
+		}
+		switch f.Op {
+		case want:
+			if out != nil {
+				return json.Unmarshal(p, out)
+			}
+			return nil
+		case "error":
+			return fmt.Errorf("%s: %s", f.Code, f.Message)
+		}
+	}
+}
+
+// send writes the warm-up and then the measured messages, at cfg.Rate,
+// the senders taking turns. It returns the result so far and how late
+// each measured send was.
+func (r *run) send(ctx context.Context) (*Result, []time.Duration) {
+	cfg := r.cfg
+	res := &Result{Room: cfg.Room, Members: cfg.Members, Senders: cfg.Senders}
+	warm := int(cfg.Warmup.Seconds() * cfg.Rate)
+	total := warm + cfg.Count
+	interval := float64(time.Second) / cfg.Rate
+	lag := make([]time.Duration, 0, cfg.Count)
+	room, _ := json.Marshal(cfg.Room)
+	filler := strings.Repeat("x", cfg.TextBytes)
+	var buf []byte
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	start := time.Now()
+	var measureStart time.Time
+	for k := range total {
+		due := start.Add(time.Duration(float64(k) * interval))
+		if d := time.Until(due); d > 0 {
+			select {
+			case <-ctx.Done():
+				return res, lag
+			case <-time.After(d):
+			}
+		}
+		select {
+		case <-tick.C:
+			r.progress(res.Sent, k, warm, total)
+		default:
+		}
+		if ctx.Err() != nil {
+			return res, lag
+		}
+		m := r.members[k%cfg.Senders]
+		if m.closed.Load() {
+			continue
+		}
+		id := r.id + ".w" + strconv.Itoa(k)
+		seq := k - warm
+		if seq >= 0 {
+			id = r.id + "." + strconv.Itoa(seq)
+		}
+		text := strconv.Itoa(k) + " " + filler
+		buf = fmt.Appendf(buf[:0], `{"op":"send","ref":%q,"room":%s,"id":%q,"text":%q}`, id, room, id, text[:cfg.TextBytes])
+		now := r.since()
+		if seq >= 0 {
+			r.sentAt[seq].Store(now)
+		}
+		_ = m.ws.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if err := m.ws.writeText(buf); err != nil {
+			r.ended(m, fmt.Errorf("send: %w", err))
+			if seq >= 0 {
+				r.sentAt[seq].Store(0)
+			}
+			continue
+		}
+		if seq >= 0 {
+			if seq == 0 {
+				measureStart = time.Now()
+			}
+			res.Elapsed = time.Since(measureStart)
+			res.Sent++
+			lag = append(lag, max(0, time.Since(due)))
+		}
+	}
+	return res, lag
+}
+
+// progress writes a line about the run so far.
+func (r *run) progress(sent, k, warm, total int) {
+	if r.cfg.Progress == nil {
+		return
+	}
+	var read, acked int64
+	for _, m := range r.members {
+		read += m.read.Load()
+		acked += m.acked.Load()
+	}
+	phase := "measuring"
+	if k < warm {
+		phase = "warming up"
+	}
+	fmt.Fprintf(r.cfg.Progress, "%s: %d of %d messages sent, %d acknowledged, %d deliveries\n", phase, k, total, acked, read)
+}
+
+// drain waits until every member still connected has read every measured
+// message sent, or cfg.Drain passes.
+func (r *run) drain(ctx context.Context, sent int) {
+	deadline := time.Now().Add(r.cfg.Drain)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		complete := true
+		for _, m := range r.members {
+			if !m.closed.Load() && m.read.Load() < int64(sent) {
+				complete = false
+				break
+			}
+		}
+		if complete {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ended marks m's connection as ended early, for err.
+func (r *run) ended(m *member, err error) {
+	if !r.closing.Load() && m.closed.CompareAndSwap(false, true) {
+		m.ended = err
+		_ = m.ws.nc.Close()
+	}
+}
+
+func (r *run) closeAll() {
+	r.closing.Store(true)
+	for _, m := range r.members {
+		if m != nil && m.closed.CompareAndSwap(false, true) {
+			m.ws.close()
+		}
+	}
+}
+
+// The frames read are told apart by their op without decoding them (a
+// hundred members read a hundred thousand frames a second on the machine
+// being measured). A string value cannot hold these bytes unescaped, so
+// they are the op field wherever it is.
+var (
+	opMessage = []byte(`"op":"message"`)
+	opAck     = []byte(`"op":"ack"`)
+	opError   = []byte(`"op":"error"`)
+)
+
+// read reads m's frames until its connection ends, timing this run's
+// messages and acks.
+func (r *run) read(m *member) {
+	mine := []byte(r.id + ".")
+	for {
+		p, err := m.ws.next()
+		now := r.since()
+		if err != nil {
+			if !r.closing.Load() {
+				r.ended(m, err)
+			}
+			return
+		}
+		switch {
+		case bytes.Contains(p, opMessage):
+			id, ok := bytes.CutPrefix(field(p, `"id":"`), mine)
+			if !ok {
+				m.fore++
+				continue
+			}
+			seq, err := strconv.Atoi(string(id))
+			if err != nil || seq >= len(r.sentAt) {
+				continue // warm-up
+			}
+			word, bit := seq/64, uint64(1)<<(seq%64)
+			if m.got[word]&bit != 0 {
+				m.dups++
+				continue
+			}
+			m.got[word] |= bit
+			m.lat = append(m.lat, time.Duration(now-r.sentAt[seq].Load()))
+			m.read.Add(1)
+		case bytes.Contains(p, opAck):
+			id, ok := bytes.CutPrefix(field(p, `"ref":"`), mine)
+			if seq, err := strconv.Atoi(string(id)); ok && err == nil && seq < len(r.sentAt) {
+				m.acks = append(m.acks, time.Duration(now-r.sentAt[seq].Load()))
+				m.acked.Add(1)
+			}
+		case bytes.Contains(p, opError):
+			m.errs[string(field(p, `"code":"`))]++
+		}
+	}
+}
+
+// field returns the string value of the first key ("name":") in a frame,
+// up to the closing quote. The values read here are never escaped, and a
+// message's id precedes its sender's (sender.id).
+func field(p []byte, key string) []byte {
+	i := bytes.Index(p, []byte(key))
+	if i < 0 {
+		return nil
+	}
+	v := p[i+len(key):]
+	if j := bytes.IndexByte(v, '"'); j >= 0 {
+		return v[:j]
+	}
+	return nil
+}
+
+// collect merges the members' observations into res.
+func (r *run) collect(res *Result, lag []time.Duration) {
+	var lat, acks []time.Duration
+	for _, m := range r.members {
+		lat = append(lat, m.lat...)
+		acks = append(acks, m.acks...)
+		res.Deliveries += len(m.lat)
+		res.Acked += len(m.acks)
+		res.Duplicates += m.dups
+		res.Foreign += m.fore
+		for code, n := range m.errs {
+			if res.Errors == nil {
+				res.Errors = map[string]int{}
+			}
+			res.Errors[code] += n
+		}
+		if m.ended != nil {
+			res.Disconnected++
+			if res.Disconnect == "" {
+				res.Disconnect = m.ended.Error()
+			}
+		} else {
+			res.Missing += res.Sent - len(m.lat)
+		}
+	}
+	res.Delivery, res.Ack, res.Lag = percentiles(lat), percentiles(acks), percentiles(lag)
+}
