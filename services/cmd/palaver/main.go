@@ -138,7 +138,8 @@ take turns sending --rate messages a second in total, first for --warmup,
 then --count measured messages. Every member times every message from its
 send to its arrival and checks it arrives exactly once. Prints the latency
 percentiles; exits 1 if a message was lost, repeated or refused, or a member
-was disconnected. With --name, member i logs in as NAME-i (dev mode).
+was disconnected (other exit codes as for chat). With --name, member i logs
+in as NAME-i (dev mode); with a token, every member is the token's user.
 
 Each sender must stay within the gateway's sends_per_second (10 by default):
 the defaults (100 members, 1,000 messages/s) are 10 each.

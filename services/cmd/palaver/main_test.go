@@ -23,6 +23,9 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"chat", "--url", gw.URL, "--name", "Ada", "--room", "nowhere"}, chatcli.ExitNotFound},
 		{[]string{"chat", "--url", gw.URL, "--name", "Ada", "--room", "secret"}, chatcli.ExitForbidden},
 		{[]string{"chat", "--bogus"}, chatcli.ExitUsage},
+		{[]string{"load", "--url", gw.URL, "--name", "Ada"}, chatcli.ExitUsage},
+		{[]string{"load", "--url", gw.URL, "--name", "Ada", "--room", "lobby", "--members", "2", "--rate", "20", "--count", "10", "--warmup", "0"}, chatcli.ExitOK},
+		{[]string{"load", "--url", gw.URL, "--name", "Ada", "--room", "nowhere", "--members", "2"}, chatcli.ExitNotFound},
 		{[]string{"dev", "--bogus"}, chatcli.ExitFailure}, // as before the chat commands came
 	}
 	for _, tt := range tests {

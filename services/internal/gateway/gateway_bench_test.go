@@ -2,184 +2,111 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+
+	"palaver.dev/services/internal/loadgen"
 )
 
-// BenchmarkEndToEndLatency: one member sends b.N messages at 1,000 a second
-// into a room of 100 members on one gateway; the time from writing a send
-// to another member reading its message frame, over the real broker
-// (acks=all) and back through the room's tail. All 100 members read every
-// message. Run with a fixed count:
+// BenchmarkEndToEndLatency: a room of 100 members on one gateway, every
+// member sending in turn, 1,000 messages a second in all; the time from
+// a member writing a send to each member reading its message frame, over
+// the real broker (acks=all) and back through the room's tail. The members
+// are loadgen's (as `palaver load` runs them) in a child process, so the
+// gateway's process holds the gateway alone. Run with a fixed count:
 //
 //	go test -run '^$' -bench EndToEndLatency -benchtime 5000x ./internal/gateway/
 //
-// PALAVER_BENCH_MEMBERS changes the room's size (2 isolates the Kafka
-// round trip from the fan-out).
+// PALAVER_BENCH_MEMBERS and PALAVER_BENCH_SENDERS change the room's size
+// and how many of its members send (2 and 1 isolate the Kafka round trip
+// from the fan-out).
 func BenchmarkEndToEndLatency(b *testing.B) {
-	members, rate := 100, 1000
+	cfg := loadgen.DefaultConfig()
 	if v, err := strconv.Atoi(os.Getenv("PALAVER_BENCH_MEMBERS")); err == nil {
-		members = v
+		cfg.Members = v
 	}
+	if v, err := strconv.Atoi(os.Getenv("PALAVER_BENCH_SENDERS")); err == nil {
+		cfg.Senders = v
+	}
+	cfg.Count = b.N
 	e := sharedEnv(b)
 	info := e.newRoom(b, 1)
 	gw := startServer(b, e, func(c *Config) {
-		c.Limits.SendsPerSecond, c.Limits.SendBurst = float64(2*rate), 2*rate
+		// Room for any split of the rate between senders.
+		c.Limits.SendsPerSecond, c.Limits.SendBurst = cfg.Rate, int(cfg.Rate)
 		c.MaxInFlight = 1024
 	})
-	// The sender and the measuring receiver are full clients; the other
-	// members are lean sockets (rawMember) that count the message frames
-	// they read: the clients share the two cores with the gateway and the
-	// broker, and should cost as little as they can.
-	var clients []*client
-	for i := range 2 {
-		c := dial(b, gw, dialOpts{noReader: true})
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		c.write(map[string]any{"op": "hello", "versions": []int{1}, "token": token(b, fmt.Sprintf("m%d", i), nil, time.Hour)})
-		c.write(map[string]any{"op": "join", "room": info.Name})
-		for joined := false; !joined; {
-			_, msg, err := c.ws.Read(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			joined = strings.Contains(string(msg), `"op":"joined"`)
-		}
-		cancel()
-		clients = append(clients, c)
-	}
-	sender, receiver := clients[0], clients[1]
 
-	var wg sync.WaitGroup
-	wg.Go(func() { // the sender's acks and messages
-		for {
-			if _, _, err := sender.ws.Read(context.Background()); err != nil {
-				return
-			}
-		}
-	})
-
-	// Warm up for two seconds at the measured rate: the writer learns the
-	// new topic's metadata (the first sends to a room provisioned a moment
-	// ago wait up to a second for it), and a broker the test just started
-	// compiles its hot paths (its JVM runs C1 only).
-	warmup := 2 * rate
-	start := time.Now()
-	go func() {
-		for i := range warmup {
-			if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
-				time.Sleep(d)
-			}
-			b := fmt.Appendf(nil, `{"op":"send","room":%q,"id":"w%d","text":"warming up"}`, info.Name, i)
-			if err := sender.ws.Write(context.Background(), websocket.MessageText, b); err != nil {
-				return // the reads below fail too
-			}
-		}
-	}()
-	for seen := 0; seen < warmup; {
-		_, msg, err := receiver.ws.Read(context.Background())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if strings.HasPrefix(string(msg), `{"op":"message"`) {
-			seen++
-		}
-	}
-
-	var (
-		delivered atomic.Int64
-		passive   []net.Conn
-	)
-	for i := 2; i < members; i++ {
-		nc, br := rawMember(b, gw.url, token(b, fmt.Sprintf("m%d", i), nil, time.Hour), info.Name)
-		passive = append(passive, nc)
-		wg.Go(func() { countMessages(br, &delivered) })
-	}
-
-	sent := make([]atomic.Int64, b.N) // unix nanos of each send
-	lat := make([]time.Duration, 0, b.N)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var f struct {
-			Op string `json:"op"`
-			ID string `json:"id"`
-		}
-		for len(lat) < b.N {
-			_, msg, err := receiver.ws.Read(context.Background())
-			if err != nil {
-				return
-			}
-			now := time.Now()
-			if json.Unmarshal(msg, &f) != nil || f.Op != "message" {
-				continue
-			}
-			i, err := strconv.Atoi(strings.TrimPrefix(f.ID, "b"))
-			if err != nil || i >= b.N {
-				continue
-			}
-			lat = append(lat, now.Sub(time.Unix(0, sent[i].Load())))
-
-		}
-	}()
-
+	child := exec.Command(os.Args[0], "-test.run=^TestLoadClientsHelper$")
+	conf, _ := json.Marshal(cfg)
+	child.Env = append(os.Environ(), "PALAVER_LOAD_URL="+gw.url, "PALAVER_LOAD_ROOM="+info.Name, "PALAVER_LOAD_CONFIG="+string(conf))
+	child.Stderr = os.Stderr
 	b.ResetTimer()
-	start = time.Now()
-	for i := range b.N {
-		if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
-			time.Sleep(d)
-		}
-		sent[i].Store(time.Now().UnixNano())
-		sender.write(fmt.Appendf(nil, `{"op":"send","room":%q,"id":"b%d","text":"benchmark message %d, about as long as a chat line"}`, info.Name, i, i))
-	}
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		b.Fatalf("received %d of %d messages", len(lat), b.N)
-	}
+	out, err := child.Output()
 	b.StopTimer()
-	elapsed := time.Since(start)
-
-	slices.Sort(lat)
-	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
-	b.ReportMetric(q(0.50), "p50-ms")
-	b.ReportMetric(q(0.99), "p99-ms")
-	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	var res loadgen.Result
+	if i := bytes.Index(out, []byte(loadResultPrefix)); i < 0 || err != nil {
+		b.Fatalf("load process: %v\n%s", err, out)
+	} else if err := json.NewDecoder(bytes.NewReader(out[i+len(loadResultPrefix):])).Decode(&res); err != nil {
+		b.Fatalf("load result: %v", err)
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(res.Delivery.P50), "p50-ms")
+	b.ReportMetric(ms(res.Delivery.P99), "p99-ms")
+	b.ReportMetric(ms(res.Delivery.Max), "max-ms")
+	b.ReportMetric(ms(res.Ack.P99), "ack-p99-ms")
+	b.ReportMetric(ms(res.Lag.P99), "lag-p99-ms")
+	b.ReportMetric(res.Rate(), "msgs/s")
 	b.ReportMetric(0, "ns/op")
-	for _, c := range clients {
-		_ = c.ws.CloseNow()
+	var summary strings.Builder
+	res.Format(&summary)
+	b.Logf("%s\ngateway: produce latency (send accepted -> Kafka ack): %s; delivery latency (record time -> socket): %s",
+		summary.String(), histQuantiles(gw.metrics.ProduceLatency), histQuantiles(gw.metrics.DeliveryLatency))
+	if p := res.Problems(); len(p) > 0 {
+		b.Fatalf("the run had problems: %s", strings.Join(p, "; "))
 	}
-	for _, nc := range passive {
-		_ = nc.Close()
+}
+
+// loadResultPrefix marks TestLoadClientsHelper's result line.
+const loadResultPrefix = "LOAD-RESULT "
+
+// TestLoadClientsHelper is BenchmarkEndToEndLatency's client process: it
+// runs loadgen with PALAVER_LOAD_CONFIG against the gateway at
+// PALAVER_LOAD_URL, and prints the result after loadResultPrefix.
+func TestLoadClientsHelper(t *testing.T) {
+	url := os.Getenv("PALAVER_LOAD_URL")
+	if url == "" {
+		t.Skip("run by BenchmarkEndToEndLatency")
 	}
-	wg.Wait()
-	b.Logf("produce latency (send accepted -> Kafka ack): %s; delivery latency (record time -> socket): %s",
-		histQuantiles(gw.metrics.ProduceLatency), histQuantiles(gw.metrics.DeliveryLatency))
-	b.Logf("%d members; %d message frames read by the %d passive members; %v slow consumers cut", members, delivered.Load(), len(passive),
-		testutil.ToFloat64(gw.metrics.Disconnects.WithLabelValues(reasonSlowConsumer)))
+	var cfg loadgen.Config
+	if err := json.Unmarshal([]byte(os.Getenv("PALAVER_LOAD_CONFIG")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.URL, cfg.Room, cfg.Progress = url, os.Getenv("PALAVER_LOAD_ROOM"), os.Stderr
+	cfg.Token = func(_ context.Context, i int) (string, error) {
+		return token(t, fmt.Sprintf("m%d", i), nil, time.Hour), nil
+	}
+	res, err := loadgen.Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.Marshal(res)
+	fmt.Printf("%s%s\n", loadResultPrefix, out)
 }
 
 // idleConns is the number of idle connections BenchmarkIdleConnectionMemory
@@ -336,111 +263,4 @@ func histQuantiles(h prometheus.Histogram) string {
 		return ">max"
 	}
 	return fmt.Sprintf("p50 %s p99 %s (n=%d)", q(0.5), q(0.99), total)
-}
-
-// rawMember joins room over a bare WebSocket: the handshake, masked hello
-// and join frames, then a buffered reader of the server's frames from the
-// joined answer on.
-func rawMember(tb testing.TB, base, tok, room string) (net.Conn, *bufio.Reader) {
-	tb.Helper()
-	host := strings.TrimPrefix(base, "http://")
-	nc, err := net.Dial("tcp", host)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = nc.Close() })
-	var key [16]byte
-	_, _ = rand.Read(key[:])
-	fmt.Fprintf(nc, "GET /v1/ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", host, base64.StdEncoding.EncodeToString(key[:]))
-	br := bufio.NewReaderSize(nc, 64<<10)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		tb.Fatalf("upgrade: %v %v", resp, err)
-	}
-	for _, f := range []string{
-		fmt.Sprintf(`{"op":"hello","versions":[1],"token":%q}`, tok),
-		fmt.Sprintf(`{"op":"join","room":%q}`, room),
-	} {
-		if _, err := nc.Write(maskedTextFrame([]byte(f))); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	for {
-		payload, err := readFrame(br, true)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if strings.Contains(string(payload), `"op":"joined"`) {
-			return nc, br
-		}
-	}
-}
-
-// maskedTextFrame frames p as a client must: masked (RFC 6455 5.3).
-func maskedTextFrame(p []byte) []byte {
-	var mask [4]byte
-	_, _ = rand.Read(mask[:])
-	f := []byte{0x81}
-	switch n := len(p); {
-	case n < 126:
-		f = append(f, 0x80|byte(n))
-	default:
-		f = append(f, 0x80|126)
-		f = binary.BigEndian.AppendUint16(f, uint16(n))
-	}
-	f = append(f, mask[:]...)
-	for i, c := range p {
-		f = append(f, c^mask[i%4])
-	}
-	return f
-}
-
-// readFrame reads one server frame; with keep it returns the payload,
-// otherwise its first bytes only.
-func readFrame(br *bufio.Reader, keep bool) ([]byte, error) {
-	var h [2]byte
-	if _, err := io.ReadFull(br, h[:]); err != nil {
-		return nil, err
-	}
-	n := int64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var ext [2]byte
-		if _, err := io.ReadFull(br, ext[:]); err != nil {
-			return nil, err
-		}
-		n = int64(binary.BigEndian.Uint16(ext[:]))
-	case 127:
-		var ext [8]byte
-		if _, err := io.ReadFull(br, ext[:]); err != nil {
-			return nil, err
-		}
-		n = int64(binary.BigEndian.Uint64(ext[:]))
-	}
-	if keep {
-		p := make([]byte, n)
-		_, err := io.ReadFull(br, p)
-		return p, err
-	}
-	head, err := br.Peek(int(min(n, 16)))
-	if err != nil {
-		return nil, err
-	}
-	head = append([]byte(nil), head...)
-	_, err = br.Discard(int(n))
-	return head, err
-}
-
-// countMessages counts message frames until the connection ends.
-func countMessages(br *bufio.Reader, n *atomic.Int64) {
-	for {
-		head, err := readFrame(br, false)
-		if err != nil {
-			return
-		}
-		if strings.HasPrefix(string(head), `{"op":"message"`) {
-			n.Add(1)
-		}
-	}
 }

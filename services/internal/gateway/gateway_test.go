@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/loadgen"
 )
 
 func TestTwoGatewaysChat(t *testing.T) {
@@ -803,5 +804,34 @@ func TestRejoinOnAnotherGateway(t *testing.T) {
 	ada.quiet()
 	if v := testutil.ToFloat64(fresh.metrics.Recoveries.WithLabelValues("kafka")); v != 1 {
 		t.Errorf("kafka recoveries = %v", v)
+	}
+}
+
+// TestLoadedRoom: 20 members of a three-partition room all talking at
+// the default limit (10 sends a second each), through `palaver load`'s
+// engine: every send is acknowledged and every member reads every message
+// exactly once, with nobody cut.
+func TestLoadedRoom(t *testing.T) {
+	e := sharedEnv(t)
+	info := e.newRoom(t, 3)
+	gw := startServer(t, e, nil)
+	res, err := loadgen.Run(t.Context(), loadgen.Config{URL: gw.url, Room: info.Name, Members: 20, Rate: 200, Count: 600,
+		Warmup: 500 * time.Millisecond, Token: func(_ context.Context, i int) (string, error) {
+			return token(t, fmt.Sprintf("load%d", i), nil, time.Hour), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var summary strings.Builder
+	res.Format(&summary)
+	t.Log(summary.String())
+	if p := res.Problems(); len(p) > 0 || res.Sent != 600 || res.Deliveries != 600*20 {
+		t.Fatalf("sent %d, %d deliveries (want 600 and 12000); problems: %v", res.Sent, res.Deliveries, p)
+	}
+	if got := testutil.ToFloat64(gw.metrics.MessagesReceived.WithLabelValues(info.Name)); got < 600 {
+		t.Fatalf("the gateway counted %v messages received in the room, want at least 600", got)
+	}
+	if got := testutil.ToFloat64(gw.metrics.MessagesDelivered.WithLabelValues(info.Name)); got < 600*20 {
+		t.Fatalf("the gateway counted %v messages delivered in the room, want at least 12000", got)
 	}
 }

@@ -23,9 +23,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"palaver.dev/services/internal/chatclient"
 )
 
-// Config describes a run. Zero fields take the defaults of DefaultConfig.
+// Config describes a run. Zero fields take the defaults of DefaultConfig,
+// but for Warmup: zero is none.
 type Config struct {
 	URL     string // gateway base URL: http://host:port or https://...
 	Room    string // an existing room every member joins
@@ -42,11 +45,11 @@ type Config struct {
 	// Drain bounds the wait for the last deliveries after the last send.
 	Drain time.Duration
 	// Token returns the bearer token member i (0-based) connects with.
-	Token func(ctx context.Context, member int) (string, error)
+	Token func(ctx context.Context, member int) (string, error) `json:"-"`
 	// TLS configures https URLs; nil means the system's roots.
-	TLS *tls.Config
+	TLS *tls.Config `json:"-"`
 	// Progress receives a line a second while the run sends; nil for none.
-	Progress io.Writer
+	Progress io.Writer `json:"-"`
 }
 
 // DefaultConfig is a room of 100 members, all of them talking, 1,000
@@ -336,7 +339,7 @@ func (m *member) call(frame, want string, out any) error {
 		if err != nil {
 			return err
 		}
-		var f struct{ Op, Code, Message string }
+		var f struct{ Op, Code, Message, Room string }
 		if err := json.Unmarshal(p, &f); err != nil {
 			return fmt.Errorf("a frame that is not JSON: %w", err)
 		}
@@ -347,7 +350,7 @@ func (m *member) call(frame, want string, out any) error {
 			}
 			return nil
 		case "error":
-			return fmt.Errorf("%s: %s", f.Code, f.Message)
+			return &chatclient.Error{Code: f.Code, Message: f.Message, Room: f.Room}
 		}
 	}
 }

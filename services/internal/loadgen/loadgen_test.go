@@ -190,7 +190,7 @@ func TestClientAnswersPingsAndReportsClose(t *testing.T) {
 		t.Fatalf("next = %q, %v", p, err)
 	}
 	_, err = ws.next()
-	ce, ok := err.(*CloseError)
+	ce, ok := err.(*chatclient.CloseError)
 	if !ok || ce.Code != 4408 || ce.Reason != "slow consumer" {
 		t.Fatalf("after the close frame: %v", err)
 	}

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"palaver.dev/services/internal/chatclient"
 )
 
 // wsConn is a lean WebSocket client (RFC 6455): the load generator holds
@@ -33,16 +35,6 @@ type wsConn struct {
 	wbuf []byte
 
 	payload []byte // the last frame read; valid until the next read
-}
-
-// CloseError is a close frame from the gateway: its code and reason.
-type CloseError struct {
-	Code   int
-	Reason string
-}
-
-func (e *CloseError) Error() string {
-	return fmt.Sprintf("closed by the gateway: %d %s", e.Code, e.Reason)
 }
 
 // websocketGUID is the key-hashing constant of RFC 6455 1.3.
@@ -164,7 +156,7 @@ func (c *wsConn) writeText(p []byte) error { return c.writeFrame(opText, p) }
 
 // next returns the payload of the next text message, answering pings on
 // the way. A close frame from the gateway is answered and returned as a
-// *CloseError. The payload is valid until the next call.
+// *chatclient.CloseError. The payload is valid until the next call.
 func (c *wsConn) next() ([]byte, error) {
 	c.payload = c.payload[:0]
 	for {
@@ -205,7 +197,7 @@ func (c *wsConn) next() ([]byte, error) {
 					return nil, err
 				}
 			case opClose:
-				ce := &CloseError{Code: 1005}
+				ce := &chatclient.CloseError{Code: 1005}
 				if len(ctl) >= 2 {
 					ce.Code, ce.Reason = int(binary.BigEndian.Uint16(ctl)), string(ctl[2:])
 				}
