@@ -384,7 +384,7 @@ func (r *run) send(ctx context.Context) (*Result, []time.Duration) {
 		}
 		select {
 		case <-tick.C:
-			r.progress(res.Sent, k, warm, total)
+			r.progress(res.Sent, k, warm)
 		default:
 		}
 		if ctx.Err() != nil {
@@ -425,9 +425,14 @@ func (r *run) send(ctx context.Context) (*Result, []time.Duration) {
 	return res, lag
 }
 
-// progress writes a line about the run so far.
-func (r *run) progress(sent, k, warm, total int) {
+// progress writes a line about the run so far: k sends made, warm of them
+// warming up.
+func (r *run) progress(sent, k, warm int) {
 	if r.cfg.Progress == nil {
+		return
+	}
+	if k < warm {
+		fmt.Fprintf(r.cfg.Progress, "warming up: %d of %d messages sent\n", k, warm)
 		return
 	}
 	var read, acked int64
@@ -435,11 +440,8 @@ func (r *run) progress(sent, k, warm, total int) {
 		read += m.read.Load()
 		acked += m.acked.Load()
 	}
-	phase := "measuring"
-	if k < warm {
-		phase = "warming up"
-	}
-	fmt.Fprintf(r.cfg.Progress, "%s: %d of %d messages sent, %d acknowledged, %d deliveries\n", phase, k, total, acked, read)
+	fmt.Fprintf(r.cfg.Progress, "measuring: %d of %d messages sent, %d acknowledged, %d of %d deliveries\n",
+		sent, r.cfg.Count, acked, read, sent*r.cfg.Members)
 }
 
 // drain waits until every member still connected has read every measured
