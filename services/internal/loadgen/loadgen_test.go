@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -190,8 +191,8 @@ func TestClientAnswersPingsAndReportsClose(t *testing.T) {
 		t.Fatalf("next = %q, %v", p, err)
 	}
 	_, err = ws.next()
-	ce, ok := err.(*chatclient.CloseError)
-	if !ok || ce.Code != 4408 || ce.Reason != "slow consumer" {
+	var ce *chatclient.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4408 || ce.Reason != "slow consumer" {
 		t.Fatalf("after the close frame: %v", err)
 	}
 }

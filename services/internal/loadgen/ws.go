@@ -83,7 +83,7 @@ func dialWS(ctx context.Context, base, token string, tlsConf *tls.Config) (*wsCo
 func handshake(ctx context.Context, nc net.Conn, u *url.URL, token string) (*wsConn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
-		defer nc.SetDeadline(time.Time{})
+		defer func() { _ = nc.SetDeadline(time.Time{}) }()
 	}
 	var keyBytes [16]byte
 	_, _ = rand.Read(keyBytes[:])
