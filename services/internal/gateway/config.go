@@ -28,7 +28,7 @@ type Config struct {
 
 	Limits Limits // announced in welcome
 
-	QueueSize    int           // frames queued per connection before it is a slow consumer (256)
+	QueueSize    int           // frames queued per connection; past it the room buffers RingSize more, then cuts it as a slow consumer (256)
 	RingSize     int           // latest messages kept per room for recovery (1024)
 	MaxInFlight  int           // sends of one connection waiting for Kafka at once (32)
 	MaxRooms     int           // rooms one connection may join (100)
@@ -164,7 +164,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	c.env.Int(fs, &c.Limits.MaxFrameBytes, "max-frame-bytes", "PALAVER_MAX_FRAME_BYTES", def.Limits.MaxFrameBytes, "largest client frame in bytes; larger ones close the connection with 1009")
 	c.env.Float(fs, &c.Limits.SendsPerSecond, "sends-per-second", "PALAVER_SENDS_PER_SECOND", def.Limits.SendsPerSecond, "sends per second allowed to one connection (and to one user over HTTP)")
 	c.env.Int(fs, &c.Limits.SendBurst, "send-burst", "PALAVER_SEND_BURST", def.Limits.SendBurst, "sends allowed in a burst above the rate")
-	c.env.Int(fs, &c.QueueSize, "queue-size", "PALAVER_QUEUE_SIZE", def.QueueSize, "frames queued per connection before it is closed as a slow consumer (4408)")
+	c.env.Int(fs, &c.QueueSize, "queue-size", "PALAVER_QUEUE_SIZE", def.QueueSize, "frames queued per connection; past it the room buffers up to --ring-size more messages for it, and past those it is closed as a slow consumer (4408)")
 	c.env.Int(fs, &c.SocketSendBuffer, "socket-send-buffer", "PALAVER_SOCKET_SEND_BUFFER", def.SocketSendBuffer, "kernel send buffer per connection in bytes (SO_SNDBUF); negative keeps the kernel's autotuning")
 	c.env.Int(fs, &c.RingSize, "ring-size", "PALAVER_RING_SIZE", def.RingSize, "latest messages kept per tailed room to serve reconnects")
 	c.env.Duration(fs, &c.TailLinger, "tail-linger", "PALAVER_TAIL_LINGER", def.TailLinger, "how long a room's tail outlives its last local member")

@@ -338,7 +338,9 @@ func TestSlowConsumerIsCut(t *testing.T) {
 		name   string
 		adjust func(*Config)
 	}{
-		{"queue overflow", func(c *Config) { c.QueueSize = 32; c.SocketSendBuffer = 16 << 10 }},
+		// Over its queue, a subscriber has RingSize more messages buffered
+		// for it before it is cut.
+		{"queue overflow", func(c *Config) { c.QueueSize, c.RingSize, c.SocketSendBuffer = 32, 64, 16<<10 }},
 		{"write timeout", func(c *Config) {
 			c.QueueSize = 100_000
 			c.SocketSendBuffer = 16 << 10

@@ -50,8 +50,11 @@ func (d *Delivery) withCursor(c cursor.Cursor) *Delivery {
 // Sink receives one subscriber's deliveries: a connection's outbound queue.
 type Sink interface {
 	// Push queues d without blocking. It returns false when the queue is
-	// full: the hub then drops the subscription with ErrSlowConsumer. The
-	// hub calls Push with the room locked, so it must be quick.
+	// full: the hub then buffers the room's next messages for the
+	// subscriber and hands them over with PushWait as the queue drains;
+	// past Config.PendingLimit of them it drops the subscription with
+	// ErrSlowConsumer. The hub calls Push with the room locked, so it must
+	// be quick.
 	Push(d *Delivery) bool
 	// PushWait queues d, waiting for space; recoveries use it, so a
 	// subscriber catching up is paced by its own socket.

@@ -46,8 +46,9 @@ var ErrClosed = errors.New("roomhub: closed")
 type Config struct {
 	RingSize int // latest messages kept per room (1024)
 	// PendingLimit bounds the live messages buffered for a subscriber that
-	// is still catching up; overflowing it drops the subscriber as a slow
-	// consumer. Default: RingSize.
+	// is catching up (a recovery, or a burst bigger than its queue);
+	// overflowing it drops the subscriber as a slow consumer. Default:
+	// RingSize.
 	PendingLimit int
 	Linger       time.Duration // a room's tail outlives its last local member by this (10 s)
 	StallCheck   time.Duration // period of the stalled-tail watchdog (10 s)

@@ -393,7 +393,7 @@ func TestLastN(t *testing.T) {
 }
 
 func TestSlowConsumerIsDroppedOthersKeepAll(t *testing.T) {
-	f := newFixture(t, 1, Config{})
+	f := newFixture(t, 1, Config{PendingLimit: 4})
 	slow, fast := newSink(2), newSink(64)
 	f.join(t, slow, JoinRequest{})
 	f.join(t, fast, JoinRequest{})
@@ -407,6 +407,20 @@ func TestSlowConsumerIsDroppedOthersKeepAll(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("slow subscriber not dropped")
 	}
+}
+
+// TestBurstOverTheQueueIsBuffered: a subscriber whose queue a burst
+// overflows, but that keeps reading, gets the whole burst in order and
+// stays live.
+func TestBurstOverTheQueueIsBuffered(t *testing.T) {
+	f := newFixture(t, 1, Config{PendingLimit: 50})
+	small := newSink(2)
+	f.join(t, small, JoinRequest{})
+	f.produce(t, 0, 40) // 2 fit the queue, the rest wait behind it
+	small.expect(t, span(0, 0, 40)...)
+	f.produce(t, 0, 3)
+	small.expect(t, span(0, 40, 43)...)
+	small.quiet(t)
 }
 
 func TestPendingOverflowDuringRecoveryIsSlowConsumer(t *testing.T) {

@@ -116,9 +116,18 @@ func (s *Subscription) offer(d *Delivery) bool {
 		}
 		s.pending = append(s.pending, d)
 	case stateLive:
-		if v := s.view(d); v != nil {
-			return s.sink.Push(v)
+		v := s.view(d)
+		if v == nil || s.sink.Push(v) {
+			return true
 		}
+		// The queue is full: a burst (a broker that stalled and then let
+		// a second of messages through) or a slow reader. Buffer behind the
+		// queue and let the subscriber's socket pace the rest; only one
+		// that falls PendingLimit further behind is a slow consumer.
+		s.state = statePending
+		s.pending = append(s.pending, d)
+		s.room.hub.wg.Add(1)
+		go s.catchUp()
 	}
 	return true
 }
@@ -207,7 +216,9 @@ func (s *Subscription) startOfGaps() cursor.Cursor {
 var errRead = errors.New("roomhub: recovery read")
 
 // catchUp delivers the recovery (Kafka gaps, then the ring snapshot), then
-// the live messages buffered meanwhile, then switches to live delivery.
+// the live messages buffered meanwhile, then switches to live delivery. It
+// also runs, with no recovery left, for a live subscriber whose queue
+// overflowed.
 func (s *Subscription) catchUp() {
 	r := s.room
 	defer r.hub.wg.Done()
@@ -279,7 +290,8 @@ func (s *Subscription) replay() error {
 			return err
 		}
 	}
-	s.ring = nil
+	// Done: a later catch-up (behind a full queue) only drains pending.
+	s.gaps, s.lastN, s.ring = nil, 0, nil
 	return nil
 }
 
