@@ -74,6 +74,14 @@ type Options struct {
 	// JVMArgs are appended to the harness's JVM flags; a later -Xmx wins.
 	JVMArgs []string
 
+	// LongLived tunes the JVM for a broker that serves for hours (kafkalocal, benchmarks)
+	// rather than for one test binary: the full JIT (C2) and ZGC. C2 costs CPU for the
+	// first minute and then allocates far less than C1 code (escape analysis); ZGC's
+	// pauses stay under a millisecond where G1's young pauses took 12 to 25 ms on the
+	// 2-core machine docs/BENCHMARKS.md describes, and each one delayed every message in
+	// flight.
+	LongLived bool
+
 	// Logger receives the harness's progress (fetching jars, nodes starting and stopping),
 	// not the broker log, which goes to files in each node's directory. Nil discards.
 	Logger *slog.Logger
@@ -330,19 +338,23 @@ func (c *Cluster) format(ctx context.Context, nd *node) error {
 
 func (c *Cluster) classpath() string { return filepath.Join(c.libs, "*") }
 
-// jvmArgs returns the JVM flags for a node's process. The heap is small and the JIT stops
-// at C1: test brokers live for seconds to minutes and handle little traffic, so start-up
-// time and CPU left to the tests matter more than peak throughput.
+// jvmArgs returns the JVM flags for a node's process. The heap is small and, unless
+// Options.LongLived, the JIT stops at C1: test brokers live for seconds to minutes and
+// handle little traffic, so start-up time and CPU left to the tests matter more than
+// peak throughput.
 func (c *Cluster) jvmArgs(nd *node, role string) []string {
-	args := []string{
-		"-Xms64m", "-Xmx512m",
-		"-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-		"-XX:TieredStopAtLevel=1",
+	args := []string{"-Xms64m", "-Xmx512m"}
+	if c.opts.LongLived {
+		args = append(args, "-XX:+UseZGC")
+	} else {
+		args = append(args, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:TieredStopAtLevel=1")
+	}
+	args = append(args,
 		"-XX:+ExitOnOutOfMemoryError",
 		"-XX:-UsePerfData",
 		"-Djava.awt.headless=true",
-		"-Dkafka.logs.dir=" + nd.dir,
-	}
+		"-Dkafka.logs.dir="+nd.dir,
+	)
 	args = append(args, c.cdsArgs...)
 	if role == "broker" && c.recordArchive != "" {
 		args = append(args, "-XX:ArchiveClassesAtExit="+c.recordArchive)

@@ -1,6 +1,10 @@
 package kafkatest
 
-import "testing"
+import (
+	"regexp"
+	"strings"
+	"testing"
+)
 
 func TestClusterIDNeverLooksLikeAnOption(t *testing.T) {
 	// One id in 64 would start with '-' if drawn naively, and the storage
@@ -12,6 +16,18 @@ func TestClusterIDNeverLooksLikeAnOption(t *testing.T) {
 		}
 		if id[0] == '-' || len(id) != 22 {
 			t.Fatalf("cluster id %q", id)
+		}
+	}
+}
+
+func TestJVMArgsPickOneCollector(t *testing.T) {
+	for _, long := range []bool{false, true} {
+		c := &Cluster{opts: Options{LongLived: long, JVMArgs: []string{"-Xmx1g"}}}
+		args := strings.Join(c.jvmArgs(&node{dir: "/n"}, "broker"), " ")
+		collectors := len(regexp.MustCompile(`-XX:\+Use\w*GC\b`).FindAllString(args, -1))
+		zgc, c1 := strings.Contains(args, "-XX:+UseZGC"), strings.Contains(args, "TieredStopAtLevel=1")
+		if collectors != 1 || zgc != long || c1 == long || !strings.HasSuffix(args, "-Xmx1g") {
+			t.Errorf("LongLived=%v: %s", long, args)
 		}
 	}
 }

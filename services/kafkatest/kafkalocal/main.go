@@ -115,7 +115,9 @@ func up(ctx context.Context, st state, nodes int, verbose bool) error {
 		Dir:    st.dir,
 		Ports:  ports,
 		Detach: true,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		// It serves test runs and benchmarks for hours: full JIT and ZGC.
+		LongLived: true,
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if errors.Is(err, kafkatest.ErrPortInUse) {
 		return fmt.Errorf("%w\nkafkalocal needs 127.0.0.1:%s: stop what listens there (another Kafka?) and retry", err, portRange(nodes))
