@@ -1,7 +1,6 @@
 package chatcli
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,25 +15,8 @@ import (
 
 	"palaver.dev/services/internal/chatclient"
 	"palaver.dev/services/internal/chatclient/fakegateway"
+	"palaver.dev/services/internal/testio"
 )
-
-// syncBuffer is a bytes.Buffer safe to read while Chat writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // waitFor polls until cond holds, failing the test after 5 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -70,7 +51,7 @@ func options(gw *fakegateway.Server, name, room string, in io.Reader, out, errw 
 
 func TestChatOneShotSend(t *testing.T) {
 	gw := fakegateway.Start(t)
-	var out, errw syncBuffer
+	var out, errw testio.SyncBuffer
 	err := Chat(t.Context(), options(gw, "bot", "lobby", strings.NewReader("hi\n\nthere\n"), &out, &errw))
 	if err != nil {
 		t.Fatalf("Chat = %v; stderr:\n%s", err, errw.String())
@@ -84,7 +65,7 @@ func TestChatPrintsTheRoomAndReconnects(t *testing.T) {
 	gw := fakegateway.Start(t)
 	gw.Seed("lobby", "Grace", "one", "two", "three")
 	pr, pw := io.Pipe()
-	var out, errw syncBuffer
+	var out, errw testio.SyncBuffer
 	o := options(gw, "Ada", "lobby", pr, &out, &errw)
 	o.Last = 2
 	done := make(chan error, 1)
@@ -127,7 +108,7 @@ func TestChatRetriesUnavailableWithTheSameID(t *testing.T) {
 	gw := fakegateway.Start(t)
 	gw.FailNextSends(2)
 	gw.RateLimitNextSends(0)
-	var out, errw syncBuffer
+	var out, errw testio.SyncBuffer
 	o := options(gw, "bot", "lobby", strings.NewReader("only once\n"), &out, &errw)
 	o.Verbose = true
 	if err := Chat(t.Context(), o); err != nil {
@@ -145,7 +126,7 @@ func TestChatRetriesUnavailableWithTheSameID(t *testing.T) {
 func TestChatRateLimitedIsRetried(t *testing.T) {
 	gw := fakegateway.Start(t)
 	gw.RateLimitNextSends(3)
-	var out, errw syncBuffer
+	var out, errw testio.SyncBuffer
 	if err := Chat(t.Context(), options(gw, "bot", "lobby", strings.NewReader("a\nb\n"), &out, &errw)); err != nil {
 		t.Fatalf("Chat = %v", err)
 	}
@@ -156,7 +137,7 @@ func TestChatRateLimitedIsRetried(t *testing.T) {
 
 func TestChatTooLongLineIsReportedAndSkipped(t *testing.T) {
 	gw := fakegateway.Start(t)
-	var out, errw syncBuffer
+	var out, errw testio.SyncBuffer
 	in := strings.Repeat("x", 5000) + "\nok\n"
 	err := Chat(t.Context(), options(gw, "bot", "lobby", strings.NewReader(in), &out, &errw))
 	if err == nil || ExitCode(err) != ExitFailure {
@@ -200,7 +181,7 @@ func TestChatErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("PALAVER_TOKEN", tt.env)
 			tt.conn.URL = gw.URL
-			var out, errw syncBuffer
+			var out, errw testio.SyncBuffer
 			err := Chat(t.Context(), ChatOptions{Conn: tt.conn, Room: tt.room, Last: tt.last, In: strings.NewReader("x\n"), Out: &out, Err: &errw})
 			if ExitCode(err) != tt.exit || !strings.Contains(err.Error(), tt.text) {
 				t.Fatalf("Chat = %v (exit %d), want exit %d mentioning %q", err, ExitCode(err), tt.exit, tt.text)
@@ -213,7 +194,7 @@ func TestChatGatewayNotRunning(t *testing.T) {
 	gw := fakegateway.Start(t)
 	url := gw.URL
 	gw.Close()
-	var out, errw syncBuffer
+	var out, errw testio.SyncBuffer
 	t.Setenv("PALAVER_TOKEN", "tok-Ada")
 	err := Chat(t.Context(), ChatOptions{Conn: Conn{URL: url}, Room: "lobby", In: strings.NewReader(""), Out: &out, Err: &errw})
 	if err == nil || ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "cannot reach the gateway at "+url+": connection refused") {
@@ -224,7 +205,7 @@ func TestChatGatewayNotRunning(t *testing.T) {
 func TestChatReloginWhenTheTokenIsRefused(t *testing.T) {
 	gw := fakegateway.Start(t)
 	pr, pw := io.Pipe()
-	var out, errw syncBuffer
+	var out, errw testio.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- Chat(t.Context(), options(gw, "Ada", "lobby", pr, &out, &errw)) }()
 	waitFor(t, "the connection", func() bool { return gw.Conns() == 1 })
@@ -243,7 +224,7 @@ func TestChatInterrupted(t *testing.T) {
 	gw := fakegateway.Start(t)
 	pr, _ := io.Pipe()
 	ctx, cancel := context.WithCancel(t.Context())
-	var out, errw syncBuffer
+	var out, errw testio.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- Chat(ctx, options(gw, "Ada", "lobby", pr, &out, &errw)) }()
 	waitFor(t, "the connection", func() bool { return gw.Conns() == 1 })
@@ -291,7 +272,7 @@ func TestBackoff(t *testing.T) {
 func TestChatFromBeginning(t *testing.T) {
 	gw := fakegateway.Start(t)
 	gw.Seed("lobby", "Grace", "one", "two", "three")
-	var out, errw syncBuffer
+	var out, errw testio.SyncBuffer
 	pr, pw := io.Pipe()
 	o := options(gw, "Ada", "lobby", pr, &out, &errw)
 	o.FromBeginning = true

@@ -22,6 +22,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"palaver.dev/services/internal/auth"
+	"palaver.dev/services/internal/testio"
 	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/kafkatest"
 	"palaver.dev/services/room"
@@ -169,7 +170,7 @@ func startServer(t testing.TB, e *kafkaEnv, adjust func(*Config)) *testServer {
 	}
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(testio.Log(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s, err := New(cfg, Deps{Cluster: e.cluster, Rooms: e.rooms, Verifier: e.verifier, Metrics: m, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -184,14 +185,6 @@ func startServer(t testing.TB, e *kafkaEnv, adjust func(*Config)) *testServer {
 		hs.Close()
 	})
 	return ts
-}
-
-// testLog sends the gateway's log to the test's.
-type testLog struct{ t testing.TB }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // frame is any server frame, flattened.

@@ -1,20 +1,19 @@
 package web_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"palaver.dev/services/internal/auth"
 	"palaver.dev/services/internal/chatcli"
 	"palaver.dev/services/internal/chatclient"
+	"palaver.dev/services/internal/testio"
 	"palaver.dev/services/kafkatest"
 )
 
@@ -96,24 +95,6 @@ func TestGoClientAgainstTheGateway(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe to read while Chat writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // printed returns the texts of the lines `palaver chat` printed that contain run.
 func printed(out, run string) []string {
 	var texts []string
@@ -179,7 +160,7 @@ func TestChatRecoversWhenItsGatewayRestarts(t *testing.T) {
 
 	// Ada runs `palaver chat` against replica a.
 	pr, pw := io.Pipe()
-	var out, errw syncBuffer
+	var out, errw testio.SyncBuffer
 	chatCtx, stopChat := context.WithCancel(ctx)
 	defer stopChat()
 	done := make(chan error, 1)

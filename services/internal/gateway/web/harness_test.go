@@ -13,6 +13,7 @@ import (
 	"palaver.dev/services/internal/auth"
 	"palaver.dev/services/internal/gateway"
 	"palaver.dev/services/internal/runner"
+	"palaver.dev/services/internal/testio"
 	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/kafkatest"
 	"palaver.dev/services/room"
@@ -53,7 +54,7 @@ func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(testio.Log(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
 	}
@@ -116,12 +117,4 @@ func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway
 		t.Fatal("the room registry was not readable within 2 minutes")
 	}
 	return g
-}
-
-// testLog sends the gateway's log to the test's.
-type testLog struct{ t *testing.T }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
