@@ -733,6 +733,10 @@ func (rs *roomSub) Dropped(err error) {
 		delete(c.rooms, rs.name)
 	}
 	c.mu.Unlock()
+	if errors.Is(err, roomhub.ErrRoomGone) {
+		c.replyError("", codeNotFound, "the room was deleted; you are no longer a member", rs.name)
+		return
+	}
 	c.replyError("", codeUnavailable, "the room's missed messages cannot be read now; join again with your cursor", rs.name)
 }
 

@@ -15,9 +15,11 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
 
 	"palaver.dev/services/internal/cursor"
 	"palaver.dev/services/internal/loadgen"
+	"palaver.dev/services/room"
 )
 
 func TestTwoGatewaysChat(t *testing.T) {
@@ -836,4 +838,67 @@ func TestLoadedRoom(t *testing.T) {
 	if got := testutil.ToFloat64(gw.metrics.MessagesDelivered.WithLabelValues(info.Name)); got < 600*20 {
 		t.Fatalf("the gateway counted %v messages delivered in the room, want at least 12000", got)
 	}
+}
+
+// TestRegistryChangesReachMembers: when the operator grows a room's topic
+// and republishes its entry, members receive the new partition's messages
+// without rejoining; when the room is deleted from the registry, they are
+// told (an error not_found naming the room) and are no longer members.
+func TestRegistryChangesReachMembers(t *testing.T) {
+	e := sharedEnv(t)
+	info := e.newRoom(t, 1)
+	gw := startServer(t, e, nil)
+	ada := connect(t, gw, token(t, "ada", nil, time.Hour))
+	ada.join(info.Name, nil)
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := e.prov.GrowPartitions(ctx, info.Topic, 2); err != nil {
+		t.Fatal(err)
+	}
+	grown := info
+	grown.Partitions = 2
+	if err := room.Publish(ctx, e.writer, grown); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the registry to carry 2 partitions", func() bool {
+		i, err := e.rooms.Get(info.Name)
+		return err == nil && i.Partitions == 2
+	})
+	// Straight to partition 1, as a writer whose metadata knows it would.
+	value, _ := json.Marshal(map[string]any{"v": 1, "id": "p1-1", "room": info.Name, "sender_id": "grace", "text": "on the new partition"})
+	var conn *kafka.Conn
+	for conn == nil {
+		c, err := kafka.DialLeader(ctx, "tcp", e.bootstrap, info.Topic, 1)
+		if err != nil && ctx.Err() != nil {
+			t.Fatalf("no leader for the new partition: %v", err)
+		}
+		conn = c
+		time.Sleep(50 * time.Millisecond)
+	}
+	defer conn.Close()
+	if _, err := conn.WriteMessages(kafka.Message{Value: value}); err != nil {
+		t.Fatal(err)
+	}
+	m := ada.messages(1)[0]
+	if m.ID != "p1-1" || m.Partition != 1 {
+		t.Fatalf("message %+v, want p1-1 from partition 1", m)
+	}
+	cur, err := cursor.Parse(m.Cursor)
+	if next, ok := cur.Next(1); err != nil || !ok || next != 1 {
+		t.Fatalf("cursor %s (%v) does not cover partition 1", m.Cursor, err)
+	}
+
+	if err := room.Tombstone(ctx, e.writer, info.Name); err != nil {
+		t.Fatal(err)
+	}
+	f := ada.expectError(codeNotFound, "")
+	if f.Room != info.Name {
+		t.Fatalf("deletion notice %+v does not name the room", f)
+	}
+	ada.write(map[string]any{"op": "send", "ref": "s-after", "room": info.Name, "id": "late", "text": "anyone?"})
+	ada.expectError(codeNotJoined, "s-after")
+	ada.write(map[string]any{"op": "join", "ref": "j-after", "room": info.Name})
+	ada.expectError(codeNotFound, "j-after")
+	waitFor(t, "the room's tail to stop", func() bool { return gw.hub.Rooms() == 0 })
 }

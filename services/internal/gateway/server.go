@@ -30,6 +30,8 @@ import (
 type Rooms interface {
 	Get(name string) (room.Info, error)
 	List() []room.Info
+	// Changed returns a channel closed at the next change.
+	Changed() <-chan struct{}
 }
 
 // Deps are the parts a Server is built from.
@@ -145,6 +147,7 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = s.hub.Run(hubCtx)
 	}()
 	go s.watchWrites(hubCtx)
+	go s.followRooms(hubCtx)
 	<-ctx.Done()
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
 	defer cancel()
@@ -152,6 +155,24 @@ func (s *Server) Run(ctx context.Context) error {
 	stopHub()
 	<-hubDone
 	return err
+}
+
+// followRooms applies each change of the room registry to the rooms this
+// gateway tails: members of a deleted room are told, and partitions added
+// to a room's topic are tailed at once.
+func (s *Server) followRooms(ctx context.Context) {
+	for {
+		changed := s.rooms.Changed()
+		s.hub.Sync(ctx, func(name string) (room.Info, bool) {
+			info, err := s.rooms.Get(name)
+			return info, err == nil
+		})
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
 }
 
 // watchWrites closes connections whose socket has not taken a batch of

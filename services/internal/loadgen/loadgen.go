@@ -371,15 +371,18 @@ func (r *run) send(ctx context.Context) (*Result, []time.Duration) {
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	wait := time.NewTimer(0)
+	defer wait.Stop()
 	start := time.Now()
 	var measureStart time.Time
 	for k := range total {
 		due := start.Add(time.Duration(float64(k) * interval))
 		if d := time.Until(due); d > 0 {
+			wait.Reset(d)
 			select {
 			case <-ctx.Done():
 				return res, lag
-			case <-time.After(d):
+			case <-wait.C:
 			}
 		}
 		select {

@@ -17,6 +17,9 @@ var (
 	// ErrUnavailable: the messages a recovery needed could not be read from
 	// Kafka; the subscriber may join again with its cursor.
 	ErrUnavailable = errors.New("roomhub: room history unavailable")
+	// ErrRoomGone: the room left the registry (deleted, or re-created on
+	// another topic); see Hub.Sync.
+	ErrRoomGone = errors.New("roomhub: room deleted")
 )
 
 // Delivery is one stored message on its way to subscribers. The hub makes
@@ -59,8 +62,8 @@ type Sink interface {
 	// PushWait queues d, waiting for space; recoveries use it, so a
 	// subscriber catching up is paced by its own socket.
 	PushWait(ctx context.Context, d *Delivery) error
-	// Dropped tells that the hub removed the subscription (ErrSlowConsumer
-	// or ErrUnavailable). It may be called with the room locked: it must
+	// Dropped tells that the hub removed the subscription (ErrSlowConsumer,
+	// ErrUnavailable or ErrRoomGone). It may be called with the room locked: it must
 	// not call back into the hub synchronously.
 	Dropped(err error)
 }

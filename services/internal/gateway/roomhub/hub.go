@@ -160,6 +160,36 @@ func (h *Hub) gaugeLocked() {
 	}
 }
 
+// Sync brings the rooms tailed in line with the room registry; lookup
+// returns a room's current entry, or false once it is deleted. The
+// subscribers of a deleted room, or of one re-created on another topic,
+// are dropped with ErrRoomGone; a room whose topic grew gets tails for its
+// new partitions now, not at its next join. Call it at every change of
+// the registry.
+func (h *Hub) Sync(ctx context.Context, lookup func(name string) (room.Info, bool)) {
+	h.mu.Lock()
+	rooms := slices.Collect(maps.Values(h.rooms))
+	h.mu.Unlock()
+	for _, r := range rooms {
+		select {
+		case <-r.ready:
+		default:
+			continue // still opening: its joins read the registry afresh
+		}
+		if r.err != nil {
+			continue
+		}
+		info, ok := lookup(r.name)
+		if !ok || info.Topic != r.topic {
+			r.gone()
+			continue
+		}
+		if err := r.grow(ctx, int(info.Partitions)); err != nil {
+			h.log.Warn("roomhub: cannot tail the room's new partitions; its next join retries", "room", r.name, "err", err)
+		}
+	}
+}
+
 // Recent finds a message by sender and client message id among the room's
 // latest (its ring), for deduplicating sends stored through any replica.
 func (h *Hub) Recent(roomName, senderID, id string) (message.Stored, bool) {
@@ -370,6 +400,33 @@ func (r *Room) release() {
 	}
 }
 
+// gone stops a room that left the registry and drops its subscribers.
+func (r *Room) gone() {
+	h := r.hub
+	h.mu.Lock()
+	r.mu.Lock()
+	if h.rooms[r.name] == r {
+		delete(h.rooms, r.name)
+	}
+	r.closed = true
+	if r.linger != nil {
+		r.linger.Stop()
+		r.linger = nil
+	}
+	subs := slices.Collect(maps.Keys(r.subs))
+	for _, s := range subs {
+		r.removeLocked(s)
+	}
+	r.mu.Unlock()
+	h.mu.Unlock()
+	r.cancel()
+	for _, s := range subs {
+		s.dropped(ErrRoomGone)
+	}
+	h.gauge()
+	h.log.Info("roomhub: room left the registry; its members were told", "room", r.name, "members", len(subs))
+}
+
 // expire stops a room nobody rejoined during the linger.
 func (r *Room) expire() {
 	h := r.hub
@@ -447,6 +504,11 @@ func (r *Room) subscribe(ctx context.Context, sink Sink, req JoinRequest) (*Subs
 	s := &Subscription{room: r, sink: sink, ctx: sctx, cancel: cancel, resume: req.Resume}
 
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		cancel()
+		return nil, ErrRoomGone
+	}
 	np := len(r.tails)
 	switch {
 	case req.Resume:

@@ -622,3 +622,56 @@ func TestRecentFindsStoredMessage(t *testing.T) {
 		t.Fatal("Recent matched another sender's id")
 	}
 }
+
+// TestSyncFollowsTheRegistry: partitions added to a room's topic are
+// tailed at the registry's change, without a new join; a room deleted from
+// the registry, or re-created on another topic, drops its subscribers with
+// ErrRoomGone and is no longer tailed.
+func TestSyncFollowsTheRegistry(t *testing.T) {
+	f := newFixture(t, 1, Config{})
+	s := newSink(64)
+	f.join(t, s, JoinRequest{})
+	f.produce(t, 0, 2)
+	s.expect(t, span(0, 0, 2)...)
+
+	grown := f.info
+	grown.Partitions = 2
+	f.hub.Sync(t.Context(), func(string) (room.Info, bool) { return grown, true })
+	f.produce(t, 1, 3)
+	got := s.expect(t, span(1, 0, 3)...)
+	if next, ok := got[2].Cursor.Next(1); !ok || next != 3 {
+		t.Fatalf("cursor after the new partition's messages: %s", got[2].Cursor)
+	}
+	f.hub.Sync(t.Context(), func(string) (room.Info, bool) { return grown, true }) // no change: nothing happens
+	s.quiet(t)
+
+	moved := grown
+	moved.Topic = "palaver.room.default.lobby-2"
+	f.hub.Sync(t.Context(), func(string) (room.Info, bool) { return moved, true })
+	select {
+	case err := <-s.dropped:
+		if !errors.Is(err, ErrRoomGone) {
+			t.Fatalf("dropped with %v, want ErrRoomGone", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the subscriber of a room re-created on another topic was not dropped")
+	}
+	if n := f.hub.Rooms(); n != 0 {
+		t.Fatalf("%d rooms still tailed", n)
+	}
+
+	again := newSink(64)
+	f.join(t, again, JoinRequest{})
+	f.hub.Sync(t.Context(), func(string) (room.Info, bool) { return room.Info{}, false })
+	select {
+	case err := <-again.dropped:
+		if !errors.Is(err, ErrRoomGone) {
+			t.Fatalf("dropped with %v, want ErrRoomGone", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the subscriber of a deleted room was not dropped")
+	}
+	if n := f.hub.Rooms(); n != 0 {
+		t.Fatalf("%d rooms still tailed after the deletion", n)
+	}
+}
