@@ -16,6 +16,8 @@ import { chromium } from 'playwright-core';
 
 const BASE = (process.env.PALAVER_E2E_URL || '').replace(/\/+$/, '');
 const CHROMIUM = process.env.PALAVER_E2E_CHROMIUM || '/usr/bin/chromium';
+// Provisions and deletes rooms as an operator would (the Go harness serves it).
+const CONTROL = (process.env.PALAVER_E2E_CONTROL || '').replace(/\/+$/, '');
 const RESULTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'test-results');
 const RUN = Date.now().toString(36); // tells this run's messages from earlier ones'
 const TIMEOUT = 20000;
@@ -152,6 +154,21 @@ async function postMessages(room, name, texts) {
   }
 }
 
+/** Waits until the gateway lists room (its registry caught up). */
+async function roomListed(name) {
+  const login = await fetch(`${BASE}/v1/dev/login`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'Watcher' }),
+  });
+  const { token } = await login.json();
+  for (let i = 0; i < 100; i++) {
+    const resp = await fetch(`${BASE}/v1/rooms`, { headers: { Authorization: `Bearer ${token}` } });
+    const { rooms } = await resp.json();
+    if (rooms.some((r) => r.name === name)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.fail(`room ${name} never listed`);
+}
+
 describe('web UI', { timeout: 180000 }, () => {
   let ada;
   let grace;
@@ -257,6 +274,28 @@ describe('web UI', { timeout: 180000 }, () => {
       }
       await narrow.context.close();
       pages.delete('narrow');
+    });
+  });
+
+  test('a room deleted while open says so', { skip: !CONTROL && 'needs PALAVER_E2E_CONTROL' }, async () => {
+    await step('room-deleted', async () => {
+      const name = `gone-${RUN}`;
+      const made = await fetch(`${CONTROL}/rooms/${name}?display_name=Doomed`, { method: 'POST' });
+      assert.equal(made.status, 201, await made.text());
+      await roomListed(name);
+      const doomed = await signIn('doomed', 'Mallory');
+      const { page } = doomed;
+      await page.locator(`a[data-room="${name}"]`).click();
+      await page.getByRole('heading', { name: 'Doomed', level: 2 }).waitFor();
+      await send(page, `last words ${RUN}`); // joined: the send was acknowledged
+
+      const gone = await fetch(`${CONTROL}/rooms/${name}`, { method: 'DELETE' });
+      assert.equal(gone.status, 204);
+      await page.locator('#room-error', { hasText: 'This room does not exist (any more).' }).waitFor();
+      await waitState(page, 'connected'); // the other rooms carry on
+      assert.deepEqual(doomed.problems, []);
+      await doomed.context.close();
+      pages.delete('doomed');
     });
   });
 

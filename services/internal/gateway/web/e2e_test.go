@@ -68,13 +68,15 @@ func nodeAtLeast20(version string) bool {
 // Kafka broker.
 func TestBrowser(t *testing.T) {
 	node, dir := browserPrereqs(t)
-	url := startGateway(t, kafkatest.Shared(t), gatewayOptions{}).URL
+	bootstrap := kafkatest.Shared(t)
+	url := startGateway(t, bootstrap, gatewayOptions{}).URL
+	control := roomControl(t, bootstrap)
 
 	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", dir)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PALAVER_E2E_URL="+url, "NO_COLOR=1", "FORCE_COLOR=0")
+	cmd.Env = append(os.Environ(), "PALAVER_E2E_URL="+url, "PALAVER_E2E_CONTROL="+control, "NO_COLOR=1", "FORCE_COLOR=0")
 	// Interrupt rather than kill, so playwright closes Chromium on the way out.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 15 * time.Second

@@ -3,6 +3,8 @@ package web_test
 import (
 	"context"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -117,4 +119,47 @@ func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway
 		t.Fatal("the room registry was not readable within 2 minutes")
 	}
 	return g
+}
+
+// roomControl serves what the browser test does to rooms as an operator
+// would: POST /rooms/{name} provisions a room (topic and registry entry),
+// DELETE /rooms/{name} removes it from the registry. Loopback only, for the
+// test's lifetime.
+func roomControl(t *testing.T, bootstrap string) string {
+	t.Helper()
+	cluster, err := kafkabus.New(kafkabus.Config{Brokers: strings.Split(bootstrap, ","), ClientID: "palaver-e2e-control"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cluster.Close() })
+	admin, err := cluster.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prov := room.NewProvisioner(admin)
+	writer := cluster.Writer()
+	t.Cleanup(func() { _ = writer.Close() })
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /rooms/{name}", func(w http.ResponseWriter, r *http.Request) {
+		spec := room.Spec{Name: r.PathValue("name"), DisplayName: r.URL.Query().Get("display_name"), Partitions: 1, Retention: time.Hour}.WithDefaults(1)
+		if err := prov.Ensure(r.Context(), spec); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if err := room.Publish(r.Context(), writer, spec.Info()); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+	})
+	mux.HandleFunc("DELETE /rooms/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if err := room.Tombstone(r.Context(), writer, r.PathValue("name")); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

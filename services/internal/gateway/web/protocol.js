@@ -274,6 +274,26 @@ export class Connection extends EventTarget {
     }
   }
 
+  /**
+   * The server ended a membership: a deleted room (not_found, forbidden) is
+   * forgotten; after unavailable the room is joined again from its cursor.
+   */
+  roomEnded(f) {
+    const r = this.rooms.get(f.room);
+    r.joined = false;
+    const error = new ProtocolError(f.code, f.message, f.room);
+    if (f.code !== 'unavailable') {
+      this.rooms.delete(f.room);
+      this.emit('joinerror', { room: f.room, error });
+      return;
+    }
+    this.emit('joinerror', { room: f.room, error, retrying: true });
+    const ws = this.ws;
+    setTimeout(() => {
+      if (ws === this.ws && this.rooms.has(f.room)) this.joinOne(f.room).catch(() => {});
+    }, 1000);
+  }
+
   /** Sends a command and resolves with its one answer (or rejects). */
   request(frame, ws = this.ws) {
     return new Promise((resolve, reject) => {
@@ -318,7 +338,12 @@ export class Connection extends EventTarget {
         this.emit('presence', f);
         return;
     }
-    if (typeof f.ref !== 'string') return; // an error without ref: the close follows
+    if (typeof f.ref !== 'string') {
+      // An error without ref names a room the server left for us (deleted,
+      // or its missed messages unreadable), or precedes the close.
+      if (f.op === 'error' && typeof f.room === 'string' && this.rooms.has(f.room)) this.roomEnded(f);
+      return;
+    }
     const p = this.pending.get(f.ref);
     if (!p) return;
     this.pending.delete(f.ref);
