@@ -258,6 +258,10 @@ func (s *chat) sendLoop(ctx context.Context, c *chatclient.Client) error {
 				}
 				s.out = &outgoing{id: newID(), text: l.line}
 				retries = 0
+			case e := <-c.Ended():
+				if e.Room == s.o.Room {
+					return e // not_found (deleted) ends the chat; unavailable rejoins from the cursor
+				}
 			case <-c.Done():
 				return c.Err()
 			case <-ctx.Done():

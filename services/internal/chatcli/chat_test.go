@@ -290,3 +290,38 @@ func TestChatFromBeginning(t *testing.T) {
 		t.Fatalf("joins = %+v, want one from the empty cursor", j)
 	}
 }
+
+// TestChatWhenTheServerEndsTheRoom: a room left unreadable (unavailable)
+// is joined again from the cursor; a deleted room (not_found) ends the chat
+// with exit code 3.
+func TestChatWhenTheServerEndsTheRoom(t *testing.T) {
+	gw := fakegateway.Start(t)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	var out, errw testio.SyncBuffer
+	done := make(chan error, 1)
+	go func() { done <- Chat(t.Context(), options(gw, "Ada", "lobby", pr, &out, &errw)) }()
+	waitFor(t, "the join", func() bool { return len(gw.Joins()) == 1 })
+	gw.Seed("lobby", "Grace", "before")
+	io.WriteString(pw, "hello\n")
+	waitFor(t, "the echo", func() bool { return strings.Contains(out.String(), "<Ada> hello\n") })
+
+	gw.EndRoom("lobby", "unavailable")
+	waitFor(t, "the join again", func() bool { return len(gw.Joins()) == 2 })
+	if j := gw.Joins()[1]; j.Cursor == "" {
+		t.Fatalf("joined again without the cursor: %+v", j)
+	}
+
+	gw.EndRoom("lobby", "not_found")
+	select {
+	case err := <-done:
+		if ExitCode(err) != ExitNotFound {
+			t.Fatalf("Chat = %v (exit %d), want exit %d", err, ExitCode(err), ExitNotFound)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Chat still running after its room was deleted")
+	}
+	if strings.Count(out.String(), "<Ada> hello") != 1 {
+		t.Fatalf("output:\n%s", out.String())
+	}
+}

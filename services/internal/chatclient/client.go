@@ -27,6 +27,7 @@ const (
 	DefaultHelloTimeout  = 10 * time.Second
 	writeTimeout         = 10 * time.Second
 	readLimit            = 1 << 20
+	endedBuffer          = 16 // unread Ended notices kept
 )
 
 // Options tune Dial. The zero value is ready to use.
@@ -67,6 +68,7 @@ type Client struct {
 	err     error
 
 	msgs      chan Message
+	ended     chan *Error
 	done      chan struct{}
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -131,6 +133,7 @@ func Dial(ctx context.Context, baseURL, token string, opts *Options) (*Client, e
 		n = DefaultMessageBuffer
 	}
 	c.msgs = make(chan Message, n)
+	c.ended = make(chan *Error, endedBuffer)
 
 	if err := c.hello(ctx, token, opts); err != nil {
 		_ = conn.CloseNow()
@@ -214,6 +217,14 @@ func (c *Client) Rooms(ctx context.Context) ([]Room, error) { return c.api.Rooms
 // with CloseSlowConsumer. It is closed when the connection ends, after the
 // messages already received; then Err tells why.
 func (c *Client) Messages() <-chan Message { return c.msgs }
+
+// Ended receives an *Error (with Room set) each time the server ends a
+// membership by itself: not_found when the room was deleted, forbidden
+// when a refreshed token no longer allows it (the client is no longer a
+// member of either), unavailable when the room's missed messages could
+// not be read (join again with Cursor). Notices beyond endedBuffer unread
+// ones are dropped.
+func (c *Client) Ended() <-chan *Error { return c.ended }
 
 // Done is closed when the connection has ended.
 func (c *Client) Done() <-chan struct{} { return c.done }
@@ -451,9 +462,16 @@ func (c *Client) handle(f frame) bool {
 		c.mu.Unlock()
 	}
 	if f.Ref == "" {
-		if f.Op == "error" {
+		switch {
+		case f.Op == "error" && f.Room != "":
+			select {
+			case c.ended <- f.err():
+			default:
+				c.log.Warn("dropping a notice nobody reads", "room", f.Room, "code", f.Code)
+			}
+		case f.Op == "error":
 			c.log.Info("server error", "code", f.Code, "message", f.Message)
-		} else {
+		default:
 			c.log.Debug("ignoring a frame", "op", f.Op)
 		}
 		return true

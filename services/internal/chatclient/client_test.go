@@ -299,3 +299,20 @@ func TestPresence(t *testing.T) {
 		t.Fatalf("Presence(lobby) = %+v", us)
 	}
 }
+
+func TestEndedReportsRoomsTheServerLeft(t *testing.T) {
+	gw := fakegateway.Start(t)
+	c := dial(t, gw, "Ada")
+	if _, err := c.Join(t.Context(), "lobby", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	gw.EndRoom("lobby", chatclient.CodeNotFound)
+	select {
+	case e := <-c.Ended():
+		if e.Code != chatclient.CodeNotFound || e.Room != "lobby" {
+			t.Fatalf("Ended: %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notice on Ended")
+	}
+}

@@ -151,6 +151,27 @@ func (s *Server) CloseAll(code websocket.StatusCode, reason string) {
 	}
 }
 
+// EndRoom ends every connection's membership of roomName as the gateway
+// does by itself: an error frame with code, the room and no ref (not_found
+// for a deleted room, unavailable for a recovery that failed).
+func (s *Server) EndRoom(roomName, code string) {
+	s.mu.Lock()
+	cs := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	for _, c := range cs {
+		c.mu.Lock()
+		joined := c.joined[roomName]
+		delete(c.joined, roomName)
+		c.mu.Unlock()
+		if joined {
+			c.send(map[string]any{"op": "error", "code": code, "message": "membership ended", "room": roomName})
+		}
+	}
+}
+
 // Conns returns how many WebSocket connections are open.
 func (s *Server) Conns() int {
 	s.mu.Lock()
