@@ -8,8 +8,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -140,12 +142,7 @@ func (s *Server) Messages(roomName string) []string {
 
 // CloseAll closes every WebSocket connection with code.
 func (s *Server) CloseAll(code websocket.StatusCode, reason string) {
-	s.mu.Lock()
-	cs := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		cs = append(cs, c)
-	}
-	s.mu.Unlock()
+	cs := s.connsNow()
 	for _, c := range cs {
 		c.ws.Close(code, reason)
 	}
@@ -155,12 +152,7 @@ func (s *Server) CloseAll(code websocket.StatusCode, reason string) {
 // does by itself: an error frame with code, the room and no ref (not_found
 // for a deleted room, unavailable for a recovery that failed).
 func (s *Server) EndRoom(roomName, code string) {
-	s.mu.Lock()
-	cs := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		cs = append(cs, c)
-	}
-	s.mu.Unlock()
+	cs := s.connsNow()
 	for _, c := range cs {
 		c.mu.Lock()
 		joined := c.joined[roomName]
@@ -170,6 +162,13 @@ func (s *Server) EndRoom(roomName, code string) {
 			c.send(map[string]any{"op": "error", "code": code, "message": "membership ended", "room": roomName})
 		}
 	}
+}
+
+// connsNow returns the open connections.
+func (s *Server) connsNow() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Keys(s.conns))
 }
 
 // Conns returns how many WebSocket connections are open.
