@@ -17,8 +17,13 @@ import (
 	"palaver.dev/services/kafkabus"
 )
 
-// ErrNotFound is returned for a room that is not in the registry.
-var ErrNotFound = errors.New("room: not found")
+var (
+	// ErrNotFound is returned for a room that is not in the registry.
+	ErrNotFound = errors.New("room: not found")
+	// ErrNotLoaded is returned until the registry was read to its end at
+	// start: until then a missing room may exist, so "not found" would lie.
+	ErrNotLoaded = errors.New("room: registry not loaded yet")
+)
 
 // Info is a room's entry in the registry topic: what the services need to
 // know about a room, so they never need the Kubernetes API.
@@ -91,8 +96,13 @@ func NewRegistry(cluster *kafkabus.Cluster, log *slog.Logger) *Registry {
 	return &Registry{cluster: cluster, log: log, rooms: map[string]Info{}, ready: make(chan struct{}), changed: make(chan struct{})}
 }
 
-// Get returns a room's entry.
+// Get returns a room's entry; ErrNotLoaded until the registry is Ready.
 func (r *Registry) Get(name string) (Info, error) {
+	select {
+	case <-r.ready:
+	default:
+		return Info{}, ErrNotLoaded
+	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	in, ok := r.rooms[name]
@@ -129,7 +139,7 @@ func (r *Registry) CheckReady(context.Context) error {
 	case <-r.ready:
 		return nil
 	default:
-		return errors.New("room registry not loaded yet")
+		return ErrNotLoaded
 	}
 }
 

@@ -416,7 +416,7 @@ func (c *conn) send(f Frame) *protoError {
 	}
 	info, err := c.s.rooms.Get(f.Room)
 	if err != nil {
-		return fail(codeNotFound, "no such room")
+		return lookupError(err)
 	}
 	select {
 	case c.sem <- struct{}{}:

@@ -637,6 +637,47 @@ func TestHTTPAPI(t *testing.T) {
 	}
 }
 
+// TestRegistryNotLoadedYet: a gateway that has not read the room registry
+// to its end (just started) answers unavailable, which clients retry, never
+// not_found, which would tell them a room they know was deleted.
+func TestRegistryNotLoadedYet(t *testing.T) {
+	e := sharedEnv(t)
+	info := e.newRoom(t, 1)
+	loading := *e
+	loading.rooms = room.NewRegistry(e.cluster, nil) // not run yet
+	gw := startServer(t, &loading, nil)
+	tok := token(t, "ada", nil, time.Hour)
+
+	c := dial(t, gw, dialOpts{})
+	c.hello(tok)
+	ref := c.ref()
+	c.write(map[string]any{"op": "join", "ref": ref, "room": info.Name})
+	c.expectError(codeUnavailable, ref)
+	if code, body := getJSON(t, gw, "/v1/rooms", tok); code != http.StatusServiceUnavailable {
+		t.Errorf("GET /v1/rooms while loading: %d %s", code, body)
+	}
+	if code, body := postJSON(t, gw, info.Name, tok, `{"id":"x","text":"early"}`); code != http.StatusServiceUnavailable {
+		t.Errorf("POST while loading: %d %s", code, body)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- loading.rooms.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-loading.rooms.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the registry did not load")
+	}
+	c.join(info.Name, nil)
+	if ack := c.send(info.Name, "m1", "now"); ack.Op != "ack" {
+		t.Fatalf("send after loading: %+v", ack)
+	}
+	if end := e.endOffset(t, info.Topic, 0); end != 1 {
+		t.Fatalf("end offset %d: the early POST must not be stored", end)
+	}
+}
+
 func TestOriginCheck(t *testing.T) {
 	e := sharedEnv(t)
 	gw := startServer(t, e, func(c *Config) { c.AllowedOrigins = []string{"chat.example.com"} })

@@ -65,6 +65,12 @@ func (s *Server) listRooms(w http.ResponseWriter, r *http.Request) {
 		writeError(w, perr)
 		return
 	}
+	select {
+	case <-s.rooms.Ready():
+	default:
+		writeError(w, lookupError(room.ErrNotLoaded))
+		return
+	}
 	out := []roomJSON{}
 	for _, in := range s.rooms.List() {
 		if id.MayJoin(in.Name) {

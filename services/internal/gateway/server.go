@@ -28,8 +28,12 @@ import (
 
 // Rooms is the room registry the gateway follows; *room.Registry is one.
 type Rooms interface {
+	// Get answers room.ErrNotLoaded until Ready, room.ErrNotFound for a
+	// room not in the registry.
 	Get(name string) (room.Info, error)
 	List() []room.Info
+	// Ready is closed once the registry was read to its end at start.
+	Ready() <-chan struct{}
 	// Changed returns a channel closed at the next change.
 	Changed() <-chan struct{}
 }
@@ -161,6 +165,11 @@ func (s *Server) Run(ctx context.Context) error {
 // gateway tails: members of a deleted room are told, and partitions added
 // to a room's topic are tailed at once.
 func (s *Server) followRooms(ctx context.Context) {
+	select { // before, every lookup fails: no room may be taken for deleted
+	case <-ctx.Done():
+		return
+	case <-s.rooms.Ready():
+	}
 	for {
 		changed := s.rooms.Changed()
 		s.hub.Sync(ctx, func(name string) (room.Info, bool) {
@@ -278,9 +287,18 @@ func (s *Server) authorize(id auth.Identity, name string) (room.Info, *protoErro
 	}
 	info, err := s.rooms.Get(name)
 	if err != nil {
-		return room.Info{}, fail(codeNotFound, "no such room")
+		return room.Info{}, lookupError(err)
 	}
 	return info, nil
+}
+
+// lookupError maps a failed room lookup to the protocol's answer: a gateway
+// that has not yet read the registry must not say a room does not exist.
+func lookupError(err error) *protoError {
+	if errors.Is(err, room.ErrNotLoaded) {
+		return fail(codeUnavailable, "the gateway is still loading the rooms; retry")
+	}
+	return fail(codeNotFound, "no such room")
 }
 
 // authError maps a verifier error to the protocol's answer.

@@ -163,6 +163,11 @@ func TestChatRecoversWhenItsGatewayRestarts(t *testing.T) {
 	var out, errw testio.SyncBuffer
 	chatCtx, stopChat := context.WithCancel(ctx)
 	defer stopChat()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("palaver chat's stdout:\n%s\nstderr:\n%s", out.String(), errw.String())
+		}
+	})
 	done := make(chan error, 1)
 	go func() {
 		done <- chatcli.Chat(chatCtx, chatcli.ChatOptions{
