@@ -98,10 +98,8 @@ func NewRegistry(cluster *kafkabus.Cluster, log *slog.Logger) *Registry {
 
 // Get returns a room's entry; ErrNotLoaded until the registry is Ready.
 func (r *Registry) Get(name string) (Info, error) {
-	select {
-	case <-r.ready:
-	default:
-		return Info{}, ErrNotLoaded
+	if err := r.loaded(); err != nil {
+		return Info{}, err
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -112,13 +110,16 @@ func (r *Registry) Get(name string) (Info, error) {
 	return in, nil
 }
 
-// List returns every room, sorted by name.
-func (r *Registry) List() []Info {
+// List returns every room, sorted by name; ErrNotLoaded until Ready.
+func (r *Registry) List() ([]Info, error) {
+	if err := r.loaded(); err != nil {
+		return nil, err
+	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := slices.Collect(maps.Values(r.rooms))
 	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })
-	return out
+	return out, nil
 }
 
 // Changed returns a channel closed at the next change of the registry.
@@ -134,7 +135,9 @@ func (r *Registry) Ready() <-chan struct{} { return r.ready }
 
 // CheckReady is a readiness check: a service that does not yet know the
 // rooms would wrongly answer "no such room".
-func (r *Registry) CheckReady(context.Context) error {
+func (r *Registry) CheckReady(context.Context) error { return r.loaded() }
+
+func (r *Registry) loaded() error {
 	select {
 	case <-r.ready:
 		return nil

@@ -16,7 +16,7 @@ import (
 type RegistryEntries interface {
 	Run(ctx context.Context) error
 	Ready() <-chan struct{}
-	List() []room.Info
+	List() ([]room.Info, error)
 }
 
 // RegistrySweeper removes registry entries of rooms that have no ChatRoom
@@ -82,8 +82,12 @@ func (s *RegistrySweeper) sweep(ctx context.Context) (int, error) {
 	for _, cr := range all.Items {
 		names[cr.Name] = true
 	}
+	entries, err := s.Entries.List()
+	if err != nil {
+		return 0, err
+	}
 	removed := 0
-	for _, in := range s.Entries.List() {
+	for _, in := range entries {
 		if names[in.Name] {
 			continue
 		}

@@ -65,14 +65,13 @@ func (s *Server) listRooms(w http.ResponseWriter, r *http.Request) {
 		writeError(w, perr)
 		return
 	}
-	select {
-	case <-s.rooms.Ready():
-	default:
-		writeError(w, lookupError(room.ErrNotLoaded))
+	rooms, err := s.rooms.List()
+	if err != nil {
+		writeError(w, lookupError(err))
 		return
 	}
 	out := []roomJSON{}
-	for _, in := range s.rooms.List() {
+	for _, in := range rooms {
 		if id.MayJoin(in.Name) {
 			out = append(out, roomJSON{Name: in.Name, DisplayName: in.DisplayName, Description: in.Description})
 		}

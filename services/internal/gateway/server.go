@@ -28,10 +28,10 @@ import (
 
 // Rooms is the room registry the gateway follows; *room.Registry is one.
 type Rooms interface {
-	// Get answers room.ErrNotLoaded until Ready, room.ErrNotFound for a
-	// room not in the registry.
+	// Get and List answer room.ErrNotLoaded until Ready; Get answers
+	// room.ErrNotFound for a room not in the registry.
 	Get(name string) (room.Info, error)
-	List() []room.Info
+	List() ([]room.Info, error)
 	// Ready is closed once the registry was read to its end at start.
 	Ready() <-chan struct{}
 	// Changed returns a channel closed at the next change.
