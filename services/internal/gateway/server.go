@@ -165,7 +165,9 @@ func (s *Server) Run(ctx context.Context) error {
 // gateway tails: members of a deleted room are told, and partitions added
 // to a room's topic are tailed at once.
 func (s *Server) followRooms(ctx context.Context) {
-	select { // before, every lookup fails: no room may be taken for deleted
+	// Until the registry is loaded every lookup fails, which Sync would
+	// take for deleted rooms.
+	select {
 	case <-ctx.Done():
 		return
 	case <-s.rooms.Ready():
