@@ -15,7 +15,8 @@ GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # versions; build.sh prints the directory (KUBEBUILDER_ASSETS).
 ENVTEST_BUILD := hack/envtest/build.sh
 
-GO_TEST_FLAGS ?= -count=1 -timeout=30m
+# The race detector runs in every test command: a data race is a bug.
+GO_TEST_FLAGS ?= -race -count=1 -timeout=30m
 FUZZTIME ?= 10s
 MODULES := services operator
 
@@ -64,7 +65,7 @@ e2e: ## Browser test against a running gateway (PALAVER_E2E_URL, default http://
 
 .PHONY: test-short
 test-short: prereqs-go ## Fast unit tests only (no Kafka broker, no API server).
-	for m in $(MODULES); do (cd $$m && go test -short ./...); done
+	for m in $(MODULES); do (cd $$m && go test -race -short ./...); done
 
 .PHONY: vet
 vet: prereqs-go ## go vet both modules.
