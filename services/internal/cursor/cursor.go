@@ -1,6 +1,9 @@
 // Package cursor implements the opaque resume token that clients hand back
 // to continue a room with no gap and no duplicate. A cursor holds, for each
-// partition of the room's topic, the offset of the next message to deliver.
+// partition of the room's topic, the offset of the next message to deliver,
+// and the epoch those offsets belong to: the room and the identity of its
+// topic, so that a cursor of another room, of a topic deleted and created
+// again, or of a wiped broker is recognised rather than trusted.
 package cursor
 
 import (
@@ -8,13 +11,19 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"slices"
 	"strings"
 )
 
-// version is the first byte of every encoded cursor, so the format can change.
-const version = 1
+// The first byte of every encoded cursor is its format version: 1 holds
+// positions only (cursors made before epochs, and cursors without one); 2
+// holds the epoch, then the positions.
+const (
+	versionPlain = 1
+	versionEpoch = 2
+)
 
 // MaxPartitions bounds what a token may carry, so a hostile token cannot make
 // a decoder allocate without limit.
@@ -26,11 +35,44 @@ var (
 	ErrUnsupportedVersion = errors.New("cursor: unsupported token version")
 )
 
-// Cursor maps partition to the next offset to deliver. The zero value is an
-// empty cursor: no position in any partition.
-type Cursor struct {
-	next map[int]int64
+// Epoch identifies the log a cursor's offsets point into: a room (by a
+// hash of its name) and one incarnation of its topic (the topic's id, which
+// Kafka assigns anew when a topic is created, so a topic deleted and created
+// again under the same name, or one on a wiped broker, has another). The
+// zero Epoch means unknown.
+type Epoch struct {
+	Room  uint32
+	Topic [16]byte
 }
+
+// NewEpoch returns the epoch of room's topic whose id is topicID.
+func NewEpoch(room string, topicID [16]byte) Epoch {
+	return Epoch{Room: RoomHash(room), Topic: topicID}
+}
+
+// RoomHash is the room part of an epoch: FNV-1a of the room's name.
+func RoomHash(room string) uint32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(room))
+	return h.Sum32()
+}
+
+// IsZero reports whether the epoch is unknown.
+func (e Epoch) IsZero() bool { return e == Epoch{} }
+
+// Cursor maps partition to the next offset to deliver, within an epoch. The
+// zero value is an empty cursor: no position in any partition, no epoch.
+type Cursor struct {
+	next  map[int]int64
+	epoch Epoch
+}
+
+// Epoch returns the epoch the cursor's positions belong to; zero for a
+// cursor that has none (made before epochs existed).
+func (c Cursor) Epoch() Epoch { return c.epoch }
+
+// SetEpoch records the epoch the cursor's positions belong to.
+func (c *Cursor) SetEpoch(e Epoch) { c.epoch = e }
 
 // Next returns the next offset to deliver in partition p, and whether the
 // cursor has a position there.
@@ -66,13 +108,22 @@ func (c Cursor) Partitions() []int {
 func (c Cursor) IsZero() bool { return len(c.next) == 0 }
 
 // Clone returns an independent copy.
-func (c Cursor) Clone() Cursor { return Cursor{next: maps.Clone(c.next)} }
+func (c Cursor) Clone() Cursor { return Cursor{next: maps.Clone(c.next), epoch: c.epoch} }
+
+// epochBytes is the size of an encoded epoch.
+const epochBytes = 4 + 16
 
 // String encodes the cursor as an opaque, URL-safe token.
 func (c Cursor) String() string {
 	parts := c.Partitions()
-	b := make([]byte, 0, 2+len(parts)*6)
-	b = append(b, version)
+	b := make([]byte, 0, 2+epochBytes+len(parts)*6)
+	if c.epoch.IsZero() {
+		b = append(b, versionPlain)
+	} else {
+		b = append(b, versionEpoch)
+		b = binary.BigEndian.AppendUint32(b, c.epoch.Room)
+		b = append(b, c.epoch.Topic[:]...)
+	}
 	b = binary.AppendUvarint(b, uint64(len(parts)))
 	for _, p := range parts {
 		b = binary.AppendUvarint(b, uint64(p))
@@ -99,22 +150,35 @@ func Parse(token string) (Cursor, error) {
 	if token == "" {
 		return Cursor{}, nil
 	}
-	if len(token) > base64.RawURLEncoding.EncodedLen(2+MaxPartitions*20) || strings.ContainsAny(token, "=") {
+	if len(token) > base64.RawURLEncoding.EncodedLen(2+epochBytes+MaxPartitions*20) || strings.ContainsAny(token, "=") {
 		return Cursor{}, ErrMalformed
 	}
 	b, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil || len(b) == 0 {
 		return Cursor{}, ErrMalformed
 	}
-	if b[0] != version {
+	var epoch Epoch
+	switch b[0] {
+	case versionPlain:
+		b = b[1:]
+	case versionEpoch:
+		if len(b) < 1+epochBytes {
+			return Cursor{}, ErrMalformed
+		}
+		epoch.Room = binary.BigEndian.Uint32(b[1:5])
+		copy(epoch.Topic[:], b[5:1+epochBytes])
+		if epoch.IsZero() {
+			return Cursor{}, fmt.Errorf("%w: zero epoch", ErrMalformed) // String never writes one
+		}
+		b = b[1+epochBytes:]
+	default:
 		return Cursor{}, fmt.Errorf("%w: %d", ErrUnsupportedVersion, b[0])
 	}
-	b = b[1:]
 	n, b, err := uvarint(b)
 	if err != nil || n > MaxPartitions {
 		return Cursor{}, ErrMalformed
 	}
-	c := Cursor{next: make(map[int]int64, n)}
+	c := Cursor{next: make(map[int]int64, n), epoch: epoch}
 	for range n {
 		var p, o uint64
 		if p, b, err = uvarint(b); err != nil || p > 1<<31-1 {

@@ -76,6 +76,8 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate partition", enc([]byte{1, 2, 0, 1, 0, 2}), ErrMalformed},
 		{"trailing bytes", enc([]byte{1, 0, 7}), ErrMalformed},
 		{"too many partitions", enc([]byte{1, 0xff, 0xff, 0x03}), ErrMalformed},
+		{"truncated epoch", enc([]byte{2, 1, 2, 3, 4, 5}), ErrMalformed},
+		{"zero epoch", enc(append([]byte{2}, make([]byte, 21)...)), ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,6 +85,43 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("Parse(%q) = %v, want %v", tt.token, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestEpochRoundTrip: a cursor carries its epoch through a token; tokens
+// made before epochs existed (version 1) still parse, with no epoch.
+func TestEpochRoundTrip(t *testing.T) {
+	e := NewEpoch("lobby", [16]byte{0: 0xaa, 15: 0x01})
+	var c Cursor
+	c.SetEpoch(e)
+	c.Advance(0, 41)
+	c.Advance(3, 7)
+	got, err := Parse(c.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Epoch() != e || got.String() != c.String() {
+		t.Fatalf("round trip: epoch %+v, token %q; want %+v, %q", got.Epoch(), got.String(), e, c.String())
+	}
+	if next, _ := got.Next(3); next != 8 {
+		t.Fatalf("partition 3 next = %d", next)
+	}
+	if got := c.Clone(); got.Epoch() != e {
+		t.Fatal("Clone lost the epoch")
+	}
+	if NewEpoch("lobby", e.Topic) == NewEpoch("random", e.Topic) || NewEpoch("lobby", [16]byte{1}) == e {
+		t.Fatal("epochs of other rooms or topics compare equal")
+	}
+
+	old, err := Parse("AQEAKg") // version 1: partition 0, next offset 42
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next, _ := old.Next(0); next != 42 || !old.Epoch().IsZero() {
+		t.Fatalf("version 1 token: next %d, epoch %+v", next, old.Epoch())
+	}
+	if old.String() != "AQEAKg" {
+		t.Fatalf("a cursor without epoch encodes as %q, want the version 1 token", old.String())
 	}
 }
 
@@ -109,6 +148,8 @@ func FuzzParse(f *testing.F) {
 	f.Add(c.String())
 	f.Add("")
 	f.Add("AQA")
+	c.SetEpoch(NewEpoch("lobby", [16]byte{7}))
+	f.Add(c.String())
 	f.Fuzz(func(t *testing.T, token string) {
 		c, err := Parse(token)
 		if err != nil {

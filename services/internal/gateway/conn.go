@@ -225,13 +225,8 @@ func (c *conn) hello(f Frame) *protoError {
 		token = c.headerToken
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
-	id, err := c.s.verifier.Verify(ctx, token)
+	id, err := c.s.verify(ctx, token)
 	cancel()
-	if err == nil && !id.Expires.IsZero() && !time.Now().Before(id.Expires) {
-		// Accepted within the verifier's clock-skew leeway, but the session
-		// would end at once: refuse it now rather than welcome and close.
-		err = fmt.Errorf("%w: exp has passed", auth.ErrExpired)
-	}
 	if err == nil && c.welcomed.Load() && id.UserID != c.id.UserID {
 		return fail(codeBadRequest, "a new token must be for the same user")
 	}
@@ -308,7 +303,7 @@ func (c *conn) join(f Frame) *protoError {
 		if err != nil {
 			return fail(codeBadRequest, "malformed cursor")
 		}
-		req.Resume, req.Cursor = true, onlyPartitions(cur, int(info.Partitions))
+		req.Resume, req.Cursor = true, cur
 	}
 	c.mu.Lock()
 	rs, joined := c.rooms[f.Room]
@@ -325,6 +320,9 @@ func (c *conn) join(f Frame) *protoError {
 	ctx, cancel := context.WithTimeout(c.ctx, joinTimeout)
 	sub, err := c.s.hub.Join(ctx, info, rs, req)
 	cancel()
+	if errors.Is(err, roomhub.ErrBadCursor) {
+		return fail(codeBadRequest, "the cursor is not a position in this room (another room's, or a partition the room does not have)")
+	}
 	if err != nil {
 		c.s.log.Warn("gateway: join failed", "room", f.Room, "err", err)
 		return fail(codeUnavailable, "the room cannot be read now; retry")
@@ -342,21 +340,9 @@ func (c *conn) join(f Frame) *protoError {
 	c.rooms[f.Room] = rs
 	c.mu.Unlock()
 	c.s.m.Joins.Inc()
-	c.reply(joinedFrame{Op: "joined", Ref: f.Ref, Room: f.Room, Cursor: sub.Cursor().String(), Recovering: sub.Recovering()})
+	c.reply(joinedFrame{Op: "joined", Ref: f.Ref, Room: f.Room, Cursor: sub.Cursor().String(), Recovering: sub.Recovering(), Reset: sub.Reset()})
 	sub.Start()
 	return nil
-}
-
-// onlyPartitions drops positions in partitions the room does not have.
-func onlyPartitions(c cursor.Cursor, n int) cursor.Cursor {
-	var out cursor.Cursor
-	for _, p := range c.Partitions() {
-		if p < n {
-			next, _ := c.Next(p)
-			out.Advance(p, next-1)
-		}
-	}
-	return out
 }
 
 func (c *conn) leave(f Frame) *protoError {
@@ -407,7 +393,7 @@ func (c *conn) send(f Frame) *protoError {
 	if rs == nil {
 		return fail(codeNotJoined, "join the room before sending to it")
 	}
-	env, perr := c.s.envelope(c.id, f.Room, f.ID, f.Text)
+	env, perr := c.s.envelope(c.id, f.Room, f.ID, f.Text, f.ClientTime)
 	if perr != nil {
 		return perr
 	}
@@ -440,7 +426,7 @@ func (c *conn) send(f Frame) *protoError {
 
 func ackFrame(ref string, env *message.Envelope, r sendResult) AckFrame {
 	return AckFrame{Op: "ack", Ref: ref, Room: env.Room, ID: env.ID, Partition: r.pos.Partition, Offset: r.pos.Offset,
-		Time: r.pos.Time.UTC(), Duplicate: r.duplicate}
+		Time: Time{r.pos.Time}, Duplicate: r.duplicate}
 }
 
 // rateLimited answers a command over the limit; a client that keeps
@@ -737,11 +723,16 @@ func (rs *roomSub) Dropped(err error) {
 		c.replyError("", codeNotFound, "the room was deleted; you are no longer a member", rs.name)
 		return
 	}
+	if errors.Is(err, roomhub.ErrTopicReplaced) {
+		c.replyError("", codeUnavailable, "the room's topic was replaced; join again with your cursor, which will be reset", rs.name)
+		return
+	}
 	c.replyError("", codeUnavailable, "the room's missed messages cannot be read now; join again with your cursor", rs.name)
 }
 
-// envelope validates a send into the envelope to store.
-func (s *Server) envelope(id auth.Identity, room, msgID, text string) (*message.Envelope, *protoError) {
+// envelope validates a send into the envelope to store; clientTime is
+// the optional RFC 3339 time the sender gave.
+func (s *Server) envelope(id auth.Identity, room, msgID, text, clientTime string) (*message.Envelope, *protoError) {
 	switch {
 	case msgID == "" || len(msgID) > message.MaxIDBytes:
 		return nil, fail(codeBadRequest, fmt.Sprintf("id must be 1 to %d bytes", message.MaxIDBytes))
@@ -750,6 +741,14 @@ func (s *Server) envelope(id auth.Identity, room, msgID, text string) (*message.
 	case len(text) > s.cfg.Limits.MaxTextBytes:
 		return nil, fail(codeTooLarge, fmt.Sprintf("text is %d bytes, limit %d", len(text), s.cfg.Limits.MaxTextBytes))
 	}
+	var ct time.Time
+	if clientTime != "" {
+		var err error
+		if ct, err = time.Parse(time.RFC3339Nano, clientTime); err != nil || len(clientTime) > 64 {
+			return nil, fail(codeBadRequest, "client_time must be an RFC 3339 time")
+		}
+		ct = ct.UTC().Truncate(time.Millisecond)
+	}
 	name := id.Name
 	if len(name) > message.MaxSenderNameBytes {
 		name = name[:message.MaxSenderNameBytes]
@@ -757,7 +756,7 @@ func (s *Server) envelope(id auth.Identity, room, msgID, text string) (*message.
 			name = name[:len(name)-1]
 		}
 	}
-	env := &message.Envelope{V: message.Version, ID: msgID, Room: room, SenderID: id.UserID, SenderName: name, Text: text}
+	env := &message.Envelope{V: message.Version, ID: msgID, Room: room, SenderID: id.UserID, SenderName: name, Text: text, ClientTime: ct}
 	if err := env.Validate(); err != nil {
 		switch {
 		case errors.Is(err, message.ErrInvalidUTF8):

@@ -23,15 +23,16 @@ const MaxRefBytes = 64
 // Frame is a decoded client frame: every op's fields, flattened; each op
 // uses some.
 type Frame struct {
-	Op       string `json:"op"`
-	Ref      string `json:"ref"`
-	Versions []int  `json:"versions"` // hello
-	Token    string `json:"token"`    // hello
-	Room     string `json:"room"`     // join, leave, send
-	Cursor   string `json:"cursor"`   // join
-	Last     int    `json:"last"`     // join
-	ID       string `json:"id"`       // send
-	Text     string `json:"text"`     // send
+	Op         string `json:"op"`
+	Ref        string `json:"ref"`
+	Versions   []int  `json:"versions"`    // hello
+	Token      string `json:"token"`       // hello
+	Room       string `json:"room"`        // join, leave, send
+	Cursor     string `json:"cursor"`      // join
+	Last       int    `json:"last"`        // join
+	ID         string `json:"id"`          // send
+	Text       string `json:"text"`        // send
+	ClientTime string `json:"client_time"` // send
 }
 
 // FrameError is why a frame was refused: a protocol error code, and the

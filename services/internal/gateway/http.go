@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -45,7 +46,7 @@ func writeError(w http.ResponseWriter, e *protoError) {
 func (s *Server) identify(r *http.Request) (auth.Identity, *protoError) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	id, err := s.verifier.Verify(ctx, auth.BearerToken(r))
+	id, err := s.verify(ctx, auth.BearerToken(r))
 	if err != nil {
 		return auth.Identity{}, authError(err)
 	}
@@ -113,14 +114,15 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req struct {
-		ID   string `json:"id"`
-		Text string `json:"text"`
+		ID         string `json:"id"`
+		Text       string `json:"text"`
+		ClientTime string `json:"client_time"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		writeError(w, fail(codeBadFrame, "the body must be a JSON object with string fields id and text"))
 		return
 	}
-	env, perr := s.envelope(id, name, req.ID, req.Text)
+	env, perr := s.envelope(id, name, req.ID, req.Text, req.ClientTime)
 	if perr != nil {
 		s.m.RejectedFrames.WithLabelValues(perr.code).Inc()
 		writeError(w, perr)
@@ -130,6 +132,18 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fail(codeUnavailable, "the gateway is shutting down; retry with the same id"))
 		return
 	}
+	// The room's dedup window must be known before the send is stored: a
+	// retry whose first try went through another gateway, or through this
+	// one before a restart, is recognised by it.
+	hctx, cancel := context.WithTimeout(r.Context(), joinTimeout)
+	release, err := s.hub.Hold(hctx, info)
+	cancel()
+	if err != nil {
+		s.log.Warn("gateway: cannot read the room for a send", "room", info.Name, "err", err)
+		writeError(w, fail(codeUnavailable, "the room cannot be read now; retry with the same id"))
+		return
+	}
+	defer release()
 	res := make(chan sendResult, 1)
 	s.prod.submit(info.Topic, env, func(r sendResult) { res <- r })
 	select {
@@ -178,6 +192,10 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), historyReadBudget)
 	defer cancel()
 	msgs, older, err := s.history(ctx, info, before, limit)
+	if errors.Is(err, roomhub.ErrBadCursor) {
+		writeError(w, fail(codeBadRequest, err.Error()))
+		return
+	}
 	if err != nil {
 		s.log.Warn("gateway: scroll-back read failed", "room", info.Name, "err", err)
 		writeError(w, fail(codeUnavailable, "the room's history cannot be read now; retry"))
@@ -192,9 +210,28 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 
 // history reads up to limit messages before the before cursor (the end of
 // the room when it has no position in a partition), newest last, and the
-// cursor of the page before them ("" when there is nothing older).
+// cursor of the page before them ("" when there is nothing older). A
+// before cursor of another room, of another incarnation of the room's
+// topic, or naming a partition the room does not have is an error
+// wrapping roomhub.ErrBadCursor.
 func (s *Server) history(ctx context.Context, info room.Info, before cursor.Cursor, limit int) ([]MessageFrame, string, error) {
 	n := int(info.Partitions)
+	id, err := s.src.TopicID(ctx, info.Topic)
+	if err != nil {
+		return nil, "", err
+	}
+	epoch := cursor.NewEpoch(info.Name, id)
+	if e := before.Epoch(); !e.IsZero() && e != epoch {
+		if e.Room != epoch.Room {
+			return nil, "", fmt.Errorf("%w: before is another room's cursor", roomhub.ErrBadCursor)
+		}
+		return nil, "", fmt.Errorf("%w: before is a cursor of the room's topic before it was created again; start again without before", roomhub.ErrBadCursor)
+	}
+	for _, p := range before.Partitions() {
+		if p >= n {
+			return nil, "", fmt.Errorf("%w: before names partition %d and the room has %d", roomhub.ErrBadCursor, p, n)
+		}
+	}
 	ps := make([]int, n)
 	for p := range ps {
 		ps[p] = p
@@ -239,6 +276,7 @@ func (s *Server) history(ctx context.Context, info room.Info, before cursor.Curs
 		start[ds[i].Msg.Partition] = ds[i].Msg.Offset
 	}
 	var pos cursor.Cursor
+	pos.SetEpoch(epoch)
 	older := false
 	for p := range ps {
 		pos.Advance(p, start[p]-1)

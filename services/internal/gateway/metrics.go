@@ -75,12 +75,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, s := range []string{"ring", "kafka"} {
 		m.Recoveries.WithLabelValues(s)
 	}
+	for _, c := range []string{codeBadFrame, codeUnknownOp, codeUnsupportedVersion, codeUnauthorized, codeForbidden,
+		codeNotFound, codeNotJoined, codeBadRequest, codeTooLarge, codeInvalidUTF8, codeRateLimited, codeUnavailable, codeInternal} {
+		m.RejectedFrames.WithLabelValues(c)
+	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Joins, m.MessagesReceived, m.MessagesDelivered, m.ProduceLatency,
 			m.DeliveryLatency, m.Recoveries, m.Disconnects, m.RejectedFrames, m.TailRestarts, m.DedupHits,
 			m.Undecodable, m.Rooms)
 	}
 	return m
+}
+
+// room creates the series of a room's counters at zero, so that an alert
+// on their rate sees the room before its first event.
+func (m *Metrics) room(name string) {
+	m.MessagesReceived.WithLabelValues(name)
+	m.MessagesDelivered.WithLabelValues(name)
+	m.Undecodable.WithLabelValues(name)
 }
 
 func (m *Metrics) hub() roomhub.Metrics {

@@ -94,6 +94,7 @@ type joinedFrame struct {
 	Room       string `json:"room"`
 	Cursor     string `json:"cursor"`
 	Recovering bool   `json:"recovering"`
+	Reset      bool   `json:"reset"`
 }
 
 type leftFrame struct {
@@ -109,27 +110,43 @@ type pongFrame struct {
 
 // AckFrame answers a send; the HTTP API answers POST messages with it too.
 type AckFrame struct {
-	Op        string    `json:"op"`
-	Ref       string    `json:"ref,omitempty"`
-	Room      string    `json:"room"`
-	ID        string    `json:"id"`
-	Partition int       `json:"partition"`
-	Offset    int64     `json:"offset"`
-	Time      time.Time `json:"time"`
-	Duplicate bool      `json:"duplicate"`
+	Op        string `json:"op"`
+	Ref       string `json:"ref,omitempty"`
+	Room      string `json:"room"`
+	ID        string `json:"id"`
+	Partition int    `json:"partition"`
+	Offset    int64  `json:"offset"`
+	Time      Time   `json:"time"`
+	Duplicate bool   `json:"duplicate"`
 }
 
 // MessageFrame is a stored message as clients receive it.
 type MessageFrame struct {
-	Op        string    `json:"op"`
-	Room      string    `json:"room"`
-	ID        string    `json:"id"`
-	Sender    user      `json:"sender"`
-	Text      string    `json:"text"`
-	Time      time.Time `json:"time"`
-	Partition int       `json:"partition"`
-	Offset    int64     `json:"offset"`
-	Cursor    string    `json:"cursor"`
+	Op        string `json:"op"`
+	Room      string `json:"room"`
+	ID        string `json:"id"`
+	Sender    user   `json:"sender"`
+	Text      string `json:"text"`
+	Time      Time   `json:"time"`
+	Partition int    `json:"partition"`
+	Offset    int64  `json:"offset"`
+	Cursor    string `json:"cursor"`
+	// ClientTime is the sender's clock at the send, as it said; absent
+	// when it did not say.
+	ClientTime Time `json:"client_time,omitzero"`
+}
+
+// Time is a time in frames and HTTP bodies: RFC 3339 in UTC with exactly
+// three fraction digits ("2026-11-24T12:00:00.120Z"), so that times sort
+// as strings too.
+type Time struct{ time.Time }
+
+// TimeLayout is the layout of Time.
+const TimeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// MarshalJSON implements json.Marshaler.
+func (t Time) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + t.UTC().Format(TimeLayout) + `"`), nil
 }
 
 // PresenceFrame tells who is in a room. The gateway does not send it yet:
@@ -172,7 +189,8 @@ func messageFrame(d *roomhub.Delivery) MessageFrame {
 	}
 	return MessageFrame{
 		Op: "message", Room: d.Room, ID: m.ID, Sender: user{ID: m.SenderID, Name: name}, Text: m.Text,
-		Time: m.Time.UTC(), Partition: m.Partition, Offset: m.Offset, Cursor: d.Cursor.String(),
+		Time: Time{m.Time}, Partition: m.Partition, Offset: m.Offset, Cursor: d.Cursor.String(),
+		ClientTime: Time{m.ClientTime},
 	}
 }
 

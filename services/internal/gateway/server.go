@@ -88,17 +88,23 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	meta, err := deps.Cluster.AdminClient() // topic ids, which kafka-go does not expose
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	s := &Server{
-		cfg: cfg, rooms: deps.Rooms, verifier: deps.Verifier, src: roomhub.KafkaSource{Cluster: deps.Cluster},
+		cfg: cfg, rooms: deps.Rooms, verifier: deps.Verifier, src: roomhub.KafkaSource{Cluster: deps.Cluster, Meta: meta},
 		m: m, log: log, conns: map[*conn]struct{}{}, bots: newBotLimits(cfg.Limits),
 	}
 	s.hub = roomhub.New(s.src, roomhub.Config{
-		RingSize:   cfg.RingSize,
-		Linger:     cfg.TailLinger,
-		StallCheck: cfg.StallCheck,
-		Encode:     encodeDelivery,
-		Metrics:    m.hub(),
-		Logger:     log,
+		RingSize:     cfg.RingSize,
+		Linger:       cfg.TailLinger,
+		StallCheck:   cfg.StallCheck,
+		DedupWindow:  cfg.DedupWindow,
+		DedupEntries: cfg.DedupEntries,
+		Encode:       encodeDelivery,
+		Metrics:      m.hub(),
+		Logger:       log,
 	})
 	w := deps.Cluster.Writer()
 	w.ErrorLogger = kafka.LoggerFunc(func(msg string, args ...any) {
@@ -158,6 +164,7 @@ func (s *Server) Run(ctx context.Context) error {
 	err := s.Shutdown(dctx)
 	stopHub()
 	<-hubDone
+	s.src.Meta.Close()
 	return err
 }
 
@@ -174,6 +181,11 @@ func (s *Server) followRooms(ctx context.Context) {
 	}
 	for {
 		changed := s.rooms.Changed()
+		if rooms, err := s.rooms.List(); err == nil {
+			for _, in := range rooms {
+				s.m.room(in.Name) // every room's series exists before its first event
+			}
+		}
 		s.hub.Sync(ctx, func(name string) (room.Info, bool) {
 			info, err := s.rooms.Get(name)
 			return info, err == nil
@@ -301,6 +313,18 @@ func lookupError(err error) *protoError {
 		return fail(codeUnavailable, "the gateway is still loading the rooms; retry")
 	}
 	return fail(codeNotFound, "no such room")
+}
+
+// verify checks a token for the WebSocket and the HTTP API alike. A token
+// past its exp is refused even within the verifier's clock-skew leeway:
+// the leeway forgives clocks that disagree on when a token starts, but a
+// session would end at once, and both doors must agree.
+func (s *Server) verify(ctx context.Context, token string) (auth.Identity, error) {
+	id, err := s.verifier.Verify(ctx, token)
+	if err == nil && !id.Expires.IsZero() && !time.Now().Before(id.Expires) {
+		err = fmt.Errorf("%w: exp has passed", auth.ErrExpired)
+	}
+	return id, err
 }
 
 // authError maps a verifier error to the protocol's answer.

@@ -34,6 +34,7 @@ var (
 	ErrTooLarge           = errors.New("message: too large")
 	ErrInvalidUTF8        = errors.New("message: invalid UTF-8")
 	ErrInvalidRoom        = errors.New("message: invalid room name")
+	ErrOtherRoom          = errors.New("message: envelope of another room")
 )
 
 // Envelope is what a client sends, as stored on the room topic. The broker's
@@ -142,6 +143,20 @@ func Decode(b []byte) (Envelope, error) {
 	}
 	if err := e.Validate(); err != nil {
 		return Envelope{}, err
+	}
+	return e, nil
+}
+
+// DecodeRoom is Decode for a record read from room's topic: an envelope
+// naming another room (written there by mistake, or by something other
+// than a gateway) is refused with ErrOtherRoom, never delivered as room's.
+func DecodeRoom(b []byte, room string) (Envelope, error) {
+	e, err := Decode(b)
+	if err != nil {
+		return e, err
+	}
+	if e.Room != room {
+		return Envelope{}, fmt.Errorf("%w: %q in %q", ErrOtherRoom, e.Room, room)
 	}
 	return e, nil
 }

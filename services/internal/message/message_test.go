@@ -113,3 +113,16 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeRoomRefusesAnotherRoomsEnvelope(t *testing.T) {
+	b, err := Encode(&Envelope{V: Version, ID: "m1", Room: "random", SenderID: "u1", Text: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeRoom(b, "lobby"); !errors.Is(err, ErrOtherRoom) {
+		t.Fatalf("DecodeRoom of another room's envelope = %v, want ErrOtherRoom", err)
+	}
+	if e, err := DecodeRoom(b, "random"); err != nil || e.ID != "m1" {
+		t.Fatalf("DecodeRoom of its own room's envelope = %+v, %v", e, err)
+	}
+}

@@ -20,6 +20,10 @@ var (
 	// ErrRoomGone: the room left the registry (deleted, or re-created on
 	// another topic); see Hub.Sync.
 	ErrRoomGone = errors.New("roomhub: room deleted")
+	// ErrTopicReplaced: the room's topic was deleted and created again
+	// under the same name, or the broker wiped; the subscriber may join
+	// again with its cursor, which is then reset.
+	ErrTopicReplaced = errors.New("roomhub: room's topic replaced")
 )
 
 // Delivery is one stored message on its way to subscribers. The hub makes
@@ -63,26 +67,26 @@ type Sink interface {
 	// subscriber catching up is paced by its own socket.
 	PushWait(ctx context.Context, d *Delivery) error
 	// Dropped tells that the hub removed the subscription (ErrSlowConsumer,
-	// ErrUnavailable or ErrRoomGone). It may be called with the room locked: it must
+	// ErrUnavailable, ErrRoomGone or ErrTopicReplaced). It may be called with the room locked: it must
 	// not call back into the hub synchronously.
 	Dropped(err error)
 }
 
-// dupKey finds a message in a room's ring by sender and client message id.
+// dupKey finds a message in a room's dedup window by sender and client
+// message id.
 type dupKey struct {
 	sender, id string
 }
 
 // ring holds a room's latest deliveries, oldest first.
 type ring struct {
-	buf   []*Delivery
-	head  int // index of the oldest
-	n     int
-	index map[dupKey]*Delivery
+	buf  []*Delivery
+	head int // index of the oldest
+	n    int
 }
 
 func newRing(size int) ring {
-	return ring{buf: make([]*Delivery, size), index: make(map[dupKey]*Delivery)}
+	return ring{buf: make([]*Delivery, size)}
 }
 
 // push appends d and returns the evicted delivery, if the ring was full.
@@ -92,15 +96,10 @@ func (r *ring) push(d *Delivery) (evicted *Delivery) {
 		evicted = r.buf[r.head]
 		r.buf[r.head] = d
 		r.head = (r.head + 1) % size
-		k := dupKey{evicted.Msg.SenderID, evicted.Msg.ID}
-		if r.index[k] == evicted {
-			delete(r.index, k)
-		}
 	} else {
 		r.buf[(r.head+r.n)%size] = d
 		r.n++
 	}
-	r.index[dupKey{d.Msg.SenderID, d.Msg.ID}] = d
 	return evicted
 }
 

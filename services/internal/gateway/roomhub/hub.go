@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"palaver.dev/services/internal/cursor"
 	"palaver.dev/services/internal/message"
@@ -35,12 +36,22 @@ const (
 	DefaultLinger      = 10 * time.Second
 	DefaultStallCheck  = 10 * time.Second
 	DefaultReadTimeout = 30 * time.Second
+	DefaultDedupWindow = 10 * time.Minute
+	// DefaultDedupEntries bounds the messages a room remembers for
+	// deduplication.
+	DefaultDedupEntries = 100_000
 	// MaxLast bounds JoinRequest.Last.
 	MaxLast = 500
 )
 
-// ErrClosed is returned by Join once the hub stopped.
-var ErrClosed = errors.New("roomhub: closed")
+// Errors of Join; test them with errors.Is.
+var (
+	// ErrClosed is returned by Join once the hub stopped.
+	ErrClosed = errors.New("roomhub: closed")
+	// ErrBadCursor: the resume cursor cannot be a position in this room (it
+	// is another room's, or names a partition the room does not have).
+	ErrBadCursor = errors.New("roomhub: cursor does not belong to the room")
+)
 
 // Config tunes a Hub. Zero fields take the defaults.
 type Config struct {
@@ -53,6 +64,12 @@ type Config struct {
 	Linger       time.Duration // a room's tail outlives its last local member by this (10 s)
 	StallCheck   time.Duration // period of the stalled-tail watchdog (10 s)
 	ReadTimeout  time.Duration // bound on offset lookups when a room starts or a subscriber recovers (30 s)
+	// DedupWindow and DedupEntries bound what a room remembers of its
+	// messages for Recent: the messages stored within the window (10 min),
+	// at most DedupEntries of them (100,000). A room reads its window back
+	// from Kafka when it starts.
+	DedupWindow  time.Duration
+	DedupEntries int
 
 	// Encode makes the frame of a delivery; required.
 	Encode func(*Delivery) []byte
@@ -84,6 +101,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReadTimeout <= 0 {
 		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.DedupWindow <= 0 {
+		c.DedupWindow = DefaultDedupWindow
+	}
+	if c.DedupEntries <= 0 {
+		c.DedupEntries = DefaultDedupEntries
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -191,7 +214,10 @@ func (h *Hub) Sync(ctx context.Context, lookup func(name string) (room.Info, boo
 }
 
 // Recent finds a message by sender and client message id among the room's
-// latest (its ring), for deduplicating sends stored through any replica.
+// messages of the dedup window, for deduplicating sends stored through any
+// replica or before a restart. It knows a room only while the room is
+// tailed (a member joined it, or Hold holds it): every message stored from
+// DedupWindow before the room started on.
 func (h *Hub) Recent(roomName, senderID, id string) (message.Stored, bool) {
 	h.mu.Lock()
 	r := h.rooms[roomName]
@@ -199,12 +225,39 @@ func (h *Hub) Recent(roomName, senderID, id string) (message.Stored, bool) {
 	if r == nil {
 		return message.Stored{}, false
 	}
+	select {
+	case <-r.ready:
+	default:
+		return message.Stored{}, false
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if d := r.ring.index[dupKey{senderID, id}]; d != nil {
-		return d.Msg, true
+	if r.recent == nil {
+		return message.Stored{}, false
 	}
-	return message.Stored{}, false
+	return r.recent.find(senderID, id, time.Now())
+}
+
+// Hold starts tailing a room, if it is not tailed yet, without a member,
+// and waits until it started (so Recent knows its dedup window). Call
+// release when done; the room then lingers like one its last member left.
+// Errors: context errors, ErrClosed, or ErrUnavailable.
+func (h *Hub) Hold(ctx context.Context, info room.Info) (release func(), err error) {
+	r, err := h.acquire(info)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-r.ready:
+	case <-ctx.Done():
+		r.release()
+		return nil, ctx.Err()
+	}
+	if r.err != nil {
+		r.release()
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, r.err)
+	}
+	return sync.OnceFunc(r.release), nil
 }
 
 // JoinRequest says where a subscriber's delivery starts.
@@ -219,8 +272,8 @@ type JoinRequest struct {
 
 // Join subscribes sink to a room. Nothing is delivered until the
 // subscription's Start, so the caller can answer the join first. Errors:
-// context errors, ErrClosed, or ErrUnavailable wrapping why Kafka could not
-// be read.
+// context errors, ErrClosed, ErrBadCursor, or ErrUnavailable wrapping why
+// Kafka could not be read.
 func (h *Hub) Join(ctx context.Context, info room.Info, sink Sink, req JoinRequest) (*Subscription, error) {
 	if req.Last < 0 || req.Last > MaxLast {
 		return nil, fmt.Errorf("roomhub: last %d outside 0..%d", req.Last, MaxLast)
@@ -286,6 +339,7 @@ type Room struct {
 	cancel context.CancelFunc
 	ready  chan struct{} // closed once the tails started, or err is set
 	err    error
+	epoch  cursor.Epoch // of the topic tailed; set before ready
 
 	mu        sync.Mutex
 	refs      int // subscriptions and joins in progress
@@ -295,6 +349,7 @@ type Room struct {
 	pos       cursor.Cursor // next offset of every partition, in delivery order
 	ringStart cursor.Cursor // position before the ring's oldest message
 	ring      ring
+	recent    *recent // the dedup window; set before ready
 	tails     []*tail
 }
 
@@ -306,18 +361,35 @@ func newRoom(h *Hub, info room.Info) *Room {
 	}
 }
 
-// open starts a tail per partition at the partition's end.
+// open learns the topic's id, reads the dedup window back, and starts a
+// tail per partition at the partition's end.
 func (r *Room) open(partitions int) {
 	h := r.hub
 	defer h.wg.Done()
 	defer close(r.ready)
 	ctx, cancel := context.WithTimeout(r.ctx, h.cfg.ReadTimeout)
 	defer cancel()
+	if m := h.cfg.Metrics.Undecodable; m != nil {
+		m.WithLabelValues(r.name) // the series exists before its first event
+	}
 	ps := make([]int, partitions)
 	for p := range ps {
 		ps[p] = p
 	}
-	bounds, err := offsets(ctx, h.src, map[string][]int{r.topic: ps})
+	var bounds map[string]map[int]Bounds
+	id, err := topicID(ctx, h.src, r.topic)
+	if err == nil {
+		bounds, err = offsets(ctx, h.src, map[string][]int{r.topic: ps})
+	}
+	if err == nil {
+		r.epoch = cursor.NewEpoch(r.name, id)
+		r.recent = newRecent(h.cfg.DedupWindow, h.cfg.DedupEntries)
+		ends, firsts := map[int]int64{}, map[int]int64{}
+		for _, p := range ps {
+			ends[p], firsts[p] = bounds[r.topic][p].End, bounds[r.topic][p].First
+		}
+		err = r.backfill(ctx, ends, firsts)
+	}
 	if err != nil {
 		r.err = err
 		h.log.Warn("roomhub: cannot start the room's tail", "room", r.name, "err", err)
@@ -335,6 +407,7 @@ func (r *Room) open(partitions int) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.pos.SetEpoch(r.epoch)
 	for _, p := range ps {
 		r.startTailLocked(p, bounds[r.topic][p].End)
 	}
@@ -402,6 +475,21 @@ func (r *Room) release() {
 
 // gone stops a room that left the registry and drops its subscribers.
 func (r *Room) gone() {
+	r.end(ErrRoomGone)
+	r.hub.log.Info("roomhub: room left the registry; its members were told", "room", r.name)
+}
+
+// replaced stops a room whose topic was deleted and created again under
+// the same name (or whose broker was wiped): its tails point into a log
+// that is no more. Its subscribers are dropped with ErrTopicReplaced; their
+// next join starts the room afresh, and their cursors are reset.
+func (r *Room) replaced() {
+	r.end(ErrTopicReplaced)
+	r.hub.log.Warn("roomhub: the room's topic was replaced; its members were told to join again", "room", r.name, "topic", r.topic)
+}
+
+// end stops the room and drops its subscribers with err.
+func (r *Room) end(err error) {
 	h := r.hub
 	h.mu.Lock()
 	r.mu.Lock()
@@ -421,10 +509,9 @@ func (r *Room) gone() {
 	h.mu.Unlock()
 	r.cancel()
 	for _, s := range subs {
-		s.dropped(ErrRoomGone)
+		s.dropped(err)
 	}
 	h.gauge()
-	h.log.Info("roomhub: room left the registry; its members were told", "room", r.name, "members", len(subs))
 }
 
 // expire stops a room nobody rejoined during the linger.
@@ -450,7 +537,7 @@ func (r *Room) expire() {
 
 // deliver hands a record read by a tail to the ring and the subscribers.
 func (r *Room) deliver(t *tail, offset int64, at time.Time, value []byte) {
-	env, derr := message.Decode(value)
+	env, derr := message.DecodeRoom(value, r.name)
 	r.mu.Lock()
 	r.pos.Advance(t.partition, offset)
 	t.next.Store(offset + 1)
@@ -468,6 +555,7 @@ func (r *Room) deliver(t *tail, offset int64, at time.Time, value []byte) {
 	if ev := r.ring.push(d); ev != nil {
 		r.ringStart = ev.Cursor
 	}
+	r.recent.add(d.Msg, time.Now())
 	var dropped []*Subscription
 	for s := range r.subs {
 		if !s.offer(d) {
@@ -500,8 +588,18 @@ func (r *Room) removeLocked(s *Subscription) {
 // atomically with the ring snapshot.
 func (r *Room) subscribe(ctx context.Context, sink Sink, req JoinRequest) (*Subscription, error) {
 	h := r.hub
+	var reset bool
+	if req.Resume {
+		var err error
+		if reset, err = r.checkCursor(ctx, req.Cursor); err != nil {
+			return nil, err
+		}
+		if reset {
+			req.Cursor = cursor.Cursor{} // every partition from its oldest message
+		}
+	}
 	sctx, cancel := context.WithCancel(r.ctx)
-	s := &Subscription{room: r, sink: sink, ctx: sctx, cancel: cancel, resume: req.Resume}
+	s := &Subscription{room: r, sink: sink, ctx: sctx, cancel: cancel, resume: req.Resume, reset: reset}
 
 	r.mu.Lock()
 	if r.closed {
@@ -560,6 +658,7 @@ func (r *Room) subscribe(ctx context.Context, sink Sink, req JoinRequest) (*Subs
 		}
 	}
 	s.start = s.cur.Clone()
+	s.start.SetEpoch(r.epoch)
 	if req.Resume {
 		source := "ring"
 		if len(s.gaps) > 0 {
@@ -570,6 +669,74 @@ func (r *Room) subscribe(ctx context.Context, sink Sink, req JoinRequest) (*Subs
 		}
 	}
 	return s, nil
+}
+
+// checkCursor decides how a resume cursor applies to the room. It is an
+// error wrapping ErrBadCursor when the cursor cannot be a position in this
+// room: another room's, or naming a partition the room does not have. It
+// is a reset when the cursor's positions are not in the room's topic as it
+// is now: the cursor's epoch names another incarnation of the topic (it was
+// deleted and created again, or the broker wiped), or, for a cursor without
+// epoch (made before epochs) or of this epoch, a position lies past its
+// partition's end, where nothing was ever stored. Resuming from such a
+// position would wait for offsets the topic will reach only much later,
+// hiding every message until then.
+func (r *Room) checkCursor(ctx context.Context, c cursor.Cursor) (reset bool, err error) {
+	if e := c.Epoch(); !e.IsZero() {
+		if e.Room != r.epoch.Room {
+			return false, fmt.Errorf("%w: it is another room's", ErrBadCursor)
+		}
+		if e != r.epoch {
+			return r.checkEpoch(ctx)
+		}
+	}
+	r.mu.Lock()
+	np := len(r.tails)
+	pos := r.pos.Clone()
+	r.mu.Unlock()
+	var ahead []int
+	for _, p := range c.Partitions() {
+		if p >= np {
+			return false, fmt.Errorf("%w: it names partition %d and the room has %d", ErrBadCursor, p, np)
+		}
+		next, _ := c.Next(p)
+		if have, _ := pos.Next(p); next > have {
+			ahead = append(ahead, p) // past the tail: past the end, or the tail lags
+		}
+	}
+	if len(ahead) == 0 {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.hub.cfg.ReadTimeout)
+	defer cancel()
+	bounds, err := offsets(ctx, r.hub.src, map[string][]int{r.topic: ahead})
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	for _, p := range ahead {
+		if next, _ := c.Next(p); next > bounds[r.topic][p].End {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// checkEpoch handles a cursor of another incarnation of the room's topic:
+// a reset if the room tails the topic as it is now; if the topic changed
+// under the room instead (the cursor is newer than the room), the room is
+// replaced and the join answered ErrUnavailable, to be retried.
+func (r *Room) checkEpoch(ctx context.Context) (reset bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, r.hub.cfg.ReadTimeout)
+	defer cancel()
+	id, err := topicID(ctx, r.hub.src, r.topic)
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if id != r.epoch.Topic {
+		r.replaced()
+		return false, fmt.Errorf("%w: the room's topic was replaced; join again", ErrUnavailable)
+	}
+	return true, nil
 }
 
 // tailsOf returns the room's tails if it is running.
@@ -615,8 +782,21 @@ func (h *Hub) checkTails(ctx context.Context) {
 		h.log.Warn("roomhub: watchdog cannot list offsets", "err", err)
 		return
 	}
+	replaced := map[*Room]bool{}
 	for _, t := range tails {
 		b, ok := ends[t.room.topic][t.partition]
+		if ok && t.next.Load() > b.End && !replaced[t.room] {
+			// Past the end: the topic was deleted and created again (or
+			// the broker wiped), or its log truncated.
+			replaced[t.room] = true
+			if id, err := topicID(ctx, h.src, t.room.topic); err == nil && id != t.room.epoch.Topic {
+				t.room.replaced()
+			} else {
+				h.log.Warn("roomhub: tail past its partition's end", "room", t.room.name, "partition", t.partition,
+					"next", t.next.Load(), "end", b.End, "err", err)
+			}
+			continue
+		}
 		if ok && t.stalled(b.End) {
 			h.log.Warn("roomhub: tail stalled; replacing its reader", "room", t.room.name, "partition", t.partition,
 				"next", t.next.Load(), "end", b.End)
@@ -628,19 +808,43 @@ func (h *Hub) checkTails(ctx context.Context) {
 // offsets asks src for offsets, retrying for a few seconds on errors that
 // pass: a topic created a moment ago has no leader known everywhere yet.
 func offsets(ctx context.Context, src Source, req map[string][]int) (map[string]map[int]Bounds, error) {
+	var b map[string]map[int]Bounds
+	err := retry(ctx, func() error {
+		var err error
+		b, err = src.Offsets(ctx, req)
+		return err
+	})
+	return b, err
+}
+
+// retry calls fn until it succeeds, fails with an error that does not
+// pass, or five seconds went by.
+func retry(ctx context.Context, fn func() error) error {
 	deadline := time.Now().Add(5 * time.Second)
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		b, err := src.Offsets(ctx, req)
+		err := fn()
 		var ke kafka.Error
-		if err == nil || !errors.As(err, &ke) || !ke.Temporary() || time.Now().After(deadline) {
-			return b, err
+		passes := errors.As(err, &ke) && ke.Temporary() || kerr.IsRetriable(err)
+		if err == nil || !passes || time.Now().After(deadline) {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return err
 		case <-time.After(wait):
 		}
 	}
+}
+
+// topicID asks src for a topic's id, retrying like offsets.
+func topicID(ctx context.Context, src Source, topic string) ([16]byte, error) {
+	var id [16]byte
+	err := retry(ctx, func() error {
+		var err error
+		id, err = src.TopicID(ctx, topic)
+		return err
+	})
+	return id, err
 }
 
 // gap is a range of one partition to read from Kafka before the ring;

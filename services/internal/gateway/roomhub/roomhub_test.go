@@ -27,10 +27,13 @@ type fakeSource struct {
 	stall   int // this many readers opened from now on never return a record
 	opened  []int64
 	failOff error
+	ids     map[string][16]byte // topic ids; a topic not listed has the zero id
+	base    time.Time           // time of offset 0; each offset a millisecond later
 }
 
 func newFakeSource() *fakeSource {
-	return &fakeSource{logs: map[string]map[int][]Record{}, first: map[int]int64{}, changed: make(chan struct{})}
+	return &fakeSource{logs: map[string]map[int][]Record{}, first: map[int]int64{}, changed: make(chan struct{}),
+		ids: map[string][16]byte{}, base: time.Now().Add(-time.Minute).Truncate(time.Millisecond)}
 }
 
 func (f *fakeSource) append(topic string, p int, values ...[]byte) {
@@ -41,7 +44,7 @@ func (f *fakeSource) append(topic string, p int, values ...[]byte) {
 	}
 	for _, v := range values {
 		log := f.logs[topic][p]
-		f.logs[topic][p] = append(log, Record{Partition: p, Offset: int64(len(log)), Time: time.UnixMilli(int64(1e12 + len(log))), Value: v})
+		f.logs[topic][p] = append(log, Record{Partition: p, Offset: int64(len(log)), Time: f.base.Add(time.Duration(len(log)) * time.Millisecond), Value: v})
 	}
 	close(f.changed)
 	f.changed = make(chan struct{})
@@ -86,6 +89,32 @@ func (f *fakeSource) ReadRange(ctx context.Context, topic string, p int, from, t
 		}
 	}
 	return ctx.Err()
+}
+
+func (f *fakeSource) TopicID(_ context.Context, topic string) ([16]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failOff != nil {
+		return [16]byte{}, f.failOff
+	}
+	return f.ids[topic], nil
+}
+
+func (f *fakeSource) OffsetsSince(_ context.Context, topic string, ps []int, t time.Time) (map[int]int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[int]int64{}
+	for _, p := range ps {
+		log := f.logs[topic][p]
+		out[p] = int64(len(log))
+		for _, rec := range log {
+			if !rec.Time.Before(t) {
+				out[p] = rec.Offset
+				break
+			}
+		}
+	}
+	return out, nil
 }
 
 type fakeReader struct {
@@ -363,15 +392,126 @@ func TestResumeOlderThanRetentionStartsAtFirstOffset(t *testing.T) {
 }
 
 func TestResumeFromAheadCursorSkipsCoveredMessages(t *testing.T) {
-	// A cursor from another replica whose tail is ahead of this one.
+	// A cursor from another replica whose tail is ahead of this one: within
+	// the partition, but past what this room's tail has read.
 	f := newFixture(t, 1, Config{})
+	f.src.stall = 1 // this gateway's tail lags: its first reader returns nothing
+	early := newSink(64)
+	f.join(t, early, JoinRequest{})
+	for i := range 5 {
+		f.src.append(f.info.Topic, 0, envelope(t, i))
+	}
 	var c cursor.Cursor
 	c.Advance(0, 2) // the client has seen offsets 0..2 already
 	b := newSink(64)
-	f.join(t, b, JoinRequest{Resume: true, Cursor: c})
-	f.produce(t, 0, 5)
+	sub := f.join(t, b, JoinRequest{Resume: true, Cursor: c})
+	if sub.Reset() {
+		t.Fatal("a cursor within the partition was reset")
+	}
+	f.hub.checkTails(t.Context())
+	f.hub.checkTails(t.Context()) // stalled: the tail gets a new reader
 	b.expect(t, span(0, 3, 5)...)
 	b.quiet(t)
+}
+
+// TestCursorPastTheEndIsReset: a cursor whose position lies past its
+// partition's end (a wiped broker, a topic created again, with a cursor
+// made before epochs) is reset to the oldest message instead of hiding
+// every message until the topic reaches it.
+func TestCursorPastTheEndIsReset(t *testing.T) {
+	f := newFixture(t, 1, Config{})
+	f.src.first[0] = 1
+	f.produce(t, 0, 3)
+	var c cursor.Cursor
+	c.Advance(0, 2102) // next 2103; the partition ends at 3
+	b := newSink(64)
+	sub := f.join(t, b, JoinRequest{Resume: true, Cursor: c})
+	if !sub.Reset() || !sub.Recovering() {
+		t.Fatalf("reset %v recovering %v, want both", sub.Reset(), sub.Recovering())
+	}
+	if next, _ := sub.Cursor().Next(0); next != 1 {
+		t.Fatalf("joined cursor at %d, want 1 (the oldest retained)", next)
+	}
+	b.expect(t, span(0, 1, 3)...)
+	f.produce(t, 0, 2)
+	b.expect(t, span(0, 3, 5)...) // and live messages keep coming
+}
+
+// TestCursorEpochs: a cursor carries the epoch of the topic it points
+// into; another room's is refused, another incarnation of the room's topic
+// is reset, and the room's own resumes.
+func TestCursorEpochs(t *testing.T) {
+	f := newFixture(t, 1, Config{})
+	f.src.ids[f.info.Topic] = [16]byte{1}
+	s := newSink(64)
+	f.join(t, s, JoinRequest{})
+	f.produce(t, 0, 4)
+	got := s.expect(t, span(0, 0, 4)...)
+	own := got[1].Cursor // after offset 1
+	if own.Epoch() != cursor.NewEpoch("lobby", [16]byte{1}) {
+		t.Fatalf("delivery cursor epoch %+v", own.Epoch())
+	}
+
+	b := newSink(64)
+	sub := f.join(t, b, JoinRequest{Resume: true, Cursor: own})
+	if sub.Reset() || sub.Cursor().Epoch() != own.Epoch() {
+		t.Fatalf("own cursor: reset %v, epoch %+v", sub.Reset(), sub.Cursor().Epoch())
+	}
+	b.expect(t, span(0, 2, 4)...)
+
+	other := own.Clone()
+	other.SetEpoch(cursor.NewEpoch("random", [16]byte{1}))
+	if _, err := f.hub.Join(t.Context(), f.info, newSink(1), JoinRequest{Resume: true, Cursor: other}); !errors.Is(err, ErrBadCursor) {
+		t.Fatalf("another room's cursor: %v, want ErrBadCursor", err)
+	}
+	var seven cursor.Cursor
+	seven.Advance(7, 0)
+	if _, err := f.hub.Join(t.Context(), f.info, newSink(1), JoinRequest{Resume: true, Cursor: seven}); !errors.Is(err, ErrBadCursor) {
+		t.Fatalf("a cursor of partition 7 in a room of 1: %v, want ErrBadCursor", err)
+	}
+
+	old := own.Clone()
+	old.SetEpoch(cursor.NewEpoch("lobby", [16]byte{9})) // the topic before it was created again
+	c := newSink(64)
+	sub = f.join(t, c, JoinRequest{Resume: true, Cursor: old})
+	if !sub.Reset() {
+		t.Fatal("a cursor of another incarnation of the topic was not reset")
+	}
+	c.expect(t, span(0, 0, 4)...)
+}
+
+// TestTopicReplacedUnderTheRoom: the watchdog sees a tail past its
+// partition's end with the topic's id changed, and drops the members with
+// ErrTopicReplaced; their next join tails the new topic.
+func TestTopicReplacedUnderTheRoom(t *testing.T) {
+	f := newFixture(t, 1, Config{})
+	f.src.ids[f.info.Topic] = [16]byte{1}
+	s := newSink(64)
+	f.join(t, s, JoinRequest{})
+	f.produce(t, 0, 3)
+	got := s.expect(t, span(0, 0, 3)...)
+
+	f.src.mu.Lock()
+	f.src.logs[f.info.Topic] = map[int][]Record{}
+	f.src.ids[f.info.Topic] = [16]byte{2}
+	f.src.mu.Unlock()
+	f.n = map[int]int{}
+	f.hub.checkTails(t.Context())
+	select {
+	case err := <-s.dropped:
+		if !errors.Is(err, ErrTopicReplaced) {
+			t.Fatalf("dropped with %v, want ErrTopicReplaced", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("members of a room whose topic was replaced were not told")
+	}
+	f.produce(t, 0, 1)
+	again := newSink(64)
+	sub := f.join(t, again, JoinRequest{Resume: true, Cursor: got[2].Cursor})
+	if !sub.Reset() {
+		t.Fatal("the old topic's cursor was not reset")
+	}
+	again.expect(t, span(0, 0, 1)...)
 }
 
 func TestLastN(t *testing.T) {
@@ -448,13 +588,17 @@ func TestUndecodableRecordsAreSkipped(t *testing.T) {
 	s := newSink(16)
 	f.join(t, s, JoinRequest{})
 	f.produce(t, 0, 1)
-	f.src.append(f.info.Topic, 0, []byte("not json"), []byte{0xff, 0xfe})
-	f.n[0] += 2
+	other, err := message.Encode(&message.Envelope{V: 1, ID: "x", Room: "random", SenderID: "u1", Text: "misplaced"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.src.append(f.info.Topic, 0, []byte("not json"), []byte{0xff, 0xfe}, other)
+	f.n[0] += 3
 	f.caughtUp(t)
 	f.produce(t, 0, 1)
-	s.expect(t, [2]int64{0, 0}, [2]int64{0, 3})
-	if v := testutil.ToFloat64(f.metrics.Undecodable.WithLabelValues("lobby")); v != 2 {
-		t.Errorf("undecodable = %v, want 2", v)
+	s.expect(t, [2]int64{0, 0}, [2]int64{0, 4})
+	if v := testutil.ToFloat64(f.metrics.Undecodable.WithLabelValues("lobby")); v != 3 {
+		t.Errorf("undecodable = %v, want 3 (another room's envelope is refused too)", v)
 	}
 }
 
@@ -620,6 +764,28 @@ func TestRecentFindsStoredMessage(t *testing.T) {
 	}
 	if _, ok := f.hub.Recent("lobby", "u2", "m1"); ok {
 		t.Fatal("Recent matched another sender's id")
+	}
+}
+
+// TestRecentReadsTheWindowBackAtStart: a room started on a gateway (after
+// a restart, or on one that was not tailing it) knows the messages stored
+// within the dedup window before it started, and not older ones.
+func TestRecentReadsTheWindowBackAtStart(t *testing.T) {
+	f := newFixture(t, 1, Config{DedupWindow: 30 * time.Second})
+	f.src.base = time.Now().Add(-time.Minute)
+	f.src.append(f.info.Topic, 0, envelope(t, 0)) // a minute ago: out of the window
+	f.src.base = time.Now().Add(-time.Second)
+	f.src.append(f.info.Topic, 0, envelope(t, 1), envelope(t, 2))
+	release, err := f.hub.Hold(t.Context(), f.info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if m, ok := f.hub.Recent("lobby", "u1", "m2"); !ok || m.Offset != 2 {
+		t.Fatalf("Recent(m2) = %+v, %v, want offset 2", m, ok)
+	}
+	if _, ok := f.hub.Recent("lobby", "u1", "m0"); ok {
+		t.Fatal("Recent knows a message older than the window")
 	}
 }
 

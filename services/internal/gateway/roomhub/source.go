@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"palaver.dev/services/kafkabus"
 )
@@ -44,11 +47,20 @@ type Source interface {
 	// ReadRange calls fn for every record of topic/partition with an offset
 	// in [from, to), in offset order.
 	ReadRange(ctx context.Context, topic string, partition int, from, to int64, fn func(Record) error) error
+	// TopicID returns the topic's id: Kafka gives a topic a new one each
+	// time it is created, so a topic deleted and created again under the
+	// same name, or one of a wiped broker, has another.
+	TopicID(ctx context.Context, topic string) ([16]byte, error)
+	// OffsetsSince returns, for each partition, the offset of the first
+	// record stamped at or after t, or the partition's end when none is.
+	OffsetsSince(ctx context.Context, topic string, partitions []int, t time.Time) (map[int]int64, error)
 }
 
-// KafkaSource reads through a kafkabus.Cluster.
+// KafkaSource reads through a kafkabus.Cluster, and asks for topic ids
+// with Meta (kafka-go does not expose them).
 type KafkaSource struct {
 	Cluster *kafkabus.Cluster
+	Meta    *kgo.Client
 }
 
 // OpenTail implements Source with a kafkabus partition reader.
@@ -83,6 +95,70 @@ func (s KafkaSource) Offsets(ctx context.Context, partitions map[string][]int) (
 			}
 		}
 		out[topic] = got
+	}
+	return out, nil
+}
+
+// TopicID implements Source with a Metadata request (version 10 or later).
+func (s KafkaSource) TopicID(ctx context.Context, topic string) ([16]byte, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	res, err := req.RequestWith(ctx, s.Meta)
+	if err != nil {
+		return [16]byte{}, fmt.Errorf("roomhub: metadata of %s: %w", topic, err)
+	}
+	for _, t := range res.Topics {
+		if t.Topic == nil || *t.Topic != topic {
+			continue
+		}
+		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+			return [16]byte{}, fmt.Errorf("roomhub: metadata of %s: %w", topic, err)
+		}
+		return t.TopicID, nil
+	}
+	return [16]byte{}, fmt.Errorf("roomhub: metadata of %s: missing from the answer", topic)
+}
+
+// OffsetsSince implements Source with a ListOffsets request by timestamp,
+// and one for the ends of the partitions with no record that recent.
+func (s KafkaSource) OffsetsSince(ctx context.Context, topic string, partitions []int, t time.Time) (map[int]int64, error) {
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for _, p := range partitions {
+		req.Topics[topic] = append(req.Topics[topic], kafka.TimeOffsetOf(p, t))
+	}
+	res, err := s.Cluster.Admin().ListOffsets(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("roomhub: list offsets of %s at %s: %w", topic, t.Format(time.RFC3339), err)
+	}
+	out := make(map[int]int64, len(partitions))
+	for _, po := range res.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("roomhub: offsets of %s/%d at %s: %w", topic, po.Partition, t.Format(time.RFC3339), po.Error)
+		}
+		// kafka-go files a found offset under Offsets; none found (offset
+		// and timestamp -1) leaves Offsets empty.
+		for off := range po.Offsets {
+			if cur, ok := out[po.Partition]; off >= 0 && (!ok || off < cur) {
+				out[po.Partition] = off
+			}
+		}
+	}
+	var none []int
+	for _, p := range partitions {
+		if _, ok := out[p]; !ok {
+			none = append(none, p)
+		}
+	}
+	if len(none) > 0 {
+		ends, err := s.Offsets(ctx, map[string][]int{topic: none})
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range none {
+			out[p] = ends[topic][p].End
+		}
 	}
 	return out, nil
 }

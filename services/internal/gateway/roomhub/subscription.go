@@ -25,6 +25,7 @@ type Subscription struct {
 	ctx    context.Context // ends with Leave, a drop or the room
 	cancel context.CancelFunc
 	resume bool
+	reset  bool          // the resume cursor did not apply: delivery starts at the oldest message
 	start  cursor.Cursor // where delivery starts, for the join's answer
 
 	// Recovery plan, set at subscribe and then owned by the catch-up.
@@ -49,6 +50,12 @@ func (s *Subscription) Cursor() cursor.Cursor { return s.start }
 // Recovering reports whether the join resumes from a cursor, so missed
 // messages come before live ones.
 func (s *Subscription) Recovering() bool { return s.resume }
+
+// Reset reports whether the join's cursor was not a position in the room's
+// topic as it is now (another incarnation of the topic, or past a
+// partition's end): delivery then starts at the room's oldest message, and
+// the subscriber must drop what it holds of the room.
+func (s *Subscription) Reset() bool { return s.reset }
 
 // Start begins delivery: the recovery, if any, then live messages. Call it
 // once, after queueing the join's answer.
@@ -152,7 +159,9 @@ func (s *Subscription) view(d *Delivery) *Delivery {
 			return d
 		}
 	}
-	return d.withCursor(s.cur.Clone())
+	c := s.cur.Clone()
+	c.SetEpoch(s.room.epoch)
+	return d.withCursor(c)
 }
 
 // resolveGaps turns the planned gaps into exact ranges: it learns each
@@ -358,9 +367,10 @@ func (r *Room) decode(rec Record) *Delivery {
 }
 
 // DecodeRecord turns a record of a room's topic into a delivery without a
-// cursor; the error is message.Decode's.
+// cursor; the error is message.DecodeRoom's (an envelope of another room is
+// refused).
 func DecodeRecord(roomName string, rec Record) (*Delivery, error) {
-	env, err := message.Decode(rec.Value)
+	env, err := message.DecodeRoom(rec.Value, roomName)
 	if err != nil {
 		return nil, err
 	}
