@@ -197,6 +197,7 @@ type frame struct {
 	Room       string    `json:"room"`
 	Cursor     string    `json:"cursor"`
 	Recovering bool      `json:"recovering"`
+	Reset      bool      `json:"reset"`
 	ID         string    `json:"id"`
 	Sender     user      `json:"sender"`
 	Text       string    `json:"text"`
@@ -207,6 +208,7 @@ type frame struct {
 	Code       string    `json:"code"`
 	Message    string    `json:"message"`
 	Supported  []int     `json:"supported"`
+	ClientTime time.Time `json:"client_time"`
 }
 
 // client is a protocol test client.
