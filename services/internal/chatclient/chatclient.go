@@ -146,6 +146,12 @@ type Joined struct {
 	// Recovering is true when the join carried a cursor and the server first
 	// delivers what was stored after it.
 	Recovering bool `json:"recovering"`
+	// Reset is true when the join's cursor was not a position in the room
+	// as it is now (its topic was created again, or its broker wiped):
+	// delivery starts at Cursor, the room's oldest message, and what the
+	// caller holds of the room's earlier messages belongs to history that
+	// was cut. The client forgets the old positions itself.
+	Reset bool `json:"reset"`
 }
 
 // Ack is the answer to send: where Kafka stored the message.

@@ -267,7 +267,7 @@ func (c *Client) Join(ctx context.Context, room, cursor string, last int) (Joine
 	if err != nil {
 		return Joined{}, fmt.Errorf("join %q: %w", room, err)
 	}
-	return Joined{Room: f.Room, Cursor: f.Cursor, Recovering: f.Recovering}, nil
+	return Joined{Room: f.Room, Cursor: f.Cursor, Recovering: f.Recovering, Reset: f.Reset}, nil
 }
 
 // Leave unsubscribes from room.
@@ -447,6 +447,11 @@ func (c *Client) handle(f frame) bool {
 		// Recorded here, in order with the messages of the join that follow.
 		c.mu.Lock()
 		r := c.room(f.Room)
+		if f.Reset {
+			// The old positions mean nothing in the room as it is now:
+			// start over from the join's.
+			r.cursor, r.seen = "", cursor.Cursor{}
+		}
 		if f.Cursor != "" {
 			if r.cursor == "" {
 				r.cursor = f.Cursor

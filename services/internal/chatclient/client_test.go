@@ -198,6 +198,47 @@ func TestJoinLastAndRecoverWithCursor(t *testing.T) {
 	}
 }
 
+// TestJoinResetForgetsOldPositions: a rejoin whose cursor the server
+// resets (the room was wiped: offsets start again) delivers the room's
+// messages from the new start, though the client saw those offsets before.
+func TestJoinResetForgetsOldPositions(t *testing.T) {
+	gw := fakegateway.Start(t)
+	gw.Seed("lobby", "Grace", "one", "two", "three")
+	c := dial(t, gw, "Ada")
+	if _, err := c.Join(t.Context(), "lobby", "", 3); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		next(t, c)
+	}
+	cur := c.Cursor("lobby")
+	if err := c.Leave(t.Context(), "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	gw.Wipe("lobby")
+	gw.Seed("lobby", "Grace", "new one")
+	j, err := c.Join(t.Context(), "lobby", cur, 0)
+	if err != nil || !j.Reset || !j.Recovering {
+		t.Fatalf("Join with a cursor past the end = %+v, %v; want reset", j, err)
+	}
+	if a := next(t, c); a.Text != "new one" {
+		t.Fatalf("after the reset: %q", a.Text)
+	}
+	gw.Seed("lobby", "Grace", "new two") // stored, not pushed live by the fake: join again
+	if err := c.Leave(t.Context(), "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := c.Join(t.Context(), "lobby", c.Cursor("lobby"), 0); err != nil || j.Reset {
+		t.Fatalf("Join with the new cursor = %+v, %v", j, err)
+	}
+	if a := next(t, c); a.Text != "new two" {
+		t.Fatalf("after the new cursor: %q", a.Text)
+	}
+	if got := c.Cursor("lobby"); got == cur {
+		t.Fatalf("cursor still the old one: %s", got)
+	}
+}
+
 func TestServerCloseSurfacesCode(t *testing.T) {
 	for _, code := range []int{chatclient.CloseGoingAway, chatclient.CloseSlowConsumer, chatclient.CloseUnauthorized} {
 		gw := fakegateway.Start(t)

@@ -33,6 +33,7 @@ type frame struct {
 	Room       string    `json:"room"`
 	Cursor     string    `json:"cursor"`
 	Recovering bool      `json:"recovering"`
+	Reset      bool      `json:"reset"`
 	ID         string    `json:"id"`
 	Sender     User      `json:"sender"`
 	Text       string    `json:"text"`

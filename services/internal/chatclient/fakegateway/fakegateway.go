@@ -116,6 +116,14 @@ func (s *Server) Seed(roomName, sender string, texts ...string) {
 	}
 }
 
+// Wipe empties a room, as a broker wiped or a topic created again would:
+// offsets start again at 0, and older cursors point past the end.
+func (s *Server) Wipe(roomName string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rooms[roomName].messages = nil
+}
+
 // FailNextSends makes the next n sends answer unavailable after storing.
 func (s *Server) FailNextSends(n int) { s.mu.Lock(); s.unavailable = n; s.mu.Unlock() }
 
@@ -502,16 +510,19 @@ func (s *Server) join(c *conn, f clientFrame, only string) {
 	s.mu.Lock()
 	c.mu.Lock()
 	n := len(rm.messages)
+	reset := start > n // past the end: the room was wiped since
+	if reset {
+		start = 0
+	}
 	if start < 0 {
 		start = max(0, n-min(f.Last, 500))
 	}
-	start = min(start, n)
 	backlog := append([]msg(nil), rm.messages[start:n]...)
 	c.joined[f.Room] = true
 	s.mu.Unlock()
 	var pos cursor.Cursor
 	pos.Advance(0, int64(start)-1)
-	frames := []any{map[string]any{"op": "joined", "ref": f.Ref, "room": f.Room, "cursor": pos.String(), "recovering": f.Cursor != ""}}
+	frames := []any{map[string]any{"op": "joined", "ref": f.Ref, "room": f.Room, "cursor": pos.String(), "recovering": f.Cursor != "", "reset": reset}}
 	for i, m := range backlog {
 		frames = append(frames, frameOf(f.Room, start+i, m))
 	}
