@@ -299,6 +299,35 @@ describe('web UI', { timeout: 180000 }, () => {
     });
   });
 
+  test('a room whose topic was created again starts over', { skip: !CONTROL && 'needs PALAVER_E2E_CONTROL' }, async () => {
+    await step('topic-recreated', async () => {
+      const name = `again-${RUN}`;
+      const made = await fetch(`${CONTROL}/rooms/${name}?display_name=Phoenix`, { method: 'POST' });
+      assert.equal(made.status, 201, await made.text());
+      await roomListed(name);
+      const phoenix = await signIn('phoenix', 'Phoebe');
+      const { page } = phoenix;
+      await page.locator(`a[data-room="${name}"]`).click();
+      await page.getByRole('heading', { name: 'Phoenix', level: 2 }).waitFor();
+      const old = `before the topic was created again ${RUN}`;
+      await send(page, old);
+
+      const again = await fetch(`${CONTROL}/rooms/${name}/recreate`, { method: 'POST' });
+      assert.equal(again.status, 204, await again.text());
+      // The gateway tells the page, which joins again with its cursor; the
+      // cursor is reset, and the cut history leaves the screen.
+      await message(page, old).waitFor({ state: 'detached' });
+      const fresh = `after the topic was created again ${RUN}`;
+      await postMessages(name, 'Bot', [fresh]);
+      await message(page, fresh).waitFor();
+      assert.equal(await message(page, old).count(), 0);
+      await waitState(page, 'connected');
+      assert.deepEqual(phoenix.problems, []);
+      await phoenix.context.close();
+      pages.delete('phoenix');
+    });
+  });
+
   test('signing out forgets the token', async () => {
     await step('sign-out', async () => {
       const { page } = ada;

@@ -170,7 +170,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	c.env.Duration(fs, &c.TailLinger, "tail-linger", "PALAVER_TAIL_LINGER", def.TailLinger, "how long a room's tail outlives its last local member")
 	c.env.Duration(fs, &c.StallCheck, "stall-check", "PALAVER_STALL_CHECK", def.StallCheck, "period of the check that replaces room tails that stopped progressing")
 	c.env.Duration(fs, &c.DedupWindow, "dedup-window", "PALAVER_DEDUP_WINDOW", def.DedupWindow, "how long a retried send (same sender and id) is recognised")
-	c.env.Int(fs, &c.DedupEntries, "dedup-entries", "PALAVER_DEDUP_ENTRIES", def.DedupEntries, "most sends remembered for deduplication")
+	c.env.Int(fs, &c.DedupEntries, "dedup-entries", "PALAVER_DEDUP_ENTRIES", def.DedupEntries, "most sends remembered for deduplication, per room tailed and for the sends in flight")
 	c.env.Duration(fs, &c.SendTimeout, "send-timeout", "PALAVER_SEND_TIMEOUT", def.SendTimeout, "a send Kafka has not acknowledged within this is answered unavailable")
 	c.env.Duration(fs, &c.DrainTimeout, "drain-timeout", "PALAVER_DRAIN_TIMEOUT", def.DrainTimeout, "bound on the graceful shutdown (acks of in-flight sends, then 1001 to every connection)")
 }

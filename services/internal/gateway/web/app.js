@@ -55,6 +55,7 @@ function newRoom(info) {
     seen: new Set(), // "partition:offset"
     outbox: new Map(), // client id -> {id, text, state, error, tries}
     before: '', // cursor for the next scroll-back page
+    generation: 0, // counts resets: a scroll-back page of an earlier one is dropped
     hasMore: true,
     loadingOlder: false,
     olderUnavailable: false,
@@ -265,12 +266,27 @@ function openRoom(name) {
   app.conn.join(name, JOIN_LAST).catch(() => {}); // errors arrive as joinerror
 }
 
-function onJoined({ room: name, cursor, first }) {
+function onJoined({ room: name, cursor, reset, first }) {
   const room = app.rooms.get(name);
   if (!room) return;
   room.joined = true;
   room.error = '';
-  if (first && cursor && !room.before) room.before = cursor;
+  if (reset) {
+    // The room's topic was created again (or the broker wiped): what is
+    // shown belongs to history that was cut, and positions start over.
+    room.generation++;
+    room.msgs = [];
+    room.seen.clear();
+    room.before = cursor || '';
+    room.hasMore = true;
+    room.loadingOlder = false;
+    if (name === app.active) {
+      $('messages').replaceChildren();
+      lastScrollTop = 0;
+    }
+  } else if (first && cursor && !room.before) {
+    room.before = cursor;
+  }
   if (name === app.active) {
     $('room-error').textContent = '';
     renderOlder();
@@ -512,9 +528,11 @@ async function loadOlder() {
   const scroller = $('log-scroll');
   const fromBottom = scroller.scrollHeight - scroller.scrollTop;
   let page;
+  const generation = room.generation;
   try {
     page = await fetchHistory(app.session.token, name, room.before, PAGE);
   } catch (err) {
+    if (generation !== room.generation) return; // reset meanwhile
     room.loadingOlder = false;
     if (err.code === 'unauthorized' && await renewToken()) {
       renderOlder();
@@ -525,6 +543,7 @@ async function loadOlder() {
     renderOlder();
     return;
   }
+  if (generation !== room.generation) return; // reset meanwhile: the page is of the old history
   room.loadingOlder = false;
   if (app.active === name) $('message-log').setAttribute('aria-busy', 'true');
   let added = 0;

@@ -79,6 +79,7 @@ func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway
 	cfg := gateway.DefaultConfig()
 	cfg.Dev = true
 	cfg.AllowedOrigins = []string{"*"}
+	cfg.StallCheck = 2 * time.Second // a topic created again is noticed within the browser test's waits
 	gw, err := gateway.New(cfg, gateway.Deps{
 		Cluster: cluster, Rooms: rooms, Verifier: issuer.Verifier(), DevLogin: issuer.LoginHandler(), Logger: log,
 	})
@@ -123,8 +124,9 @@ func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway
 
 // roomControl serves what the browser test does to rooms as an operator
 // would: POST /rooms/{name} provisions a room (topic and registry entry),
-// DELETE /rooms/{name} removes it from the registry. Loopback only, for the
-// test's lifetime.
+// DELETE /rooms/{name} removes it from the registry, POST
+// /rooms/{name}/recreate deletes its topic and creates it again under the
+// same name. Loopback only, for the test's lifetime.
 func roomControl(t *testing.T, bootstrap string) string {
 	t.Helper()
 	cluster, err := kafkabus.New(kafkabus.Config{Brokers: strings.Split(bootstrap, ","), ClientID: "palaver-e2e-control"})
@@ -151,6 +153,27 @@ func roomControl(t *testing.T, bootstrap string) string {
 			return
 		}
 		w.WriteHeader(http.StatusCreated)
+	})
+	mux.HandleFunc("POST /rooms/{name}/recreate", func(w http.ResponseWriter, r *http.Request) {
+		spec := room.Spec{Name: r.PathValue("name"), Partitions: 1, Retention: time.Hour}.WithDefaults(1)
+		if err := prov.DeleteTopics(r.Context(), spec.Topic); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		for {
+			// Kafka deletes asynchronously: create again once it is gone.
+			err := prov.Ensure(r.Context(), spec)
+			if err == nil {
+				break
+			}
+			select {
+			case <-r.Context().Done():
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("DELETE /rooms/{name}", func(w http.ResponseWriter, r *http.Request) {
 		if err := room.Tombstone(r.Context(), writer, r.PathValue("name")); err != nil {

@@ -102,7 +102,11 @@ const MAX_BACKOFF_MS = 30000;
  * `want` joined. It dispatches these events (CustomEvent, data in detail):
  *   state     {state: 'connecting'|'connected'|'reconnecting'|'offline', reason}
  *   welcome   the welcome frame (user, limits)
- *   joined    {room, cursor, recovering, first}
+ *   joined    {room, cursor, recovering, reset, first}: with reset, the
+ *             cursor the room was joined with is not a position in the room
+ *             as it is now (its topic was created again, or the broker
+ *             wiped): what was shown of the room is history that was cut,
+ *             and delivery starts again at cursor
  *   joinerror {room, error}
  *   message   a message frame
  *   presence  a presence frame
@@ -193,7 +197,7 @@ export class Connection extends EventTarget {
 
   /** Sends text to room under the client id; resolves with the ack. */
   send(room, id, text) {
-    return this.request({ op: 'send', room, id, text });
+    return this.request({ op: 'send', room, id, text, client_time: new Date().toISOString() });
   }
 
   connectSoon(delay, reason = '') {
@@ -260,8 +264,8 @@ export class Connection extends EventTarget {
       const first = r.first;
       r.first = false;
       r.joined = true;
-      if (!r.cursor && joined.cursor) r.cursor = joined.cursor;
-      this.emit('joined', { room, cursor: joined.cursor, recovering: !!joined.recovering, first });
+      if ((joined.reset || !r.cursor) && joined.cursor) r.cursor = joined.cursor;
+      this.emit('joined', { room, cursor: joined.cursor, recovering: !!joined.recovering, reset: !!joined.reset, first });
     } catch (err) {
       if (err instanceof ProtocolError && ['not_found', 'forbidden', 'bad_request'].includes(err.code)) {
         this.rooms.delete(room);
