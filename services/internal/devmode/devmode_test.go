@@ -180,6 +180,7 @@ type frame struct {
 	Op, Ref, Room, ID, Text, Code, Message, Cursor string
 	Offset                                         int64
 	Sender                                         struct{ ID, Name string }
+	Recovering, Reset, Duplicate                   bool
 }
 
 // inbox reads a connection's server frames and hands them out by op.
@@ -264,5 +265,121 @@ func TestInboxKeepsFramesReadEarly(t *testing.T) {
 	}}
 	if _, err := in.next("ack"); err == nil || !strings.Contains(err.Error(), "not_joined") {
 		t.Fatalf("error frame: %v, want it reported", err)
+	}
+}
+
+// startDev runs dev mode on dataDir and returns the gateway's URL and a
+// stop that waits for a clean end.
+func startDev(t *testing.T, dataDir string) (string, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	out := syncBuffer{make(chan string, 1)}
+	var runErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runErr = Run(ctx, Config{OpsAddr: "127.0.0.1:0", Listen: "127.0.0.1:0", DataDir: dataDir, RoomsDir: samplesDir(t)}, nil, out)
+	}()
+	stop := func() {
+		cancel()
+		select {
+		case <-done:
+			if runErr != nil {
+				t.Errorf("Run = %v, want a clean stop", runErr)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("dev mode did not stop within 15 s")
+		}
+	}
+	t.Cleanup(stop)
+	select {
+	case banner := <-out.ch:
+		m := regexp.MustCompile(`gateway:\s+(http://\S+)`).FindStringSubmatch(banner)
+		if m == nil {
+			t.Fatalf("banner does not say where the gateway listens:\n%s", banner)
+		}
+		return m[1], stop
+	case <-done:
+		t.Fatalf("Run returned before printing its addresses: %v", runErr)
+	}
+	return "", nil
+}
+
+// session is a signed-in WebSocket to a dev-mode gateway.
+type session struct {
+	t    *testing.T
+	ws   *websocket.Conn
+	in   *inbox
+	ctx  context.Context
+	refs int
+}
+
+func signIn(t *testing.T, base, name string) *session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	t.Cleanup(cancel)
+	resp, err := http.Post(base+"/v1/dev/login", "application/json", strings.NewReader(`{"name":"`+name+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var login struct{ Token string }
+	err = json.NewDecoder(resp.Body).Decode(&login)
+	resp.Body.Close()
+	if err != nil || login.Token == "" {
+		t.Fatalf("dev login: %v", err)
+	}
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	s := &session{t: t, ws: ws, ctx: ctx, in: &inbox{read: func() ([]byte, error) {
+		_, b, err := ws.Read(ctx)
+		return b, err
+	}}}
+	s.call(map[string]any{"op": "hello", "versions": []int{1}, "token": login.Token}, "welcome")
+	return s
+}
+
+// call sends a command and returns its answer of op.
+func (s *session) call(v map[string]any, op string) frame {
+	s.t.Helper()
+	s.refs++
+	v["ref"] = fmt.Sprint("r", s.refs)
+	b, _ := json.Marshal(v)
+	if err := s.ws.Write(s.ctx, websocket.MessageText, b); err != nil {
+		s.t.Fatal(err)
+	}
+	f, err := s.in.next(op)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return f
+}
+
+// TestRestartKeepsDedupAndCursors: dev mode stopped and started again on
+// its data directory recognises a retried send (same user, same id) as
+// the one stored before, and the cursors it gave still resume, not reset.
+func TestRestartKeepsDedupAndCursors(t *testing.T) {
+	dataDir := t.TempDir()
+	base, stop := startDev(t, dataDir)
+	s := signIn(t, base, "Ada")
+	s.call(map[string]any{"op": "join", "room": "lobby"}, "joined")
+	ack := s.call(map[string]any{"op": "send", "room": "lobby", "id": "x", "text": "once"}, "ack")
+	msg, err := s.in.next("message")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	base, _ = startDev(t, dataDir)
+	s = signIn(t, base, "Ada")
+	j := s.call(map[string]any{"op": "join", "room": "lobby", "cursor": msg.Cursor}, "joined")
+	if j.Reset || !j.Recovering {
+		t.Fatalf("joined %+v with a cursor of the first run: the restart must not reset it", j)
+	}
+	again := s.call(map[string]any{"op": "send", "room": "lobby", "id": "x", "text": "once"}, "ack")
+	if again.Offset != ack.Offset || !again.Duplicate {
+		t.Fatalf("retry after the restart: %+v, first ack %+v", again, ack)
 	}
 }

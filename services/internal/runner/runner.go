@@ -58,7 +58,9 @@ func Run(ctx context.Context, log *slog.Logger, drain time.Duration, parts ...Na
 	var mu sync.Mutex
 	running := make(map[string]bool, len(parts))
 	for _, p := range parts {
-		running[p.Name] = true
+		running[p.Name] = true // before any part starts: a part may stop at once
+	}
+	for _, p := range parts {
 		g.Go(func() error {
 			err := p.Part.Run(gctx)
 			mu.Lock()
