@@ -177,6 +177,9 @@ type Message struct {
 	Offset    int64     `json:"offset"`
 	// Cursor is the position just after this message.
 	Cursor string `json:"cursor"`
+	// ClientTime is the sender's clock when it sent the message, as its
+	// send said; zero when it did not say.
+	ClientTime time.Time `json:"client_time,omitzero"`
 }
 
 // Presence lists who is in a room.

@@ -284,7 +284,8 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 // the message may or may not be stored: send again with the same id, which
 // is never stored twice.
 func (c *Client) Send(ctx context.Context, room, id, text string) (Ack, error) {
-	f, err := c.call(ctx, clientFrame{Op: "send", Room: room, ID: id, Text: text}, "ack")
+	now := time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00")
+	f, err := c.call(ctx, clientFrame{Op: "send", Room: room, ID: id, Text: text, ClientTime: now}, "ack")
 	if err != nil {
 		return Ack{}, fmt.Errorf("send to %q: %w", room, err)
 	}

@@ -119,6 +119,9 @@ func TestJoinSendReceive(t *testing.T) {
 		if m.Text != "hello, world" || m.Sender.Name != "Ada" || m.ID != "c-1" || m.Cursor == "" {
 			t.Fatalf("Message = %+v", m)
 		}
+		if d := time.Since(m.ClientTime); d < 0 || d > time.Minute {
+			t.Fatalf("Message client time %v: Send gives the sender's clock", m.ClientTime)
+		}
 		if c.Cursor("lobby") != m.Cursor {
 			t.Fatalf("Cursor = %q, want the message's %q", c.Cursor("lobby"), m.Cursor)
 		}

@@ -10,15 +10,16 @@ import (
 
 // clientFrame is every frame the client sends; unused fields are omitted.
 type clientFrame struct {
-	Op       string `json:"op"`
-	Ref      string `json:"ref,omitempty"`
-	Versions []int  `json:"versions,omitempty"`
-	Token    string `json:"token,omitempty"`
-	Room     string `json:"room,omitempty"`
-	Cursor   string `json:"cursor,omitempty"`
-	Last     int    `json:"last,omitempty"`
-	ID       string `json:"id,omitempty"`
-	Text     string `json:"text,omitempty"`
+	Op         string `json:"op"`
+	Ref        string `json:"ref,omitempty"`
+	Versions   []int  `json:"versions,omitempty"`
+	Token      string `json:"token,omitempty"`
+	Room       string `json:"room,omitempty"`
+	Cursor     string `json:"cursor,omitempty"`
+	Last       int    `json:"last,omitempty"`
+	ID         string `json:"id,omitempty"`
+	Text       string `json:"text,omitempty"`
+	ClientTime string `json:"client_time,omitempty"`
 }
 
 // frame is every frame the server sends, flattened: each op uses some fields.
@@ -42,6 +43,7 @@ type frame struct {
 	Offset     int64     `json:"offset"`
 	Duplicate  bool      `json:"duplicate"`
 	Users      []User    `json:"users"`
+	ClientTime time.Time `json:"client_time"`
 	// error
 	Code      string `json:"code"`
 	Message   string `json:"message"`
@@ -68,7 +70,7 @@ func decodeFrame(b []byte) (frame, error) {
 
 func (f *frame) message() Message {
 	return Message{Room: f.Room, ID: f.ID, Sender: f.Sender, Text: f.Text, Time: f.Time,
-		Partition: f.Partition, Offset: f.Offset, Cursor: f.Cursor}
+		Partition: f.Partition, Offset: f.Offset, Cursor: f.Cursor, ClientTime: f.ClientTime}
 }
 
 func (f *frame) err() *Error {

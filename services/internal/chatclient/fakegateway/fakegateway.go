@@ -58,6 +58,7 @@ type room struct {
 type msg struct {
 	ID, SenderID, SenderName, Text string
 	Time                           time.Time
+	ClientTime                     string // as the send said; "" when it did not
 }
 
 type conn struct {
@@ -239,9 +240,13 @@ func (s *Server) listRooms(w http.ResponseWriter, r *http.Request) {
 func frameOf(roomName string, i int, m msg) map[string]any {
 	var c cursor.Cursor
 	c.Advance(0, int64(i))
-	return map[string]any{"op": "message", "room": roomName, "id": m.ID,
+	f := map[string]any{"op": "message", "room": roomName, "id": m.ID,
 		"sender": map[string]string{"id": m.SenderID, "name": m.SenderName},
 		"text":   m.Text, "time": m.Time, "partition": 0, "offset": i, "cursor": c.String()}
+	if m.ClientTime != "" {
+		f["client_time"] = m.ClientTime
+	}
+	return f
 }
 
 func positionOf(token string) (int, error) {
@@ -300,7 +305,7 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 		httpErr(w, 400, "bad_request", "bad body")
 		return
 	}
-	ack, code := s.store(r.PathValue("room"), id, name, in.ID, in.Text)
+	ack, code := s.store(r.PathValue("room"), id, name, in.ID, in.Text, "")
 	if code != "" {
 		httpErr(w, map[string]int{"not_found": 404, "bad_request": 400}[code], code, code)
 		return
@@ -309,7 +314,7 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 }
 
 // store appends a message, or returns the first one's ack for a duplicate id.
-func (s *Server) store(roomName, userID, userName, id, text string) (map[string]any, string) {
+func (s *Server) store(roomName, userID, userName, id, text, clientTime string) (map[string]any, string) {
 	s.mu.Lock()
 	rm := s.rooms[roomName]
 	if rm == nil {
@@ -325,7 +330,7 @@ func (s *Server) store(roomName, userID, userName, id, text string) (map[string]
 	if !dup {
 		i = len(rm.messages)
 		rm.ids[key] = i
-		rm.messages = append(rm.messages, msg{ID: id, SenderID: userID, SenderName: userName, Text: text, Time: time.Now().UTC()})
+		rm.messages = append(rm.messages, msg{ID: id, SenderID: userID, SenderName: userName, Text: text, Time: time.Now().UTC(), ClientTime: clientTime})
 	}
 	m := rm.messages[i]
 	var targets []*conn
@@ -355,15 +360,16 @@ func (c *conn) send(v any) {
 }
 
 type clientFrame struct {
-	Op       string `json:"op"`
-	Ref      string `json:"ref"`
-	Versions []int  `json:"versions"`
-	Token    string `json:"token"`
-	Room     string `json:"room"`
-	Cursor   string `json:"cursor"`
-	Last     int    `json:"last"`
-	ID       string `json:"id"`
-	Text     string `json:"text"`
+	Op         string `json:"op"`
+	Ref        string `json:"ref"`
+	Versions   []int  `json:"versions"`
+	Token      string `json:"token"`
+	Room       string `json:"room"`
+	Cursor     string `json:"cursor"`
+	Last       int    `json:"last"`
+	ID         string `json:"id"`
+	Text       string `json:"text"`
+	ClientTime string `json:"client_time"`
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -457,7 +463,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 				fail(f.Ref, "rate_limited", "slow down", f.Room)
 				continue
 			}
-			ack, code := s.store(f.Room, c.user, c.name, f.ID, f.Text)
+			ack, code := s.store(f.Room, c.user, c.name, f.ID, f.Text, f.ClientTime)
 			if code != "" {
 				fail(f.Ref, code, code, f.Room)
 				continue
