@@ -766,10 +766,12 @@ func (h *Hub) checkTails(ctx context.Context) {
 	h.mu.Unlock()
 	req := map[string][]int{}
 	var tails []*tail
+	nexts := map[*tail]int64{} // before the request: a tail reads on meanwhile
 	for _, r := range rooms {
 		for _, t := range r.tailsOf() {
 			req[r.topic] = append(req[r.topic], t.partition)
 			tails = append(tails, t)
+			nexts[t] = t.next.Load()
 		}
 	}
 	if len(tails) == 0 {
@@ -785,7 +787,7 @@ func (h *Hub) checkTails(ctx context.Context) {
 	replaced := map[*Room]bool{}
 	for _, t := range tails {
 		b, ok := ends[t.room.topic][t.partition]
-		if ok && t.next.Load() > b.End && !replaced[t.room] {
+		if ok && nexts[t] > b.End && !replaced[t.room] {
 			// Past the end: the topic was deleted and created again (or
 			// the broker wiped), or its log truncated.
 			replaced[t.room] = true

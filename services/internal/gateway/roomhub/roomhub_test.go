@@ -299,6 +299,26 @@ func (f *fixture) caughtUp(t *testing.T) {
 	}
 }
 
+// following waits until the room's first tail follows its reader, so the
+// watchdog can replace it.
+func (f *fixture) following(t *testing.T) {
+	t.Helper()
+	f.hub.mu.Lock()
+	tl := f.hub.rooms[f.info.Name].tails[0]
+	f.hub.mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		tl.mu.Lock()
+		following := tl.kick != nil
+		tl.mu.Unlock()
+		if following {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("tail never started reading")
+		}
+	}
+}
+
 func (f *fixture) join(t *testing.T, s Sink, req JoinRequest) *Subscription {
 	t.Helper()
 	sub, err := f.hub.Join(t.Context(), f.info, s, req)
@@ -408,6 +428,7 @@ func TestResumeFromAheadCursorSkipsCoveredMessages(t *testing.T) {
 	if sub.Reset() {
 		t.Fatal("a cursor within the partition was reset")
 	}
+	f.following(t)
 	f.hub.checkTails(t.Context())
 	f.hub.checkTails(t.Context()) // stalled: the tail gets a new reader
 	b.expect(t, span(0, 3, 5)...)
@@ -654,21 +675,7 @@ func TestWatchdogReplacesStalledTail(t *testing.T) {
 	for i := range 3 {
 		f.src.append(f.info.Topic, 0, envelope(t, i))
 	}
-	// Wait until the tail follows its (stalled) reader.
-	f.hub.mu.Lock()
-	tl := f.hub.rooms["lobby"].tails[0]
-	f.hub.mu.Unlock()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		tl.mu.Lock()
-		following := tl.kick != nil
-		tl.mu.Unlock()
-		if following {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("tail never started reading")
-		}
-	}
+	f.following(t)
 
 	ctx := t.Context()
 	f.hub.checkTails(ctx) // behind, first sighting: no verdict yet
