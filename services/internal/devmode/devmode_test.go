@@ -122,57 +122,18 @@ func TestRunServesAndStops(t *testing.T) {
 // joins the lobby, sends a message and receives its ack and the message.
 func chatThroughGateway(t *testing.T, base string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	resp, err := http.Post(base+"/v1/dev/login", "application/json", strings.NewReader(`{"name":"Ada"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var login struct {
-		Token string `json:"token"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&login)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK || login.Token == "" {
-		t.Fatalf("dev login: %d %v", resp.StatusCode, err)
-	}
-
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	send := func(v map[string]any) {
-		t.Helper()
-		b, _ := json.Marshal(v)
-		if err := ws.Write(ctx, websocket.MessageText, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	in := &inbox{read: func() ([]byte, error) {
-		_, b, err := ws.Read(ctx)
-		return b, err
-	}}
-	next := func(op string) frame {
-		t.Helper()
-		f, err := in.next(op)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
-	send(map[string]any{"op": "hello", "ref": "h", "versions": []int{1}, "token": login.Token})
-	next("welcome")
-	send(map[string]any{"op": "join", "ref": "j", "room": "lobby"})
-	next("joined")
-	send(map[string]any{"op": "send", "ref": "s", "room": "lobby", "id": "dev-1", "text": "hello from dev mode"})
+	s := signIn(t, base, "Ada")
+	s.call(map[string]any{"op": "join", "room": "lobby"}, "joined")
+	ack := s.call(map[string]any{"op": "send", "room": "lobby", "id": "dev-1", "text": "hello from dev mode"}, "ack")
 	// The ack and the message frame come in either order (see inbox).
-	ack := next("ack")
-	msg := next("message")
-	if ack.Ref != "s" || ack.ID != "dev-1" || msg.ID != "dev-1" || msg.Text != "hello from dev mode" || msg.Sender.Name != "Ada" || msg.Offset != ack.Offset || msg.Cursor == "" {
+	msg, err := s.in.next("message")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.ID != "dev-1" || msg.ID != "dev-1" || msg.Text != "hello from dev mode" || msg.Sender.Name != "Ada" || msg.Offset != ack.Offset || msg.Cursor == "" {
 		t.Fatalf("message %+v, ack %+v", msg, ack)
 	}
-	ws.Close(websocket.StatusNormalClosure, "")
+	s.ws.Close(websocket.StatusNormalClosure, "")
 }
 
 // frame is a server frame, flattened.

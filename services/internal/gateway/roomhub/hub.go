@@ -243,6 +243,15 @@ func (h *Hub) Recent(roomName, senderID, id string) (message.Stored, bool) {
 // release when done; the room then lingers like one its last member left.
 // Errors: context errors, ErrClosed, or ErrUnavailable.
 func (h *Hub) Hold(ctx context.Context, info room.Info) (release func(), err error) {
+	r, err := h.started(ctx, info)
+	if err != nil {
+		return nil, err
+	}
+	return sync.OnceFunc(r.release), nil
+}
+
+// started returns the room with one more reference held, once it started.
+func (h *Hub) started(ctx context.Context, info room.Info) (*Room, error) {
 	r, err := h.acquire(info)
 	if err != nil {
 		return nil, err
@@ -257,7 +266,7 @@ func (h *Hub) Hold(ctx context.Context, info room.Info) (release func(), err err
 		r.release()
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, r.err)
 	}
-	return sync.OnceFunc(r.release), nil
+	return r, nil
 }
 
 // JoinRequest says where a subscriber's delivery starts.
@@ -278,19 +287,9 @@ func (h *Hub) Join(ctx context.Context, info room.Info, sink Sink, req JoinReque
 	if req.Last < 0 || req.Last > MaxLast {
 		return nil, fmt.Errorf("roomhub: last %d outside 0..%d", req.Last, MaxLast)
 	}
-	r, err := h.acquire(info)
+	r, err := h.started(ctx, info)
 	if err != nil {
 		return nil, err
-	}
-	select {
-	case <-r.ready:
-	case <-ctx.Done():
-		r.release()
-		return nil, ctx.Err()
-	}
-	if r.err != nil {
-		r.release()
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, r.err)
 	}
 	if err := r.grow(ctx, int(info.Partitions)); err != nil {
 		r.release()
