@@ -216,11 +216,11 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 // wrapping roomhub.ErrBadCursor.
 func (s *Server) history(ctx context.Context, info room.Info, before cursor.Cursor, limit int) ([]MessageFrame, string, error) {
 	n := int(info.Partitions)
-	id, err := s.src.TopicID(ctx, info.Topic)
+	ids, err := s.src.TopicIDs(ctx, info.Topic)
 	if err != nil {
 		return nil, "", err
 	}
-	epoch := cursor.NewEpoch(info.Name, id)
+	epoch := cursor.NewEpoch(info.Name, ids[info.Topic])
 	if e := before.Epoch(); !e.IsZero() && e != epoch {
 		if e.Room != epoch.Room {
 			return nil, "", fmt.Errorf("%w: before is another room's cursor", roomhub.ErrBadCursor)

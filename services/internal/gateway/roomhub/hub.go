@@ -756,18 +756,48 @@ func (r *Room) tailsOf() []*tail {
 	return slices.Clone(r.tails)
 }
 
-// checkTails is the stall watchdog: one ListOffsets for every tailed
-// partition; a tail that is behind its partition's end and made no progress
-// since the previous check is replaced at its next offset.
+// checkTails is the stall watchdog. One Metadata request for the tailed
+// topics' ids: a room whose topic was deleted and created again under the
+// same name (or whose broker was wiped) has a new id, and is ended with
+// ErrTopicReplaced so its members join again (and are reset); a topic
+// missing for now is skipped. Then one ListOffsets for every other tailed
+// partition: a tail that is behind its partition's end and made no
+// progress since the previous check is replaced at its next offset.
 func (h *Hub) checkTails(ctx context.Context) {
 	h.mu.Lock()
 	rooms := slices.Collect(maps.Values(h.rooms))
 	h.mu.Unlock()
+	tailsOf := map[*Room][]*tail{}
+	var topics []string
+	for _, r := range rooms {
+		if ts := r.tailsOf(); len(ts) > 0 {
+			tailsOf[r] = ts
+			topics = append(topics, r.topic)
+		}
+	}
+	if len(topics) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ReadTimeout)
+	defer cancel()
+	ids, err := h.src.TopicIDs(ctx, topics...)
+	if err != nil {
+		h.log.Warn("roomhub: watchdog cannot read the topics' ids", "err", err)
+		return
+	}
 	req := map[string][]int{}
 	var tails []*tail
 	nexts := map[*tail]int64{} // before the request: a tail reads on meanwhile
-	for _, r := range rooms {
-		for _, t := range r.tailsOf() {
+	for r, ts := range tailsOf {
+		id, ok := ids[r.topic]
+		if !ok {
+			continue // deleted; the registry or its creation again will tell
+		}
+		if id != r.epoch.Topic {
+			r.replaced()
+			continue
+		}
+		for _, t := range ts {
 			req[r.topic] = append(req[r.topic], t.partition)
 			tails = append(tails, t)
 			nexts[t] = t.next.Load()
@@ -776,29 +806,21 @@ func (h *Hub) checkTails(ctx context.Context) {
 	if len(tails) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.ReadTimeout)
-	defer cancel()
 	ends, err := h.src.Offsets(ctx, req)
 	if err != nil {
 		h.log.Warn("roomhub: watchdog cannot list offsets", "err", err)
 		return
 	}
-	replaced := map[*Room]bool{}
 	for _, t := range tails {
 		b, ok := ends[t.room.topic][t.partition]
-		if ok && nexts[t] > b.End && !replaced[t.room] {
-			// Past the end: the topic was deleted and created again (or
-			// the broker wiped), or its log truncated.
-			replaced[t.room] = true
-			if id, err := topicID(ctx, h.src, t.room.topic); err == nil && id != t.room.epoch.Topic {
-				t.room.replaced()
-			} else {
-				h.log.Warn("roomhub: tail past its partition's end", "room", t.room.name, "partition", t.partition,
-					"next", t.next.Load(), "end", b.End, "err", err)
-			}
-			continue
-		}
-		if ok && t.stalled(b.End) {
+		switch {
+		case !ok:
+		case nexts[t] > b.End:
+			// The same topic, shorter than what the tail read: its log was
+			// truncated (an unclean leader election).
+			h.log.Warn("roomhub: tail past its partition's end", "room", t.room.name, "partition", t.partition,
+				"next", nexts[t], "end", b.End)
+		case t.stalled(b.End):
 			h.log.Warn("roomhub: tail stalled; replacing its reader", "room", t.room.name, "partition", t.partition,
 				"next", t.next.Load(), "end", b.End)
 			t.restart()
@@ -841,9 +863,15 @@ func retry(ctx context.Context, fn func() error) error {
 func topicID(ctx context.Context, src Source, topic string) ([16]byte, error) {
 	var id [16]byte
 	err := retry(ctx, func() error {
-		var err error
-		id, err = src.TopicID(ctx, topic)
-		return err
+		ids, err := src.TopicIDs(ctx, topic)
+		if err != nil {
+			return err
+		}
+		var ok bool
+		if id, ok = ids[topic]; !ok {
+			return fmt.Errorf("roomhub: metadata of %s: %w", topic, kerr.UnknownTopicOrPartition)
+		}
+		return nil
 	})
 	return id, err
 }

@@ -91,13 +91,17 @@ func (f *fakeSource) ReadRange(ctx context.Context, topic string, p int, from, t
 	return ctx.Err()
 }
 
-func (f *fakeSource) TopicID(_ context.Context, topic string) ([16]byte, error) {
+func (f *fakeSource) TopicIDs(_ context.Context, topics ...string) (map[string][16]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failOff != nil {
-		return [16]byte{}, f.failOff
+		return nil, f.failOff
 	}
-	return f.ids[topic], nil
+	out := map[string][16]byte{}
+	for _, t := range topics {
+		out[t] = f.ids[t]
+	}
+	return out, nil
 }
 
 func (f *fakeSource) OffsetsSince(_ context.Context, topic string, ps []int, t time.Time) (map[int]int64, error) {
@@ -501,9 +505,10 @@ func TestCursorEpochs(t *testing.T) {
 	c.expect(t, span(0, 0, 4)...)
 }
 
-// TestTopicReplacedUnderTheRoom: the watchdog sees a tail past its
-// partition's end with the topic's id changed, and drops the members with
-// ErrTopicReplaced; their next join tails the new topic.
+// TestTopicReplacedUnderTheRoom: the watchdog sees the topic's id changed
+// (deleted and created again under the same name, and already longer than
+// what the tail had read), and drops the members with ErrTopicReplaced;
+// their next join tails the new topic, and their old cursors are reset.
 func TestTopicReplacedUnderTheRoom(t *testing.T) {
 	f := newFixture(t, 1, Config{})
 	f.src.ids[f.info.Topic] = [16]byte{1}
@@ -517,6 +522,10 @@ func TestTopicReplacedUnderTheRoom(t *testing.T) {
 	f.src.ids[f.info.Topic] = [16]byte{2}
 	f.src.mu.Unlock()
 	f.n = map[int]int{}
+	for i := range 5 {
+		f.src.append(f.info.Topic, 0, envelope(t, i))
+		f.n[0]++
+	}
 	f.hub.checkTails(t.Context())
 	select {
 	case err := <-s.dropped:
@@ -532,7 +541,7 @@ func TestTopicReplacedUnderTheRoom(t *testing.T) {
 	if !sub.Reset() {
 		t.Fatal("the old topic's cursor was not reset")
 	}
-	again.expect(t, span(0, 0, 1)...)
+	again.expect(t, span(0, 0, 6)...)
 }
 
 func TestLastN(t *testing.T) {

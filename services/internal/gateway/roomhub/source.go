@@ -47,10 +47,11 @@ type Source interface {
 	// ReadRange calls fn for every record of topic/partition with an offset
 	// in [from, to), in offset order.
 	ReadRange(ctx context.Context, topic string, partition int, from, to int64, fn func(Record) error) error
-	// TopicID returns the topic's id: Kafka gives a topic a new one each
-	// time it is created, so a topic deleted and created again under the
-	// same name, or one of a wiped broker, has another.
-	TopicID(ctx context.Context, topic string) ([16]byte, error)
+	// TopicIDs returns the ids of topics in one round trip: Kafka gives a
+	// topic a new one each time it is created, so a topic deleted and
+	// created again under the same name, or one of a wiped broker, has
+	// another. A topic that does not exist is absent from the answer.
+	TopicIDs(ctx context.Context, topics ...string) (map[string][16]byte, error)
 	// OffsetsSince returns, for each partition, the offset of the first
 	// record stamped at or after t, or the partition's end when none is.
 	OffsetsSince(ctx context.Context, topic string, partitions []int, t time.Time) (map[int]int64, error)
@@ -99,26 +100,34 @@ func (s KafkaSource) Offsets(ctx context.Context, partitions map[string][]int) (
 	return out, nil
 }
 
-// TopicID implements Source with a Metadata request (version 10 or later).
-func (s KafkaSource) TopicID(ctx context.Context, topic string) ([16]byte, error) {
+// TopicIDs implements Source with one Metadata request (version 10 or
+// later).
+func (s KafkaSource) TopicIDs(ctx context.Context, topics ...string) (map[string][16]byte, error) {
 	req := kmsg.NewPtrMetadataRequest()
-	rt := kmsg.NewMetadataRequestTopic()
-	rt.Topic = kmsg.StringPtr(topic)
-	req.Topics = append(req.Topics, rt)
+	req.Topics = make([]kmsg.MetadataRequestTopic, 0, len(topics)) // non-nil: not every topic
+	for _, topic := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(topic)
+		req.Topics = append(req.Topics, rt)
+	}
 	res, err := req.RequestWith(ctx, s.Meta)
 	if err != nil {
-		return [16]byte{}, fmt.Errorf("roomhub: metadata of %s: %w", topic, err)
+		return nil, fmt.Errorf("roomhub: metadata of %d topics: %w", len(topics), err)
 	}
+	out := make(map[string][16]byte, len(topics))
 	for _, t := range res.Topics {
-		if t.Topic == nil || *t.Topic != topic {
+		if t.Topic == nil {
 			continue
 		}
-		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
-			return [16]byte{}, fmt.Errorf("roomhub: metadata of %s: %w", topic, err)
+		switch err := kerr.ErrorForCode(t.ErrorCode); {
+		case errors.Is(err, kerr.UnknownTopicOrPartition):
+		case err != nil:
+			return nil, fmt.Errorf("roomhub: metadata of %s: %w", *t.Topic, err)
+		default:
+			out[*t.Topic] = t.TopicID
 		}
-		return t.TopicID, nil
 	}
-	return [16]byte{}, fmt.Errorf("roomhub: metadata of %s: missing from the answer", topic)
+	return out, nil
 }
 
 // OffsetsSince implements Source with a ListOffsets request by timestamp,
