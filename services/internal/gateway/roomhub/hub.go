@@ -387,7 +387,11 @@ func (r *Room) open(partitions int) {
 		for _, p := range ps {
 			ends[p], firsts[p] = bounds[r.topic][p].End, bounds[r.topic][p].First
 		}
-		err = r.backfill(ctx, ends, firsts)
+		// A busy room's window is many records: the read gets more time
+		// than an offset lookup.
+		bctx, bcancel := context.WithTimeout(r.ctx, 4*h.cfg.ReadTimeout)
+		err = r.backfill(bctx, ends, firsts)
+		bcancel()
 	}
 	if err != nil {
 		r.err = err
