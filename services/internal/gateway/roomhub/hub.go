@@ -1,7 +1,10 @@
 // Package roomhub fans a room's messages out to the gateway's local
 // members: one tail per room with local members (a partition reader per
 // partition), a ring of the room's latest messages for reconnect recovery,
-// and bounded, never-blocking delivery to each subscriber's queue.
+// the room's messages of the dedup window (read back from Kafka when the
+// room starts) for recognising retried sends, and bounded, never-blocking
+// delivery to each subscriber's queue. Cursors carry the epoch of the
+// room's topic; a cursor of another incarnation of it is reset.
 //
 // A subscriber joins live, from a cursor or with the latest N messages. The
 // hub registers it and snapshots the ring under the room's lock, so nothing
