@@ -43,11 +43,10 @@ type Config struct {
 	StallCheck   time.Duration // period of the stalled-tail watchdog (10 s)
 	DrainTimeout time.Duration // bound on the graceful shutdown (8 s)
 
-	// Buffers per connection: reads (512 B: most client frames fit) and
-	// the control frames coder/websocket writes (256 B: pongs and closes
-	// fit; the gateway writes its text frames itself). Small, because an
-	// idle connection keeps them for its lifetime.
-	ReadBufferBytes, WriteBufferBytes int
+	// ReadBufferBytes is each connection's read buffer (512 B: most client
+	// frames fit). Small, because an idle connection keeps it for its
+	// lifetime; frames are written from pooled buffers.
+	ReadBufferBytes int
 	// SocketSendBuffer is each connection's kernel send buffer (SO_SNDBUF,
 	// 64 KiB). Linux would otherwise grow it up to tcp_wmem's maximum
 	// (4 MiB by default) for a client that stops reading: kernel memory
@@ -81,7 +80,6 @@ func DefaultConfig() Config {
 		StallCheck:       roomhub.DefaultStallCheck,
 		DrainTimeout:     8 * time.Second,
 		ReadBufferBytes:  512,
-		WriteBufferBytes: 256,
 		SocketSendBuffer: 64 << 10,
 	}
 }
@@ -111,7 +109,6 @@ func (c Config) withDefaults() Config {
 	set(&c.MaxRooms, d.MaxRooms)
 	set(&c.DedupEntries, d.DedupEntries)
 	set(&c.ReadBufferBytes, d.ReadBufferBytes)
-	set(&c.WriteBufferBytes, d.WriteBufferBytes)
 	if c.SocketSendBuffer == 0 {
 		c.SocketSendBuffer = d.SocketSendBuffer
 	}
@@ -141,10 +138,8 @@ func (c Config) Validate() error {
 	if c.Limits.MaxFrameBytes < c.Limits.MaxTextBytes+1024 {
 		return fmt.Errorf("%w: max frame bytes %d leaves no room for a send of %d bytes of text", ErrConfig, c.Limits.MaxFrameBytes, c.Limits.MaxTextBytes)
 	}
-	if c.ReadBufferBytes < 256 || c.WriteBufferBytes < 256 {
-		// Under 256 bytes, a control frame (up to 139 bytes) could reach the
-		// socket in two writes, with text frames written in between.
-		return fmt.Errorf("%w: socket buffers must be at least 256 bytes", ErrConfig)
+	if c.ReadBufferBytes < 256 {
+		return fmt.Errorf("%w: the read buffer must be at least 256 bytes", ErrConfig)
 	}
 	return nil
 }

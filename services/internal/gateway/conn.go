@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -11,7 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"palaver.dev/services/internal/auth"
@@ -29,11 +30,12 @@ const (
 
 // conn is one WebSocket client. Its reader goroutine runs the commands; a
 // writer goroutine, started when frames are queued and gone when the queue
-// is empty, writes them, so an idle connection costs one goroutine.
+// is empty, writes them, so an idle connection costs one goroutine. The
+// writer is the only goroutine that writes to the socket (see wire.go).
 type conn struct {
 	s           *Server
-	ws          *websocket.Conn
-	sock        *sockWriter     // under ws: text frames are written here, in batches
+	nc          net.Conn
+	rd          wsReader
 	ctx         context.Context // ends when the connection is finished
 	cancel      context.CancelFunc
 	headerToken string // from the upgrade's Authorization header
@@ -49,6 +51,8 @@ type conn struct {
 	welcomed   atomic.Bool
 	writeSince atomic.Int64   // when the batch being written started (unix ns), 0 when not writing
 	timers     [3]*time.Timer // hello deadline, token expiry, ping
+	pingOut    atomic.Bool    // a ping was sent and no pong came since
+	closed     chan struct{}  // closed when the writer is done: close frame written, or the socket failed
 
 	mu       sync.Mutex
 	rooms    map[string]*roomSub
@@ -57,10 +61,16 @@ type conn struct {
 	writing  bool // a writer goroutine runs
 	closing  bool // no more commands or live messages; answers still queue until final
 	final    bool // nothing more is queued: the close frame is next
-	abort    bool // closing without flushing (slow consumer): writes stop
-	code     websocket.StatusCode
+	abort    bool // closing without flushing (slow consumer): writes stop, the close frame is next
+	dead     bool // the socket failed or the reader ended: nothing more is written
+	sending  bool // the close frame is being written
+	code     ws.StatusCode
 	reason   string
 	space    chan struct{} // closed when a queued frame is written, for PushWait
+	pingDue  bool          // a ping to write
+	pongDue  bool          // a pong to write, answering the latest ping
+	pong     []byte        // its payload
+	partial  []byte        // the rest of a frame a write interrupted by a close left unwritten
 }
 
 // outItem is one queued frame: bytes, or a delivery encoded on write.
@@ -78,18 +88,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "gateway shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	c := &conn{s: s, headerToken: auth.BearerToken(r)}
-	opts := s.accept
-	opts.OnPongReceived = func(context.Context, []byte) {}
-	sb := &smallBuffers{ResponseWriter: w, read: s.cfg.ReadBufferBytes, write: s.cfg.WriteBufferBytes, sndbuf: s.cfg.SocketSendBuffer}
-	ws, err := websocket.Accept(sb, r, &opts)
+	nc, br, err := s.upgrade(w, r)
 	if err != nil {
 		s.log.Debug("gateway: upgrade refused", "err", err, "origin", r.Header.Get("Origin"))
 		return
 	}
-	c.sock = sb.sock
-	ws.SetReadLimit(int64(s.cfg.Limits.MaxFrameBytes))
-	c.ws = ws
+	c := &conn{s: s, headerToken: auth.BearerToken(r), nc: nc, closed: make(chan struct{})}
+	c.rd = wsReader{br: br, limit: s.cfg.Limits.MaxFrameBytes, ctl: c}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	lim := s.cfg.Limits
 	c.sends = newBucket(lim.SendsPerSecond, lim.SendBurst)
@@ -97,7 +102,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.patience = newBucket(lim.SendsPerSecond/2, 2*lim.SendBurst)
 	c.sem = make(chan struct{}, s.cfg.MaxInFlight)
 	if !s.addConn(c) {
-		_ = ws.Close(closeGoingAway, "gateway shutting down")
+		_ = nc.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
+		_, _ = nc.Write(appendCloseFrame(nil, closeGoingAway, "gateway shutting down"))
+		_ = nc.Close()
 		return
 	}
 	// A fresh goroutine reads, so that the HTTP server's request state (and
@@ -117,10 +124,9 @@ func (c *conn) serve() {
 		}
 	})
 	for {
-		// No context: closing the connection ends the read, and a context
-		// with a deadline or cancellation would cost a registration per
-		// read for every idle connection.
-		typ, b, err := c.ws.Read(context.Background())
+		// No deadline: closing the connection ends the read (the writer
+		// sets one once the close frame is written).
+		typ, b, err := c.rd.next()
 		if err != nil {
 			c.readFailed(err)
 			return
@@ -135,8 +141,8 @@ func (c *conn) serve() {
 }
 
 // frame handles one client frame.
-func (c *conn) frame(typ websocket.MessageType, b []byte) {
-	if typ != websocket.MessageText {
+func (c *conn) frame(typ ws.OpCode, b []byte) {
+	if typ != ws.OpText {
 		c.s.m.RejectedFrames.WithLabelValues(codeBadFrame).Inc()
 		c.closeWith(closeBadFrame, "binary frames are not part of the protocol", reasonBadFrame, true)
 		return
@@ -178,13 +184,33 @@ func (c *conn) badFrame(ref, code, msg string) {
 	}
 }
 
+// readFailed ends a connection whose reader stopped: the client closed it
+// (answered with its own code, RFC 6455 5.5.1), broke the protocol (closed
+// with 1002, 1007 or 1009), or the socket ended.
 func (c *conn) readFailed(err error) {
+	var ce *closeError
 	switch {
-	case errors.Is(err, websocket.ErrMessageTooBig):
+	case errors.As(err, &ce) && ce.peer:
+		code := ce.code
+		if code == ws.StatusNoStatusRcvd {
+			code = ws.StatusNormalClosure
+		}
+		c.closeWith(code, "", reasonClient, false)
+	case errors.As(err, &ce):
+		c.s.m.RejectedFrames.WithLabelValues(codeBadFrame).Inc()
+		c.closeWith(ce.code, ce.reason, reasonBadFrame, false)
+	case errors.Is(err, errMessageTooBig):
 		c.s.m.RejectedFrames.WithLabelValues(codeTooLarge).Inc()
-		c.markClosed(reasonBadFrame) // coder/websocket closed it with 1009
+		c.closeWith(closeTooBig, "message too big", reasonBadFrame, false)
 	default:
 		c.markClosed(reasonClient)
+		return
+	}
+	// Let the writer put the close frame on the wire before the socket is
+	// closed.
+	select {
+	case <-c.closed:
+	case <-time.After(closeWriteTimeout + time.Second):
 	}
 }
 
@@ -268,24 +294,36 @@ func (c *conn) expired() {
 	c.closeWith(closeUnauthorized, "token expired", reasonUnauthorized, true)
 }
 
-// ping sends a WebSocket ping; no pong within an interval ends the
-// connection.
+// ping sends a WebSocket ping every interval; a ping not answered by the
+// next ends the connection.
 func (c *conn) ping() {
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PingInterval)
-	err := c.ws.Ping(ctx)
-	cancel()
-	if err != nil {
-		if c.ctx.Err() == nil {
-			c.closeWith(websocket.StatusPolicyViolation, "no pong", reasonClient, false)
-		}
+	if c.pingOut.Swap(true) {
+		c.closeWith(ws.StatusPolicyViolation, "no pong", reasonClient, false)
 		return
 	}
 	c.mu.Lock()
 	if !c.closing {
+		c.pingDue = true
+		c.startWriterLocked()
 		c.timers[2].Reset(c.s.cfg.PingInterval)
 	}
 	c.mu.Unlock()
 }
+
+// onPing queues the answer to a client's ping (only the latest one's, as
+// RFC 6455 5.5.3 allows), unless the close frame is on its way.
+func (c *conn) onPing(p []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.abort || c.sending {
+		return
+	}
+	c.pong = append(c.pong[:0], p...)
+	c.pongDue = true
+	c.startWriterLocked()
+}
+
+func (c *conn) onPong([]byte) { c.pingOut.Store(false) }
 
 func (c *conn) join(f Frame) *protoError {
 	info, perr := c.s.authorize(c.id, f.Room)
@@ -473,10 +511,7 @@ func (c *conn) enqueue(it outItem, answer bool) bool {
 func (c *conn) pushLocked(it outItem) {
 	c.q = append(c.q, it)
 	c.queued++
-	if !c.writing {
-		c.writing = true
-		go c.writeLoop()
-	}
+	c.startWriterLocked()
 }
 
 // pushWait queues a recovery frame, waiting while the queue is over half
@@ -509,21 +544,51 @@ func (c *conn) pushWait(ctx context.Context, it outItem) error {
 // errClosing is pushWait's refusal on a closing connection.
 var errClosing = errors.New("gateway: connection closing")
 
-// writeLoop writes queued frames until the queue is empty, then either
-// exits or, when the connection is closing, closes the socket.
+// Bounds of the close: the close frame (with the rest of a frame a stalled
+// write left unfinished) must be taken by the socket within
+// closeWriteTimeout; then the client has closeHandshakeTimeout to answer
+// with its own close frame before the socket is closed.
+const (
+	closeWriteTimeout     = 2 * time.Second
+	closeHandshakeTimeout = 5 * time.Second
+)
+
+// closeRoom is what the close of a slow consumer adds to the socket's send
+// buffer, over twice its size: room for the rest of the frame in progress
+// and the close frame, whatever the client left unread (see sendClose).
+const closeRoom = 64 << 10
+
+// writeLoop writes queued frames (and due pings and pongs) until there are
+// none, then exits; on a closing connection it ends with the close frame.
 func (c *conn) writeLoop() {
+	var ctlBuf [2 * (2 + ws.MaxControlFramePayloadSize)]byte
 	for {
 		c.mu.Lock()
-		if len(c.q) == 0 || c.abort {
+		if c.abort {
+			c.mu.Unlock()
+			c.sendClose()
+			return
+		}
+		ctl := ctlBuf[:0]
+		if c.pongDue {
+			ctl = appendFrame(ctl, ws.OpPong, c.pong)
+			c.pongDue = false
+		}
+		if c.pingDue {
+			ctl = appendFrame(ctl, ws.OpPing, nil)
+			c.pingDue = false
+		}
+		if len(c.q) == 0 && len(ctl) == 0 {
+			if c.final {
+				c.mu.Unlock()
+				c.sendClose()
+				return
+			}
 			c.writing = false
-			final, abort := c.final, c.abort
 			if cap(c.spare) > 16 {
 				c.spare = nil // an idle connection keeps no big queue
 			}
 			c.mu.Unlock()
-			if final && !abort {
-				_ = c.ws.Close(c.code, c.reason)
-			}
 			return
 		}
 		batch := c.q
@@ -531,22 +596,21 @@ func (c *conn) writeLoop() {
 		c.spare = nil
 		c.mu.Unlock()
 
-		if !c.writeBatch(batch) {
-			c.mu.Lock()
-			c.abort = true
-			c.mu.Unlock()
-			_ = c.ws.CloseNow()
-		}
+		ok := c.writeBatch(ctl, batch)
 		clear(batch)
 		c.mu.Lock()
 		c.spare = batch[:0]
+		if !ok && !c.abort {
+			c.abort, c.dead = true, true // the socket failed by itself
+		}
 		c.mu.Unlock()
 	}
 }
 
-// writeBatch writes queued frames, as many per system call as fit in
-// maxBatchBytes, under one write deadline; false when the socket failed.
-func (c *conn) writeBatch(batch []outItem) bool {
+// writeBatch writes control frames ctl, then queued frames, as many per
+// system call as fit in maxBatchBytes, under one write deadline; false
+// when the socket failed or the connection is being closed without flush.
+func (c *conn) writeBatch(ctl []byte, batch []outItem) bool {
 	bp := batchBufs.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= maxBatchBytes*2 {
@@ -559,14 +623,14 @@ func (c *conn) writeBatch(batch []outItem) bool {
 	// per frame.
 	c.writeSince.Store(time.Now().UnixNano())
 	defer c.writeSince.Store(0)
-	for start := 0; start < len(batch); {
+	buf := append((*bp)[:0], ctl...)
+	for start := 0; start < len(batch) || len(buf) > 0; {
 		c.mu.Lock()
 		abort := c.abort
 		c.mu.Unlock()
 		if abort {
 			return false
 		}
-		buf := (*bp)[:0]
 		end := start
 		for ; end < len(batch) && (end == start || len(buf) < maxBatchBytes); end++ {
 			b := batch[end].frame
@@ -576,7 +640,16 @@ func (c *conn) writeBatch(batch []outItem) bool {
 			buf = appendTextFrame(buf, b)
 		}
 		*bp = buf
-		if _, err := c.sock.Write(buf); err != nil {
+		if n, err := c.nc.Write(buf); err != nil {
+			c.mu.Lock()
+			if c.abort {
+				// Interrupted by closeWith: the close frame must follow the
+				// rest of the frame cut short.
+				if e := frameEnd(buf, n); e > n {
+					c.partial = append(c.partial[:0], buf[n:e]...)
+				}
+			}
+			c.mu.Unlock()
 			return false
 		}
 		now := time.Now()
@@ -596,25 +669,77 @@ func (c *conn) writeBatch(batch []outItem) bool {
 		}
 		c.mu.Unlock()
 		start = end
+		buf = (*bp)[:0]
 	}
 	return true
+}
+
+// sendClose ends the writer: it writes the close frame, after the rest of
+// a frame a stalled write left unfinished, and closes the socket's write
+// side; the reader then has closeHandshakeTimeout to see the client's
+// close. A slow consumer's socket is full of frames its client has not
+// read, so the close frame could not get in: the send buffer is first
+// raised by closeRoom, so that a client that reads again finds its last
+// whole frames, then the close frame, then the end of the stream. If the
+// socket takes nothing within closeWriteTimeout it is closed without the
+// close frame.
+func (c *conn) sendClose() {
+	defer close(c.closed)
+	c.mu.Lock()
+	c.sending = true
+	dead, slow, code, reason, partial := c.dead, c.abort, c.code, c.reason, c.partial
+	c.partial = nil
+	if !dead {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
+	}
+	c.mu.Unlock()
+	if dead {
+		_ = c.nc.Close() // the reader ends too
+		return
+	}
+	if tc, ok := c.nc.(*net.TCPConn); ok && slow && c.s.cfg.SocketSendBuffer > 0 {
+		_ = tc.SetWriteBuffer(2*c.s.cfg.SocketSendBuffer + closeRoom)
+	}
+	if _, err := c.nc.Write(appendCloseFrame(partial, code, reason)); err != nil {
+		_ = c.nc.Close()
+		return
+	}
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(closeHandshakeTimeout))
+}
+
+// startWriterLocked starts the writer unless it runs.
+func (c *conn) startWriterLocked() {
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
 }
 
 // closeWith closes the connection with a protocol close code, once. The
 // connection takes no more commands. With flush, the sends in flight get
 // their answers and every frame queued is written before the close frame
-// (so the error explaining a close arrives first); without, the close is
-// immediate.
-func (c *conn) closeWith(code websocket.StatusCode, reason, metric string, flush bool) {
+// (so the error explaining a close arrives first); without, queued frames
+// are dropped, a write in progress is interrupted, and the close frame is
+// written next. A flushing close that a stalled client holds up is turned
+// into an immediate one by a later call without flush (the write
+// watchdog's), keeping its code.
+func (c *conn) closeWith(code ws.StatusCode, reason, metric string, flush bool) {
 	c.mu.Lock()
 	if c.closing {
+		if !flush && !c.abort && !c.sending {
+			c.abortLocked()
+		}
 		c.mu.Unlock()
 		return
 	}
 	c.closing, c.code, c.reason = true, code, reason
 	if !flush {
-		c.abort, c.final = true, true
-		c.q = nil
+		c.abortLocked()
+		c.final = true
+		c.startWriterLocked()
 	}
 	if c.space != nil {
 		close(c.space)
@@ -623,7 +748,6 @@ func (c *conn) closeWith(code websocket.StatusCode, reason, metric string, flush
 	c.mu.Unlock()
 	c.s.m.Disconnects.WithLabelValues(metric).Inc()
 	if !flush {
-		go func() { _ = c.ws.Close(code, reason) }()
 		return
 	}
 	go func() {
@@ -633,13 +757,20 @@ func (c *conn) closeWith(code websocket.StatusCode, reason, metric string, flush
 		}
 		c.mu.Lock()
 		c.final = true
-		start := !c.writing
-		c.writing = true
+		c.startWriterLocked()
 		c.mu.Unlock()
-		if start {
-			c.writeLoop() // finds what is left, writes it and closes
-		}
 	}()
+}
+
+// abortLocked drops the queue and interrupts a write in progress (a past
+// deadline), so that the writer goes on to the close frame. Under c.mu,
+// like the writer's reading of abort before it sets its own deadline.
+func (c *conn) abortLocked() {
+	c.abort = true
+	c.q = nil
+	if c.writing {
+		_ = c.nc.SetWriteDeadline(time.Unix(1, 0))
+	}
 }
 
 // markClosed records the end of a connection the peer or the network
@@ -647,7 +778,7 @@ func (c *conn) closeWith(code websocket.StatusCode, reason, metric string, flush
 func (c *conn) markClosed(metric string) {
 	c.mu.Lock()
 	already := c.closing
-	c.closing, c.abort, c.final = true, true, true
+	c.closing, c.abort, c.final, c.dead = true, true, true, true
 	c.q = nil
 	if c.space != nil {
 		close(c.space)
@@ -675,12 +806,9 @@ func (c *conn) finish() {
 	for _, rs := range rooms {
 		rs.sub.Leave()
 	}
-	go func() {
-		// Let a close handshake in progress finish, then make sure.
-		_ = c.ws.CloseNow()
-		c.cancel()
-		c.s.removeConn(c)
-	}()
+	_ = c.nc.Close()
+	c.cancel()
+	c.s.removeConn(c)
 }
 
 // goAway is the graceful close at shutdown: in-flight sends get their

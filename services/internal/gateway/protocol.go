@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"palaver.dev/services/internal/gateway/roomhub"
 )
 
@@ -58,12 +56,12 @@ func httpStatus(code string) int {
 
 // Close codes of the protocol.
 const (
-	closeGoingAway    = websocket.StatusGoingAway     // 1001
-	closeTooBig       = websocket.StatusMessageTooBig // 1009
-	closeBadFrame     = websocket.StatusCode(4400)
-	closeUnauthorized = websocket.StatusCode(4401)
-	closeSlowConsumer = websocket.StatusCode(4408)
-	closeRateLimited  = websocket.StatusCode(4429)
+	closeGoingAway    = 1001
+	closeTooBig       = 1009
+	closeBadFrame     = 4400
+	closeUnauthorized = 4401
+	closeSlowConsumer = 4408
+	closeRateLimited  = 4429
 )
 
 // user is a user as frames show it.

@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/segmentio/kafka-go"
 
 	"palaver.dev/services/internal/auth"
@@ -60,7 +59,9 @@ type Server struct {
 	m        *Metrics
 	log      *slog.Logger
 	handler  http.Handler
-	accept   websocket.AcceptOptions
+
+	origins   []string // browser origins allowed besides the gateway's own host
+	anyOrigin bool     // dev mode with --allowed-origins=*: no origin check
 
 	draining atomic.Bool
 	connMu   sync.Mutex
@@ -111,10 +112,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		log.Warn("gateway: kafka writer: " + fmt.Sprintf(msg, args...))
 	})
 	s.prod = newProducer(w, newDedupCache(cfg.DedupWindow, cfg.DedupEntries), s.hub.Recent, cfg.SendTimeout, m)
-	s.accept = websocket.AcceptOptions{OriginPatterns: slices.DeleteFunc(slices.Clone(cfg.AllowedOrigins), func(o string) bool { return o == "*" })}
-	if cfg.Dev && slices.Contains(cfg.AllowedOrigins, "*") {
-		s.accept.InsecureSkipVerify = true // dev mode only; Validate refuses it otherwise
-	}
+	s.origins = slices.DeleteFunc(slices.Clone(cfg.AllowedOrigins), func(o string) bool { return o == "*" })
+	s.anyOrigin = cfg.Dev && slices.Contains(cfg.AllowedOrigins, "*") // dev mode only; Validate refuses it otherwise
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/ws", s.serveWS)
@@ -199,7 +198,9 @@ func (s *Server) followRooms(ctx context.Context) {
 }
 
 // watchWrites closes connections whose socket has not taken a batch of
-// frames within the write timeout: their client stopped reading.
+// frames within the write timeout: their client stopped reading. The
+// write in progress is interrupted and the close frame follows the last
+// whole frame (conn.sendClose).
 func (s *Server) watchWrites(ctx context.Context) {
 	t := time.NewTicker(max(s.cfg.WriteTimeout/4, 100*time.Millisecond))
 	defer t.Stop()
@@ -218,7 +219,6 @@ func (s *Server) watchWrites(ctx context.Context) {
 			s.connMu.Unlock()
 			for _, c := range stuck {
 				c.closeWith(closeSlowConsumer, "slow consumer: reconnect and rejoin with your cursors", reasonSlowConsumer, false)
-				_ = c.ws.CloseNow() // the close frame cannot get past the stuck write
 			}
 		}
 	}
@@ -252,7 +252,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("gateway: drain: %w", ctx.Err())
 		for _, c := range conns {
-			_ = c.ws.CloseNow()
+			_ = c.nc.Close()
 		}
 	}
 	if cerr := s.prod.close(); cerr != nil {
