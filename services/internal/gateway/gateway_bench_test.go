@@ -13,11 +13,13 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
 	"palaver.dev/services/internal/loadgen"
@@ -56,9 +58,16 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 	conf, _ := json.Marshal(cfg)
 	child.Env = append(os.Environ(), "PALAVER_LOAD_URL="+gw.url, "PALAVER_LOAD_ROOM="+info.Name, "PALAVER_LOAD_CONFIG="+string(conf))
 	child.Stderr = os.Stderr
+	delivered := gw.metrics.MessagesDelivered.WithLabelValues(info.Name)
+	cpu0, del0 := processCPU(b), testutil.ToFloat64(delivered)
 	b.ResetTimer()
 	out, err := child.Output()
 	b.StopTimer()
+	// The gateway's CPU (this process: the clients are the child's) per
+	// 1,000 message frames written, warm-up included.
+	if n := testutil.ToFloat64(delivered) - del0; n > 0 {
+		b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/n, "cpu-ms/1k-deliveries")
+	}
 	var res loadgen.Result
 	if i := bytes.Index(out, []byte(loadResultPrefix)); i < 0 || err != nil {
 		b.Fatalf("load process: %v\n%s", err, out)
@@ -263,4 +272,13 @@ func histQuantiles(h prometheus.Histogram) string {
 		return ">max"
 	}
 	return fmt.Sprintf("p50 %s p99 %s (n=%d)", q(0.5), q(0.99), total)
+}
+
+// processCPU is the CPU time this process used so far, user and system.
+func processCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
