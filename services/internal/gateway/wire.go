@@ -132,8 +132,8 @@ func (r *wsReader) next() (ws.OpCode, []byte, error) {
 	var (
 		op  ws.OpCode
 		msg []byte
-		st  ws.State = ws.StateServerSide
 	)
+	st := ws.StateServerSide
 	for {
 		h, err := ws.ReadHeaderBuffer(r.br, r.hdr[:])
 		if err != nil {
