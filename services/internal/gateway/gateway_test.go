@@ -301,7 +301,10 @@ func TestFloodIsRateLimitedThenClosed(t *testing.T) {
 	c.join(info.Name, nil)
 	const n = 200
 	for i := range n {
-		c.write(map[string]any{"op": "send", "ref": fmt.Sprint(i), "room": info.Name, "id": fmt.Sprintf("f-%d", i), "text": "flood"})
+		b, _ := json.Marshal(map[string]any{"op": "send", "ref": fmt.Sprint(i), "room": info.Name, "id": fmt.Sprintf("f-%d", i), "text": "flood"})
+		if err := c.ws.Write(t.Context(), websocket.MessageText, b); err != nil {
+			break // closed before the last sends: the close is read below
+		}
 	}
 	acks, limited := 0, 0
 	for {
