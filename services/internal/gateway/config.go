@@ -20,8 +20,9 @@ var ErrConfig = errors.New("gateway: invalid configuration")
 // DefaultConfig).
 type Config struct {
 	// AllowedOrigins are the browser origins allowed besides the gateway's
-	// own host, as coder/websocket OriginPatterns (host patterns, or
-	// scheme://host). "*" allows any origin and is refused unless Dev.
+	// own host, as path.Match patterns of hosts (*.example.com) or of
+	// scheme://host (see checkOrigin). "*" allows any origin and is refused
+	// unless Dev.
 	AllowedOrigins []string
 	// Dev marks dev mode (--auth=dev): it allows the "*" origin.
 	Dev bool

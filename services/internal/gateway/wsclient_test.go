@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
@@ -20,6 +21,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
@@ -506,3 +508,24 @@ func TestFramesUnderStress(t *testing.T) {
 }
 
 const ws1000 = 1000 // normal closure
+
+// TestNoCompressionNegotiated: the gateway writes its frames uncompressed,
+// so it must never accept permessage-deflate, whichever way a client offers
+// it; this fails if a change of library or default starts negotiating it.
+func TestNoCompressionNegotiated(t *testing.T) {
+	e := sharedEnv(t)
+	gw := startServer(t, e, nil)
+	for _, mode := range []websocket.CompressionMode{websocket.CompressionContextTakeover, websocket.CompressionNoContextTakeover} {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(gw.url, "http")+"/v1/ws", &websocket.DialOptions{CompressionMode: mode})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.CloseNow()
+		if x := resp.Header.Values("Sec-WebSocket-Extensions"); len(x) > 0 {
+			t.Fatalf("compression mode %d: the gateway accepted %q", mode, x)
+		}
+	}
+	dialStrict(t, gw, 0) // offers permessage-deflate with parameters, checks the answer
+}
