@@ -367,6 +367,13 @@ func TestSlowConsumerGetsItsCloseFrame(t *testing.T) {
 				waitFor(t, "the slow consumer's disconnect", func() bool {
 					return testutil.ToFloat64(gw.metrics.Disconnects.WithLabelValues(reasonSlowConsumer)) == float64(i+1)
 				})
+				if i%4 == 3 {
+					// Read only once the gateway has closed the socket (the
+					// client's close did not come within the handshake
+					// timeout): the kernel still holds the frames, the close
+					// frame and the end of the stream for it.
+					waitFor(t, "the socket's close", func() bool { return gw.Connections() == 0 })
+				}
 				var got offsets
 				cc, err := c.untilClose(func(msg []byte) { got.add(t, msg) })
 				if err != nil || cc.code != closeSlowConsumer {
