@@ -123,6 +123,15 @@ func ProvisionManifestDir(ctx context.Context, cluster *kafkabus.Cluster, dir st
 	if err != nil {
 		return nil, err
 	}
+	return Provision(ctx, cluster, rf, specs...)
+}
+
+// Provision gives each spec, defaults applied, its topic and registry entry
+// on cluster, forcing replication factor rf (and a minISR it allows), as
+// ProvisionManifestDir does for manifests. It returns the specs as
+// provisioned.
+func Provision(ctx context.Context, cluster *kafkabus.Cluster, rf int16, specs ...Spec) ([]Spec, error) {
+	specs = slices.Clone(specs)
 	infos := make([]Info, len(specs))
 	for i := range specs {
 		specs[i] = specs[i].WithDefaults(rf)

@@ -70,18 +70,22 @@ func dev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("palaver dev", flag.ContinueOnError)
 	var cfg devmode.Config
 	var logCfg ops.LogConfig
-	fs.IntVar(&cfg.KafkaPort, "kafka-port", 9092, "port of the embedded Kafka-protocol broker on 127.0.0.1")
+	var env envflag.Vars
+	env.Int(fs, &cfg.KafkaPort, "kafka-port", "PALAVER_DEV_KAFKA_PORT", 9092, "port of the embedded Kafka-protocol broker on 127.0.0.1; 0 takes any free port")
 	fs.StringVar(&cfg.Listen, "listen", envflag.String("PALAVER_DEV_LISTEN", devmode.DefaultListen), "address of the gateway: web UI, WebSocket and HTTP API; anyone who reaches it can log in as anyone ($PALAVER_DEV_LISTEN)")
 	fs.StringVar(&cfg.OpsAddr, "ops-addr", envflag.String("PALAVER_OPS_ADDR", "127.0.0.1:9464"), "address of /metrics, /healthz and /readyz ($PALAVER_OPS_ADDR)")
 	fs.StringVar(&cfg.DataDir, "data-dir", envflag.String("PALAVER_DEV_DATA", ".palaver-dev"), "where the embedded broker keeps its data; empty keeps it in memory ($PALAVER_DEV_DATA)")
 	fs.StringVar(&cfg.RoomsDir, "rooms", envflag.String("PALAVER_DEV_ROOMS", "k8s/samples"), "directory of ChatRoom manifests to provision ($PALAVER_DEV_ROOMS)")
 	logCfg.RegisterFlags(fs, ops.LogConfig{Format: "text", Level: "info"})
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if err := env.Err(); err != nil {
+		return &chatcli.UsageError{Msg: err.Error()}
 	}
 	log, err := logCfg.NewLogger(os.Stderr)
 	if err != nil {
-		return err
+		return &chatcli.UsageError{Msg: err.Error()}
 	}
 	return devmode.Run(ctx, cfg, log, os.Stdout)
 }
@@ -92,8 +96,11 @@ func chat(ctx context.Context, args []string) error {
 		fmt.Fprint(fs.Output(), `Usage: palaver chat --room ROOM [flags]
 
 Prints the room's messages (15:04:05 <Ada> hello) and sends each line of
-stdin as a message; exits when stdin ends and every line was acknowledged.
-Reconnects by itself, without missing or repeating a message.
+stdin as a message; exits when stdin ends, every line was acknowledged and
+the history asked for (--last, --from-beginning) was printed. Reconnects by
+itself, without missing or repeating a message. /help, /who and /quit are
+answered locally, never sent; at a terminal, a line editor keeps the line
+being typed below the room.
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 no such room, 4 unauthorized, 5 forbidden.
 
@@ -114,6 +121,8 @@ Flags:
 		fs.Usage()
 		return &chatcli.UsageError{Msg: "chat: --room is required"}
 	}
+	restore := chatcli.UseTerminal(&o, os.Stdin, os.Stdout, os.Stderr)
+	defer restore()
 	return chatcli.Chat(ctx, o)
 }
 
@@ -164,12 +173,27 @@ Flags:
 	}
 	if o.Load.Room == "" {
 		fs.Usage()
-		return &chatcli.UsageError{Msg: "load: --room is required"}
+		return &chatcli.UsageError{Msg: "load: --room is required (dev mode has a room for load tests: --room " + devmode.ScratchRoom + ")"}
+	}
+	l := o.Load
+	switch {
+	case l.Members < 1:
+		return &chatcli.UsageError{Msg: "--members must be at least 1"}
+	case l.Senders < 0 || l.Senders > l.Members:
+		return &chatcli.UsageError{Msg: fmt.Sprintf("--senders must be 0 (all) to --members (%d)", l.Members)}
+	case l.Rate <= 0:
+		return &chatcli.UsageError{Msg: "--rate must be above 0"}
+	case l.Count < 1:
+		return &chatcli.UsageError{Msg: "--count must be at least 1"}
+	case l.Warmup < 0 || l.Drain < 0:
+		return &chatcli.UsageError{Msg: "--warmup and --drain must not be negative"}
+	case l.TextBytes < 1:
+		return &chatcli.UsageError{Msg: "--text-bytes must be at least 1"}
 	}
 	return chatcli.Load(ctx, o)
 }
 
-// parse parses the flags of a client command, which takes no arguments.
+// parse parses the flags of a command, which takes no arguments.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

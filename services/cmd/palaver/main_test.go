@@ -26,7 +26,12 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"load", "--url", gw.URL, "--name", "Ada"}, chatcli.ExitUsage},
 		{[]string{"load", "--url", gw.URL, "--name", "Ada", "--room", "lobby", "--members", "2", "--rate", "20", "--count", "10", "--warmup", "0"}, chatcli.ExitOK},
 		{[]string{"load", "--url", gw.URL, "--name", "Ada", "--room", "nowhere", "--members", "2"}, chatcli.ExitNotFound},
-		{[]string{"dev", "--bogus"}, chatcli.ExitFailure}, // as before the chat commands came
+		{[]string{"dev", "--bogus"}, chatcli.ExitUsage},
+		{[]string{"dev", "extra"}, chatcli.ExitUsage},
+		{[]string{"chat", "--url", gw.URL, "--name", "Ada", "--room", "Lobby"}, chatcli.ExitUsage},
+		{[]string{"chat", "--url", "ftp://x", "--name", "Ada", "--room", "lobby"}, chatcli.ExitUsage},
+		{[]string{"load", "--url", gw.URL, "--name", "Ada", "--room", "lobby", "--members", "0"}, chatcli.ExitUsage},
+		{[]string{"load", "--url", gw.URL, "--name", "Ada", "--room", "lobby", "--members", "2", "--rate", "1000", "--count", "10", "--warmup", "0"}, chatcli.ExitUsage}, // over the send limit
 	}
 	for _, tt := range tests {
 		if got := chatcli.ExitCode(run(t.Context(), tt.args)); got != tt.exit {

@@ -17,7 +17,6 @@ import (
 
 	"palaver.dev/services/internal/chatclient"
 	"palaver.dev/services/internal/cursor"
-	"palaver.dev/services/internal/message"
 )
 
 // maxSendRetries bounds the retries of one line answered unavailable or
@@ -41,6 +40,9 @@ type ChatOptions struct {
 	In  io.Reader // lines to send
 	Out io.Writer // the room's messages
 	Err io.Writer // connection state, errors, acks with Verbose
+	// Editor, when set, reads the lines typed at a terminal instead of In:
+	// the chat is interactive. Out and Err should write through it.
+	Editor *Editor
 
 	// Location formats message times; nil is time.Local.
 	Location *time.Location
@@ -57,13 +59,17 @@ var beginning = cursor.Cursor{}.String()
 var errNotSent = errors.New("some messages were not sent")
 
 // Chat joins a room, prints its messages and sends each line of In, until
-// In ends (then it waits for the pending ack and returns) or ctx is done.
-// On a disconnect it reconnects with backoff and rejoins with the room's
-// cursor, so no message is missed or printed twice; a send in flight is
-// sent again with the same id, which the server stores only once.
+// In ends (then it waits for the pending ack, and for the history asked for
+// to be printed, and returns) or ctx is done. On a disconnect it reconnects
+// with backoff and rejoins with the room's cursor, so no message is missed
+// or printed twice; a send in flight is sent again with the same id, which
+// the server stores only once.
 func Chat(ctx context.Context, o ChatOptions) error {
-	if err := message.ValidateRoom(o.Room); err != nil {
-		return &UsageError{fmt.Sprintf("--room: %v", err)}
+	if err := validateRoom(o.Room); err != nil {
+		return err
+	}
+	if err := o.Conn.resolve(); err != nil {
+		return err
 	}
 	if o.Last < 0 || o.Last > MaxLast {
 		return &UsageError{fmt.Sprintf("--last must be 0 to %d", MaxLast)}
@@ -82,9 +88,13 @@ func Chat(ctx context.Context, o ChatOptions) error {
 	}
 	token, err := o.Conn.Token(ctx)
 	if err != nil {
-		return reachable(err, o.Conn.URL)
+		return o.Conn.explainLogin(ctx, err)
 	}
-	s := &chat{o: o, token: token, lines: readLines(o.In), errw: &lockedWriter{w: o.Err}}
+	var src lineReader = scanner{bufio.NewScanner(o.In)}
+	if o.Editor != nil {
+		src = o.Editor
+	}
+	s := &chat{o: o, token: token, lines: readLines(src), errw: &lockedWriter{w: o.Err}, progress: make(chan struct{}, 1)}
 	return s.run(ctx)
 }
 
@@ -97,6 +107,17 @@ type chat struct {
 	out    *outgoing // the line being sent, kept until acked
 	eof    bool
 	failed int // lines the server refused for good
+
+	// With --last or --from-beginning, an end of stdin waits until the
+	// history asked for was printed: everything up to goal, the room's end
+	// when it was joined. printed is the position of what was printed,
+	// from the start of each join on.
+	mu       sync.Mutex
+	printed  cursor.Cursor
+	goal     cursor.Cursor
+	planned  bool          // goal was read
+	progress chan struct{} // a message was printed
+	presence bool          // the gateway sent presence on this connection
 }
 
 type outgoing struct {
@@ -108,19 +129,44 @@ type lineOrErr struct {
 	err  error
 }
 
-// readLines reads In on its own goroutine, so a disconnect can be noticed
-// while waiting for the user to type.
-func readLines(in io.Reader) <-chan lineOrErr {
+// lineReader is where lines to send come from: stdin, or the line editor.
+type lineReader interface {
+	ReadLine() (string, error)
+}
+
+// scanner reads lines from a pipe or a file.
+type scanner struct{ sc *bufio.Scanner }
+
+func (s scanner) ReadLine() (string, error) {
+	if s.sc.Scan() {
+		return s.sc.Text(), nil
+	}
+	if err := s.sc.Err(); err != nil {
+		return "", fmt.Errorf("read stdin: %w", err)
+	}
+	return "", io.EOF
+}
+
+// readLines reads lines on their own goroutine, so a disconnect can be
+// noticed while waiting for the user to type. The channel closes at the
+// end of input.
+func readLines(in lineReader) <-chan lineOrErr {
+	if s, ok := in.(scanner); ok {
+		s.sc.Buffer(make([]byte, 64<<10), 1<<20)
+	}
 	ch := make(chan lineOrErr)
 	go func() {
 		defer close(ch)
-		sc := bufio.NewScanner(in)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			ch <- lineOrErr{line: sc.Text()}
-		}
-		if err := sc.Err(); err != nil {
-			ch <- lineOrErr{err: fmt.Errorf("read stdin: %w", err)}
+		for {
+			line, err := in.ReadLine()
+			switch {
+			case errors.Is(err, io.EOF):
+				return
+			case err != nil:
+				ch <- lineOrErr{err: err}
+				return
+			}
+			ch <- lineOrErr{line: line}
 		}
 	}()
 	return ch
@@ -135,23 +181,24 @@ func (s *chat) run(ctx context.Context) error {
 	relogged := false  // a dev login was renewed since the last good join
 	connected := false // the first connection worked: from then on, reconnect
 	for {
-		c, err := s.connect(ctx)
+		c, err := s.connect(ctx, !connected)
 		if err == nil {
 			failures, relogged, connected = 0, false, true
 			err = s.session(ctx, c)
-			if err == nil { // stdin ended and everything was acked
+			if err == nil { // stdin ended, everything was acked and printed
 				if s.failed > 0 {
 					return fmt.Errorf("%d line(s) not sent: %w", s.failed, errNotSent)
 				}
 				return nil
 			}
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, errInterrupted) {
 			return nil // interrupted: nothing more to say
 		}
 		if !connected {
-			// A wrong URL or a gateway not running: say so now.
-			return reachable(err, s.o.Conn.URL)
+			// A wrong URL, a gateway not running, a room that does not
+			// exist: say so now.
+			return s.o.Conn.explainJoin(ctx, err, s.token, s.o.Room)
 		}
 		switch {
 		case isAuthFailure(err) && s.o.Conn.devLogin() && !relogged:
@@ -182,10 +229,19 @@ func (s *chat) run(ctx context.Context) error {
 }
 
 // connect dials and joins the room, resuming from the cursor if there is one.
-func (s *chat) connect(ctx context.Context) (*chatclient.Client, error) {
+func (s *chat) connect(ctx context.Context, first bool) (*chatclient.Client, error) {
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	c, err := chatclient.Dial(dctx, s.o.Conn.URL, s.token, nil)
+	s.mu.Lock()
+	s.presence = false
+	s.mu.Unlock()
+	c, err := chatclient.Dial(dctx, s.o.Conn.URL, s.token, &chatclient.Options{OnPresence: func(p chatclient.Presence) {
+		if p.Room == s.o.Room {
+			s.mu.Lock()
+			s.presence = true
+			s.mu.Unlock()
+		}
+	}})
 	if err != nil {
 		return nil, err
 	}
@@ -203,12 +259,74 @@ func (s *chat) connect(ctx context.Context) (*chatclient.Client, error) {
 		c.Close()
 		return nil, err
 	}
-	if s.cursor != "" {
-		s.say("reconnected to %s as %s (recovering: %t)", s.o.Room, c.Welcome().User.Name, j.Recovering)
-	} else if s.o.Verbose {
-		s.say("joined %s as %s", s.o.Room, c.Welcome().User.Name)
+	if err := s.planHistory(dctx, c, j); err != nil {
+		c.Close()
+		return nil, err
+	}
+	me := c.Welcome().User.Name
+	if me == "" {
+		me = c.Welcome().User.ID
+	}
+	switch {
+	case s.cursor != "":
+		s.say("reconnected to %s as %s (recovering: %t)", s.o.Room, me, j.Recovering)
+	case first && s.o.Editor != nil:
+		s.say("you are %s in %s at %s; /help lists the commands", clean(me), s.o.Room, s.o.Conn.URL)
+	case first:
+		s.say("you are %s in %s at %s", clean(me), s.o.Room, s.o.Conn.URL)
 	}
 	return c, nil
+}
+
+// planHistory records where the join starts and, while the history asked
+// for (--last, --from-beginning) is not all printed, the room's end now:
+// an end of stdin waits until that was printed. A later join plans again,
+// since the room may have been emptied or re-created meanwhile.
+func (s *chat) planHistory(ctx context.Context, c *chatclient.Client, j chatclient.Joined) error {
+	start, _ := cursor.Parse(j.Cursor)
+	s.mu.Lock()
+	for _, p := range start.Partitions() {
+		if next, _ := start.Next(p); next > 0 {
+			s.printed.Advance(p, next-1)
+		}
+	}
+	done := s.planned && s.caughtUpLocked()
+	s.mu.Unlock()
+	if (s.o.Last == 0 && !s.o.FromBeginning) || done {
+		return nil
+	}
+	// The newest message's cursor is the room's end in every partition.
+	page, err := c.API().History(ctx, s.o.Room, "", 1)
+	if err != nil {
+		return err
+	}
+	var goal cursor.Cursor
+	if n := len(page.Messages); n > 0 {
+		if goal, err = cursor.Parse(page.Messages[n-1].Cursor); err != nil {
+			return fmt.Errorf("the newest message of %s: %w", s.o.Room, err)
+		}
+	}
+	s.mu.Lock()
+	s.goal, s.planned = goal, true
+	s.mu.Unlock()
+	return nil
+}
+
+// caughtUpLocked reports whether everything up to the goal was printed.
+// s.mu is held.
+func (s *chat) caughtUpLocked() bool {
+	for _, p := range s.goal.Partitions() {
+		if next, _ := s.goal.Next(p); next > 0 && !s.printed.Covers(p, next-1) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *chat) caughtUp() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.caughtUpLocked()
 }
 
 // session runs one connection: prints its messages and sends lines. It
@@ -220,6 +338,13 @@ func (s *chat) session(ctx context.Context, c *chatclient.Client) error {
 		defer wg.Done()
 		for m := range c.Messages() {
 			s.print(m)
+			s.mu.Lock()
+			s.printed.Advance(m.Partition, m.Offset)
+			s.mu.Unlock()
+			select {
+			case s.progress <- struct{}{}:
+			default:
+			}
 		}
 	}()
 	err := s.sendLoop(ctx, c)
@@ -237,11 +362,19 @@ func (s *chat) sendLoop(ctx context.Context, c *chatclient.Client) error {
 	retries := 0
 	for {
 		if s.out == nil {
+			lines := s.lines
+			var progress <-chan struct{}
 			if s.eof {
-				return nil
+				// Stdin ended: print the history asked for, then stop.
+				if s.caughtUp() {
+					return nil
+				}
+				lines, progress = nil, s.progress
 			}
 			select {
-			case l, ok := <-s.lines:
+			case <-progress:
+				continue
+			case l, ok := <-lines:
 				switch {
 				case !ok:
 					s.eof = true
@@ -251,12 +384,16 @@ func (s *chat) sendLoop(ctx context.Context, c *chatclient.Client) error {
 				case strings.TrimSpace(l.line) == "":
 					continue
 				}
-				if max := limits.MaxTextBytes; max > 0 && len(l.line) > max {
-					s.failed++
-					s.say("not sent: the line is %d bytes, the limit is %d", len(l.line), max)
+				text, isCommand := s.command(c, l.line)
+				if isCommand {
 					continue
 				}
-				s.out = &outgoing{id: newID(), text: l.line}
+				if max := limits.MaxTextBytes; max > 0 && len(text) > max {
+					s.failed++
+					s.say("not sent: the line is %d bytes, the limit is %d", len(text), max)
+					continue
+				}
+				s.out = &outgoing{id: newID(), text: text}
 				retries = 0
 			case e := <-c.Ended():
 				if e.Room == s.o.Room {
@@ -309,6 +446,61 @@ func (s *chat) sendLoop(ctx context.Context, c *chatclient.Client) error {
 			return err // the connection ended (or ctx): resend after reconnecting
 		}
 	}
+}
+
+// helpText is what /help prints.
+const helpText = `commands (never sent to the room):
+  /help   this list
+  /who    who is in the room, as the gateway last said
+  /quit   leave (also Ctrl-D on an empty line; Ctrl-C leaves at once)
+  //text  sends "/text"`
+
+// command handles a line that is a command and reports true; otherwise it
+// returns the text to send. /help, /who and /quit are commands wherever the
+// lines come from; at a terminal every line starting with "/" is one, and
+// "//" sends a line starting with "/".
+func (s *chat) command(c *chatclient.Client, line string) (string, bool) {
+	trimmed := strings.TrimSpace(line)
+	if !strings.HasPrefix(trimmed, "/") {
+		return line, false
+	}
+	interactive := s.o.Editor != nil
+	if strings.HasPrefix(trimmed, "//") {
+		if interactive {
+			return strings.TrimPrefix(strings.TrimLeft(line, " \t"), "/"), false
+		}
+		return line, false
+	}
+	word, _, _ := strings.Cut(trimmed, " ")
+	switch strings.ToLower(word) {
+	case "/help":
+		fmt.Fprintln(s.errw, helpText)
+	case "/quit", "/exit":
+		s.eof = true
+	case "/who":
+		s.mu.Lock()
+		known := s.presence
+		s.mu.Unlock()
+		if !known {
+			s.say("who is in %s is not known: the gateway has sent no presence for it", s.o.Room)
+			break
+		}
+		var names []string
+		for _, u := range c.Presence(s.o.Room) {
+			name := u.Name
+			if name == "" {
+				name = u.ID
+			}
+			names = append(names, clean(name))
+		}
+		s.say("in %s: %s", s.o.Room, strings.Join(names, ", "))
+	default:
+		if !interactive {
+			return line, false
+		}
+		s.say("unknown command %s: /help lists them (start the line with // to send it)", clean(word))
+	}
+	return "", true
 }
 
 func (s *chat) print(m chatclient.Message) {

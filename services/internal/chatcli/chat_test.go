@@ -2,7 +2,10 @@ package chatcli
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -323,5 +326,180 @@ func TestChatWhenTheServerEndsTheRoom(t *testing.T) {
 	}
 	if strings.Count(out.String(), "<Ada> hello") != 1 {
 		t.Fatalf("output:\n%s", out.String())
+	}
+}
+
+// TestChatPrintsTheHistoryBeforeStdinEnds: with stdin already at its end
+// (</dev/null), --last N and --from-beginning print every message asked
+// for before exiting, however late the gateway delivers them after joined.
+func TestChatPrintsTheHistoryBeforeStdinEnds(t *testing.T) {
+	gw := fakegateway.Start(t)
+	var all []string
+	for i := range 30 {
+		all = append(all, fmt.Sprintf("m%02d", i))
+	}
+	gw.Seed("lobby", "Grace", all...)
+	for _, tt := range []struct {
+		name          string
+		last          int
+		fromBeginning bool
+		delay         time.Duration
+		want          []string
+	}{
+		{"last 20", 20, false, 0, all[10:]},
+		{"from the beginning", 0, true, 0, all},
+		{"last 20, slow backlog", 20, false, 300 * time.Millisecond, all[10:]},
+		{"from the beginning, slow backlog", 0, true, 300 * time.Millisecond, all},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			gw.DelayJoinBacklog(tt.delay)
+			runs := 20
+			if tt.delay > 0 {
+				runs = 3
+			}
+			for run := range runs {
+				var out, errw testio.SyncBuffer
+				o := options(gw, "Ada", "lobby", strings.NewReader(""), &out, &errw)
+				o.Last, o.FromBeginning = tt.last, tt.fromBeginning
+				if err := Chat(t.Context(), o); err != nil {
+					t.Fatalf("run %d: Chat = %v; stderr:\n%s", run, err, errw.String())
+				}
+				if got := texts(out.String()); !slices.Equal(got, tt.want) {
+					t.Fatalf("run %d printed %d lines, want %d:\n%s", run, len(got), len(tt.want), out.String())
+				}
+			}
+		})
+	}
+	gw.DelayJoinBacklog(0)
+
+	// An empty room ends at once.
+	var out, errw testio.SyncBuffer
+	o := options(gw, "Ada", "random", strings.NewReader(""), &out, &errw)
+	o.FromBeginning = true
+	if err := Chat(t.Context(), o); err != nil || out.String() != "" {
+		t.Fatalf("empty room: Chat = %v, printed %q", err, out.String())
+	}
+}
+
+func TestChatCommandsAreNeverSent(t *testing.T) {
+	gw := fakegateway.Start(t)
+	var out, errw testio.SyncBuffer
+	in := "/help\nfirst\n/who\n/WHO  \n/me waves\n/quit\nnever\n"
+	if err := Chat(t.Context(), options(gw, "Ada", "lobby", strings.NewReader(in), &out, &errw)); err != nil {
+		t.Fatalf("Chat = %v; stderr:\n%s", err, errw.String())
+	}
+	// A pipe's other lines are sent as they are; /quit ends the input.
+	if got := gw.Messages("lobby"); !slices.Equal(got, []string{"first", "/me waves"}) {
+		t.Fatalf("stored %q", got)
+	}
+	e := errw.String()
+	for _, want := range []string{"/who    who is in the room", "who is in lobby is not known"} {
+		if !strings.Contains(e, want) {
+			t.Fatalf("stderr lacks %q:\n%s", want, e)
+		}
+	}
+}
+
+func TestChatSaysWhereAndAsWhom(t *testing.T) {
+	gw := fakegateway.Start(t)
+	var out, errw testio.SyncBuffer
+	o := options(gw, "Ada", "lobby", strings.NewReader(""), &out, &errw)
+	o.Conn.URL = strings.TrimPrefix(gw.URL, "http://") // no scheme: http:// is added
+	if err := Chat(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if want := "palaver: you are Ada in lobby at " + gw.URL + "\n"; errw.String() != want {
+		t.Fatalf("stderr %q, want %q", errw.String(), want)
+	}
+}
+
+func TestResolveURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:8080":            "http://127.0.0.1:8080",
+		"localhost:8080":            "http://localhost:8080",
+		"http://localhost:8080/":    "http://localhost:8080",
+		"https://chat.example.com":  "https://chat.example.com",
+		"ws://127.0.0.1:8080":       "http://127.0.0.1:8080",
+		"https://example.com/chat/": "https://example.com/chat",
+	} {
+		c := Conn{URL: in}
+		if err := c.resolve(); err != nil || c.URL != want {
+			t.Errorf("resolve(%q) = %q, %v; want %q", in, c.URL, err, want)
+		}
+	}
+	for _, in := range []string{"", "ftp://x", "http://", "http://x/?a=b", "::"} {
+		c := Conn{URL: in}
+		if err := c.resolve(); ExitCode(err) != ExitUsage {
+			t.Errorf("resolve(%q) = %v, want a usage error", in, err)
+		}
+	}
+}
+
+func TestChatRoomNames(t *testing.T) {
+	gw := fakegateway.Start(t)
+	for _, tt := range []struct {
+		room, want string
+		exit       int
+	}{
+		{"Lobby", "did you mean --room lobby?", ExitUsage},
+		{"lobb", `there is no room "lobb": did you mean lobby?`, ExitNotFound},
+		{"zzzzzz", `there is no room "zzzzzz" (rooms: `, ExitNotFound},
+	} {
+		var out, errw testio.SyncBuffer
+		err := Chat(t.Context(), options(gw, "Ada", tt.room, strings.NewReader(""), &out, &errw))
+		if ExitCode(err) != tt.exit || err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("--room %s: Chat = %v (exit %d), want exit %d saying %q", tt.room, err, ExitCode(err), tt.exit, tt.want)
+		}
+	}
+}
+
+// TestChatAtSomethingElse: --url pointing at a web server that is not a
+// gateway is said so, not reported as a missing room.
+func TestChatAtSomethingElse(t *testing.T) {
+	other := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(other.Close)
+	for _, conn := range []Conn{{URL: other.URL, Name: "Ada"}, {URL: other.URL}} {
+		t.Setenv("PALAVER_TOKEN", fakegateway.Token("Ada"))
+		var out, errw testio.SyncBuffer
+		err := Chat(t.Context(), ChatOptions{Conn: conn, Room: "lobby", In: strings.NewReader(""), Out: &out, Err: &errw})
+		if ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), other.URL+" is not a Palaver gateway") {
+			t.Errorf("Chat(%+v) = %v (exit %d)", conn, err, ExitCode(err))
+		}
+	}
+}
+
+// TestChatInteractive: at a terminal, lines come from the line editor, the
+// room prints through it, and every line starting with "/" is a command.
+func TestChatInteractive(t *testing.T) {
+	gw := fakegateway.Start(t)
+	pr, keys := io.Pipe()
+	defer keys.Close()
+	var screen testio.SyncBuffer
+	ed := NewEditor(pr, &screen, "lobby> ", nil)
+	o := options(gw, "Ada", "lobby", nil, ed, ed)
+	o.Editor = ed
+	done := make(chan error, 1)
+	go func() { done <- Chat(t.Context(), o) }()
+	waitFor(t, "the greeting", func() bool {
+		return strings.Contains(screen.String(), "palaver: you are Ada in lobby at "+gw.URL+"; /help lists the commands\r\n")
+	})
+	io.WriteString(keys, "hello\r/nope\r//slash\r/quit\r")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Chat = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Chat did not end after /quit")
+	}
+	if got := gw.Messages("lobby"); !slices.Equal(got, []string{"hello", "/slash"}) {
+		t.Fatalf("stored %q", got)
+	}
+	s := screen.String()
+	if n := strings.Count(s, "<Ada> hello"); n != 1 {
+		t.Fatalf("own line printed %d times:\n%q", n, s)
+	}
+	if !strings.Contains(s, "unknown command /nope") {
+		t.Fatalf("screen:\n%q", s)
 	}
 }

@@ -5,14 +5,20 @@ package chatcli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"palaver.dev/services/internal/chatclient"
 	"palaver.dev/services/internal/envflag"
+	"palaver.dev/services/internal/message"
 )
 
 // Exit codes of the chat commands, also documented in docs/cli.md.
@@ -97,4 +103,163 @@ func (c *Conn) Token(ctx context.Context) (string, error) {
 		return tok, nil
 	}
 	return "", &UsageError{"no credentials: pass --name NAME (dev mode), --token-file FILE, or set PALAVER_TOKEN"}
+}
+
+// resolve checks --url and completes it: a bare host:port (127.0.0.1:8080,
+// localhost:8080) gets http://.
+func (c *Conn) resolve() error {
+	raw := strings.TrimSpace(c.URL)
+	u := raw
+	if !strings.Contains(u, "://") {
+		u = "http://" + u
+	}
+	parsed, err := url.Parse(u)
+	bad := &UsageError{fmt.Sprintf("--url %q: want the gateway's address, such as http://127.0.0.1:8080", raw)}
+	if raw == "" || err != nil || parsed.Host == "" || parsed.RawQuery != "" || parsed.Fragment != "" {
+		return bad
+	}
+	switch parsed.Scheme {
+	case "http", "https":
+	case "ws":
+		parsed.Scheme = "http"
+	case "wss":
+		parsed.Scheme = "https"
+	default:
+		return bad
+	}
+	parsed.Path = strings.TrimRight(parsed.Path, "/")
+	c.URL = parsed.String()
+	return nil
+}
+
+// validateRoom checks --room, suggesting the lowercase name for a name
+// written as it is displayed (Lobby).
+func validateRoom(room string) error {
+	err := message.ValidateRoom(room)
+	if err == nil {
+		return nil
+	}
+	if lower := strings.ToLower(room); lower != room && message.ValidateRoom(lower) == nil {
+		return &UsageError{fmt.Sprintf("--room %q: room names are lowercase: did you mean --room %s?", room, lower)}
+	}
+	return &UsageError{fmt.Sprintf("--room: %v", err)}
+}
+
+// explainLogin is explain for a failure to get a token: --name against a
+// gateway without dev login is said so.
+func (c *Conn) explainLogin(ctx context.Context, err error) error {
+	err = c.explain(ctx, err)
+	if c.devLogin() && chatclient.Code(err) == chatclient.CodeNotFound {
+		return &UsageError{fmt.Sprintf("--name: the gateway at %s has no dev login (it is not in dev mode): use --token-file FILE or $PALAVER_TOKEN", c.URL)}
+	}
+	return err
+}
+
+// explain rewrites a failure to reach the gateway into what the user
+// should check: the gateway not running, --url pointing at something else.
+func (c *Conn) explain(ctx context.Context, err error) error {
+	var ue *UsageError
+	if err == nil || errors.As(err, &ue) {
+		return err
+	}
+	if _, ok := unreachable(err); ok {
+		return reachable(err, c.URL)
+	}
+	if notGateway := c.probe(ctx); notGateway != nil {
+		return notGateway
+	}
+	return err
+}
+
+// explainJoin is explain for a first connection that failed, and lists the
+// rooms there are when the room named does not exist.
+func (c *Conn) explainJoin(ctx context.Context, err error, token, room string) error {
+	err = c.explain(ctx, err)
+	if chatclient.Code(err) != chatclient.CodeNotFound {
+		return err
+	}
+	api := &chatclient.API{BaseURL: c.URL, Token: token}
+	rooms, lerr := api.Rooms(ctx)
+	if lerr != nil {
+		return err
+	}
+	return fmt.Errorf("%s: %w", suggestRoom(room, rooms), err)
+}
+
+// suggestRoom says that room does not exist, which room was probably meant,
+// and which ones there are.
+func suggestRoom(room string, rooms []chatclient.Room) string {
+	names := make([]string, 0, len(rooms))
+	best, bestDist := "", 3
+	for _, r := range rooms {
+		names = append(names, r.Name)
+		d := editDistance(strings.ToLower(room), r.Name)
+		if strings.EqualFold(room, r.DisplayName) {
+			d = 0
+		}
+		if d < bestDist {
+			best, bestDist = r.Name, d
+		}
+	}
+	msg := fmt.Sprintf("there is no room %q", room)
+	if best != "" {
+		msg += fmt.Sprintf(": did you mean %s?", best)
+	}
+	if len(names) == 0 {
+		return msg + " (you may join no room)"
+	}
+	const shown = 10
+	list := strings.Join(names[:min(len(names), shown)], ", ")
+	if len(names) > shown {
+		list += fmt.Sprintf(" and %d more (palaver rooms)", len(names)-shown)
+	}
+	return msg + " (rooms: " + list + ")"
+}
+
+// editDistance is the Levenshtein distance of two short strings.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// probe asks the server at --url whether it is a gateway: a gateway
+// answers GET /v1/rooms without a token with 401 and the protocol's error
+// body. It returns an error saying what answered instead, or nil when it
+// is a gateway or cannot tell.
+func (c *Conn) probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+"/v1/rooms", nil)
+	if err != nil {
+		return nil
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Code string `json:"code"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode == http.StatusUnauthorized && json.Unmarshal(b, &body) == nil && body.Code != "" {
+		return nil
+	}
+	return fmt.Errorf("%s is not a Palaver gateway (GET /v1/rooms answered %q, not a protocol error): check --url", c.URL, resp.Status)
 }

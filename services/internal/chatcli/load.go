@@ -29,6 +29,12 @@ var ErrLoadProblems = errors.New("the load run had problems")
 // member logs in as NAME-1, NAME-2, ... (dev mode); with a token, every
 // member is the token's user.
 func Load(ctx context.Context, o LoadOptions) error {
+	if err := validateRoom(o.Load.Room); err != nil {
+		return err
+	}
+	if err := o.Conn.resolve(); err != nil {
+		return err
+	}
 	cfg := o.Load
 	cfg.URL = o.Conn.URL
 	cfg.Progress = o.Err
@@ -41,13 +47,16 @@ func Load(ctx context.Context, o LoadOptions) error {
 	} else {
 		tok, err := o.Conn.Token(ctx)
 		if err != nil {
-			return err
+			return o.Conn.explainLogin(ctx, err)
 		}
 		cfg.Token = func(context.Context, int) (string, error) { return tok, nil }
 	}
 	res, err := loadgen.Run(ctx, cfg)
+	if errors.Is(err, loadgen.ErrOverLimit) {
+		return &UsageError{err.Error()}
+	}
 	if err != nil {
-		return reachable(err, o.Conn.URL)
+		return o.Conn.explain(ctx, err)
 	}
 	if o.JSON {
 		enc := json.NewEncoder(o.Out)

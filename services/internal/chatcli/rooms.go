@@ -19,14 +19,17 @@ type RoomsOptions struct {
 
 // Rooms prints the rooms the caller may join, as a table or as JSON.
 func Rooms(ctx context.Context, o RoomsOptions) error {
+	if err := o.Conn.resolve(); err != nil {
+		return err
+	}
 	tok, err := o.Conn.Token(ctx)
 	if err != nil {
-		return reachable(err, o.Conn.URL)
+		return o.Conn.explainLogin(ctx, err)
 	}
 	api := &chatclient.API{BaseURL: o.Conn.URL, Token: tok}
 	rooms, err := api.Rooms(ctx)
 	if err != nil {
-		return reachable(err, o.Conn.URL)
+		return o.Conn.explain(ctx, err)
 	}
 	if o.JSON {
 		if rooms == nil {

@@ -33,15 +33,59 @@ type Config struct {
 // loopback only, since anyone who reaches it can log in as anyone.
 const DefaultListen = "127.0.0.1:8080"
 
+// ScratchRoom is the room dev mode provisions for load tests (`palaver load
+// --room loadtest`), so that they do not flood the rooms people chat in.
+const ScratchRoom = "loadtest"
+
+// scratchRoom is ScratchRoom's spec: messages kept for an hour.
+var scratchRoom = room.Spec{
+	Name:        ScratchRoom,
+	DisplayName: "Load test",
+	Description: "Scratch room for palaver load; not for chatting. Messages are kept for an hour.",
+	Retention:   time.Hour,
+}
+
+// Flags and variables that move dev mode, named when something is in the
+// way (cmd/palaver defines them).
+const (
+	listenFlag = "--listen (or $PALAVER_DEV_LISTEN)"
+	opsFlag    = "--ops-addr (or $PALAVER_OPS_ADDR)"
+	kafkaFlag  = "--kafka-port (or $PALAVER_DEV_KAFKA_PORT; 0 takes any free port)"
+	dataFlag   = "--data-dir (or $PALAVER_DEV_DATA)"
+)
+
 // Run starts everything, prints where it listens to out, and serves until
 // ctx is done.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.DataDir != "" {
+		unlock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+	// Take the addresses first: one in use is said at once, naming the flag.
+	listen := cfg.Listen
+	if listen == "" {
+		listen = DefaultListen
+	}
+	api, err := runner.Listen(listen, gateway.HTTPServer(nil), 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("gateway: %w; serve it elsewhere with %s", err, listenFlag)
+	}
+	defer api.Listener.Close()
+	opsServer, err := runner.Listen(cfg.OpsAddr, &http.Server{}, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("metrics and probes: %w; serve them elsewhere with %s", err, opsFlag)
+	}
+	defer opsServer.Listener.Close()
+
 	broker, err := devbroker.Start(devbroker.Options{Port: cfg.KafkaPort, DataDir: cfg.DataDir, Logger: log})
 	if err != nil {
-		return err
+		return fmt.Errorf("embedded Kafka broker: %w; use another port with %s", err, kafkaFlag)
 	}
 	defer broker.Close()
 
@@ -55,6 +99,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	if err != nil {
 		return err
 	}
+	scratch, err := room.Provision(ctx, cluster, 1, scratchRoom)
+	if err != nil {
+		return err
+	}
+	specs = append(specs, scratch...)
 
 	// The gateway, with dev login: anyone may log in under any name.
 	rooms := room.NewRegistry(cluster, log)
@@ -72,23 +121,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	if err != nil {
 		return err
 	}
-	listen := cfg.Listen
-	if listen == "" {
-		listen = DefaultListen
-	}
-	api, err := runner.Listen(listen, gateway.HTTPServer(gw.Handler()), 5*time.Second)
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
+	api.Server.Handler = gw.Handler()
 
 	health := ops.NewHandler(reg)
 	health.AddReadiness("kafka", cluster.Ping)
 	health.AddReadiness("rooms", rooms.CheckReady)
-	opsServer, err := runner.Listen(cfg.OpsAddr, &http.Server{Handler: health}, 5*time.Second)
-	if err != nil {
-		_ = api.Listener.Close()
-		return fmt.Errorf("ops server: %w", err)
-	}
+	opsServer.Server.Handler = health
 
 	data := cfg.DataDir
 	if data == "" {
@@ -109,11 +147,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		fmt.Fprintf(out, `Palaver dev mode
   gateway:           http://%s   (web UI; WebSocket /v1/ws; dev login POST /v1/dev/login)
   Kafka (embedded):  %s   (any Kafka client, e.g. kcat -b %[2]s -L)
-  rooms:             %s   (from %s)
+  rooms:             %s   (from %s; %s for palaver load)
   data:              %s
   metrics:           http://%s/metrics
 Press Ctrl-C to stop.
-`, api.Addr(), broker.Addr(), strings.Join(names, ", "), cfg.RoomsDir, data, opsServer.Addr())
+`, api.Addr(), broker.Addr(), strings.Join(names, ", "), cfg.RoomsDir, ScratchRoom, data, opsServer.Addr())
 		<-ctx.Done()
 		return nil
 	})

@@ -27,6 +27,10 @@ import (
 	"palaver.dev/services/internal/chatclient"
 )
 
+// ErrOverLimit is returned by Run, before anything is sent, when each
+// sender would have to send faster than the gateway allows a connection.
+var ErrOverLimit = errors.New("loadgen: over the send limit")
+
 // Config describes a run. Zero fields take the defaults of DefaultConfig,
 // but for Warmup: zero is none.
 type Config struct {
@@ -238,8 +242,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	if each := cfg.Rate / float64(cfg.Senders); limit > 0 && each > limit {
-		return nil, fmt.Errorf("%d senders at %g messages/s is %.4g each, over the gateway's %g per connection (sends_per_second): use more senders (at least %d)",
-			cfg.Senders, cfg.Rate, each, limit, int(cfg.Rate/limit+0.999))
+		return nil, fmt.Errorf("%w: %d senders at %g messages/s is %.4g each, over the gateway's %g per connection (sends_per_second): use more senders (at least %d)",
+			ErrOverLimit, cfg.Senders, cfg.Rate, each, limit, int(cfg.Rate/limit+0.999))
 	}
 
 	var wg sync.WaitGroup

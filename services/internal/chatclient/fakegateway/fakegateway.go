@@ -39,8 +39,9 @@ type Server struct {
 	// (the case a client must retry with the same id).
 	unavailable int
 	// RejectRate makes the next N sends answer rate_limited without storing.
-	rateLimited int
-	joins       []JoinRecord
+	rateLimited  int
+	backlogDelay time.Duration
+	joins        []JoinRecord
 }
 
 // JoinRecord is a join the fake received.
@@ -130,6 +131,10 @@ func (s *Server) FailNextSends(n int) { s.mu.Lock(); s.unavailable = n; s.mu.Unl
 
 // RateLimitNextSends makes the next n sends answer rate_limited.
 func (s *Server) RateLimitNextSends(n int) { s.mu.Lock(); s.rateLimited = n; s.mu.Unlock() }
+
+// DelayJoinBacklog makes every join wait d between its joined answer and
+// the messages it delivers first, as a gateway reading them from Kafka does.
+func (s *Server) DelayJoinBacklog(d time.Duration) { s.mu.Lock(); s.backlogDelay = d; s.mu.Unlock() }
 
 // Joins returns the joins received so far.
 func (s *Server) Joins() []JoinRecord {
@@ -525,6 +530,7 @@ func (s *Server) join(c *conn, f clientFrame, only string) {
 	}
 	backlog := append([]msg(nil), rm.messages[start:n]...)
 	c.joined[f.Room] = true
+	delay := s.backlogDelay
 	s.mu.Unlock()
 	var pos cursor.Cursor
 	pos.Advance(0, int64(start)-1)
@@ -534,7 +540,10 @@ func (s *Server) join(c *conn, f clientFrame, only string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, fr := range frames {
+	for i, fr := range frames {
+		if i == 1 && delay > 0 {
+			time.Sleep(delay) // a slow read of the backlog, after joined
+		}
 		b, _ := json.Marshal(fr)
 		_ = c.ws.Write(ctx, websocket.MessageText, b)
 	}
