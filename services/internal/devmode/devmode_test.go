@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -95,7 +97,7 @@ func TestRunServesAndStops(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("room registry not readable")
 	}
-	for _, name := range []string{"lobby", "engineering", "random"} {
+	for _, name := range []string{"lobby", "engineering", "random", ScratchRoom} {
 		in, err := reg.Get(name)
 		if err != nil || in.Topic != "palaver.room.default."+name {
 			t.Errorf("registry entry of %q: %+v, %v", name, in, err)
@@ -107,6 +109,13 @@ func TestRunServesAndStops(t *testing.T) {
 
 	chatThroughGateway(t, gatewayURL[1])
 
+	// A second dev server on the same data directory is refused, and says
+	// which flag gives it its own.
+	err = Run(t.Context(), Config{OpsAddr: "127.0.0.1:0", Listen: "127.0.0.1:0", DataDir: dataDir, RoomsDir: samplesDir(t)}, nil, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("in use by another dev server (process %d)", os.Getpid())) || !strings.Contains(err.Error(), "--data-dir") {
+		t.Errorf("a second dev server on the data directory: %v", err)
+	}
+
 	cancel()
 	select {
 	case <-done:
@@ -115,6 +124,35 @@ func TestRunServesAndStops(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("dev mode did not stop within 15 s of cancellation")
+	}
+}
+
+// TestRunNamesTheFlagOfAnAddressInUse: each address dev mode takes, when
+// in use, is refused before anything starts, naming the flag that moves it.
+func TestRunNamesTheFlagOfAnAddressInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	port := taken.Addr().(*net.TCPAddr).Port
+	for _, tt := range []struct {
+		name string
+		cfg  Config
+		flag string
+	}{
+		{"gateway", Config{Listen: addr, OpsAddr: "127.0.0.1:0"}, "--listen (or $PALAVER_DEV_LISTEN)"},
+		{"ops", Config{Listen: "127.0.0.1:0", OpsAddr: addr}, "--ops-addr (or $PALAVER_OPS_ADDR)"},
+		{"kafka", Config{Listen: "127.0.0.1:0", OpsAddr: "127.0.0.1:0", KafkaPort: port}, "--kafka-port"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.RoomsDir = samplesDir(t)
+			err := Run(t.Context(), tt.cfg, nil, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), tt.flag) {
+				t.Fatalf("Run = %v; want it to name %s", err, tt.flag)
+			}
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -96,6 +97,24 @@ func TestHTTPServerFinishesInFlightRequests(t *testing.T) {
 		t.Fatalf("in-flight request got %q, want it to finish", got)
 	}
 	if err := <-errc; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+// TestRunPartsThatEndAtOnce: a part may end before the others have even
+// started; Run's bookkeeping of what still runs must not race with it.
+func TestRunPartsThatEndAtOnce(t *testing.T) {
+	var parts []Named
+	for i := range 50 {
+		parts = append(parts, Named{Name: fmt.Sprintf("part-%d", i), Part: Func(func(ctx context.Context) error {
+			if i == 0 {
+				return nil
+			}
+			<-ctx.Done()
+			return nil
+		})})
+	}
+	if err := Run(t.Context(), nil, 5*time.Second, parts...); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
 }
