@@ -28,9 +28,14 @@ help: ## Show this help.
 
 ##@ Run
 
+# ARGS go to `palaver dev`, run from the repository's top directory: a second
+# one beside the first takes other ports and its own data directory with
+# make dev ARGS='--listen 127.0.0.1:8081 --kafka-port 0 --ops-addr 127.0.0.1:0 --data-dir .cache/dev2'
+ARGS ?=
+
 .PHONY: dev
-dev: prereqs-go ## Run all of Palaver in one process on an embedded Kafka-protocol broker.
-	cd services && go run ./cmd/palaver dev --data-dir=$(CURDIR)/.cache/dev --rooms=$(CURDIR)/k8s/samples
+dev: prereqs-go ## Run all of Palaver in one process on an embedded broker (ARGS='--listen 127.0.0.1:8081 ...' for other ports).
+	go run ./services/cmd/palaver dev --data-dir="$${PALAVER_DEV_DATA:-.cache/dev}" --rooms="$${PALAVER_DEV_ROOMS:-k8s/samples}" $(ARGS)
 
 .PHONY: kafka-up
 kafka-up: prereqs-kafka ## Start a local real Apache Kafka broker (KRaft) on 127.0.0.1:19092.
@@ -64,7 +69,7 @@ e2e: ## Browser test against a running gateway (PALAVER_E2E_URL, default http://
 	PALAVER_E2E_URL=$${PALAVER_E2E_URL:-http://127.0.0.1:8080} node --test e2e/
 
 .PHONY: test-short
-test-short: prereqs-go ## Fast unit tests only (no Kafka broker, no API server).
+test-short: prereqs-go ## Fast unit tests only: no Kafka broker, no API server, no browser (skipped in -short).
 	for m in $(MODULES); do (cd $$m && go test -race -short ./...); done
 
 .PHONY: vet

@@ -52,6 +52,7 @@ func eventually(t *testing.T, timeout time.Duration, cond func() string) {
 // controller, so deleting it only marks it terminating; that is enough.
 func newNamespace(t *testing.T) string {
 	t.Helper()
+	needEnvtest(t)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "chatroom-test-"}}
 	require.NoError(t, k8sClient.Create(t.Context(), ns))
 	t.Cleanup(func() {

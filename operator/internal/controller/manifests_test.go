@@ -27,6 +27,7 @@ var samplesDir = filepath.Join("..", "..", "..", "k8s", "samples")
 // also applies the sample ChatRooms, which must pass the CRD's schema and
 // CEL rules.
 func TestConfigDefaultApplies(t *testing.T) {
+	needEnvtest(t)
 	kubectl := filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl")
 	if _, err := os.Stat(kubectl); err != nil {
 		// make envtest builds kubectl with etcd and kube-apiserver, so this

@@ -59,8 +59,25 @@ func TestMain(m *testing.M) {
 	os.Exit(runSuite(m))
 }
 
+// envtestSkipped says why the tests that need the API server skip: set in
+// -short mode, which runs no API server (`make test-short`).
+var envtestSkipped string
+
+// needEnvtest skips a test that needs the API server when the suite runs
+// without one.
+func needEnvtest(t *testing.T) {
+	t.Helper()
+	if envtestSkipped != "" {
+		t.Skip(envtestSkipped)
+	}
+}
+
 func runSuite(m *testing.M) (code int) {
 	flag.Parse()
+	if testing.Short() {
+		envtestSkipped = "needs a kube-apiserver and etcd (envtest): skipped in -short mode"
+		return m.Run()
+	}
 	if err := checkAssets(os.Getenv("KUBEBUILDER_ASSETS")); err != nil {
 		fmt.Fprintf(os.Stderr, "%v\n"+
 			"The controller tests run a real etcd and kube-apiserver. Build them once with\n"+
