@@ -1,15 +1,32 @@
 // Palaver's web UI: sign in, rooms, live messages, send with acks, scroll-back
 // and recovery after a disconnect. Plain DOM; every piece of user text goes
 // through textContent (never innerHTML), so it is shown, never run.
+//
+// How it is laid out, so a new panel (a search box, a people list) plugs in:
+// - app holds the state; rooms maps a room name to its state (newRoom).
+// - Every room the user may join is joined on one connection, so unread
+//   counts hold for rooms not opened yet; messages go into their room's
+//   state at once, and reach the page only through the render loop.
+// - The render loop (invalidate, render) redraws what changed at most once
+//   an animation frame, in batches: a busy room (1,000 messages a second)
+//   never blocks the page. Each part of the page has one render function;
+//   invalidate('part') asks for it.
+// - A room keeps at most MAX_KEPT messages; older ones are fetched again
+//   from the history API when the reader scrolls up.
 
 import {
   Connection, DisconnectedError, ProtocolError, devLogin, history as fetchHistory, listRooms, newMessageId,
 } from './protocol.js';
 
-const SESSION_KEY = 'palaver.session'; // sessionStorage: the tab's sign-in only
+const SESSION_KEY = 'palaver.session'; // localStorage: every tab of this origin, until the token expires
+const READ_KEY = 'palaver.read'; // localStorage: per user, the time of the last message read in each room
 const JOIN_LAST = 50;
 const PAGE = 50;
 const SEND_RETRIES = 3;
+const MAX_KEPT = 500; // messages kept per room; older ones are fetched again on scroll
+const MAX_JOINED = 100; // the gateway's rooms per connection (max_rooms)
+const ROOMS_EVERY_MS = 15000; // how often the room list is read again
+const GROUP_WITHIN_MS = 5 * 60 * 1000; // one sender's messages within this are grouped
 
 const $ = (id) => document.getElementById(id);
 
@@ -46,17 +63,23 @@ const app = {
   order: [], // room names as listed
   active: '',
   relogin: 0, // time of the last automatic dev re-login
+  read: {}, // room -> time (ms) of the last message read, from localStorage
+  roomsTimer: 0,
+  atBottom: true, // the open room's log is scrolled to its newest message
 };
 
 function newRoom(info) {
   return {
     info,
-    msgs: [], // sorted by (time, partition, offset)
-    seen: new Set(), // "partition:offset"
+    msgs: [], // sorted by (time, partition, offset); at most MAX_KEPT
+    seen: new Set(), // "partition:offset" of msgs
     outbox: new Map(), // client id -> {id, text, state, error, tries}
     before: '', // cursor for the next scroll-back page
     generation: 0, // counts resets: a scroll-back page of an earlier one is dropped
-    hasMore: true,
+    hasMore: null, // is there anything older than msgs? null: not known yet
+    dropped: 0, // trimmed from the start since the page last showed msgs
+    rendered: false, // msgs changed since the page last showed them (active room)
+    appended: 0, // of which this many were appended at the end, in order
     loadingOlder: false,
     olderUnavailable: false,
     joined: false,
@@ -68,20 +91,75 @@ function newRoom(info) {
 
 // ---------- session ----------
 
+/** tokenExpiry is the token's exp claim in ms, or 0 when it cannot be read. */
+function tokenExpiry(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4)));
+    return typeof claims.exp === 'number' ? claims.exp * 1000 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** The sign-in every tab shares, until its token expires. */
 function loadSession() {
   try {
-    const s = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null');
-    if (s && typeof s.token === 'string' && s.token) return s;
+    const s = JSON.parse(localStorage.getItem(SESSION_KEY) || 'null');
+    if (s && typeof s.token === 'string' && s.token) {
+      const exp = tokenExpiry(s.token);
+      if (!exp || exp > Date.now()) return s;
+      // Expired: a dev sign-in logs in again under its name; others sign in anew.
+      if (s.dev && s.name) return { ...s, token: '', expired: true };
+    }
   } catch {
     // a broken entry is as good as none
   }
+  localStorage.removeItem(SESSION_KEY);
   return null;
 }
 
 function saveSession(s) {
   app.session = s;
-  if (s) sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
-  else sessionStorage.removeItem(SESSION_KEY);
+  if (s) localStorage.setItem(SESSION_KEY, JSON.stringify(s));
+  else localStorage.removeItem(SESSION_KEY);
+}
+
+function readKey() {
+  return `${READ_KEY}.${(app.me && app.me.id) || (app.session && app.session.name) || ''}`;
+}
+
+function loadRead() {
+  try {
+    const r = JSON.parse(localStorage.getItem(readKey()) || '{}');
+    app.read = r && typeof r === 'object' ? r : {};
+  } catch {
+    app.read = {};
+  }
+}
+
+/** markRead records that the room was read up to its newest message. */
+function markRead(name) {
+  const room = app.rooms.get(name);
+  if (!room) return;
+  const newest = room.msgs.length ? room.msgs[room.msgs.length - 1].t : Date.now();
+  const was = app.read[name] || 0;
+  if (room.unread > 0) invalidate('rooms');
+  room.unread = 0;
+  if (newest > was) {
+    app.read[name] = newest;
+    saveRead();
+  }
+}
+
+/** saveRead stores what was read, at most once a second (a busy room reads on every frame). */
+let readTimer = 0;
+function saveRead() {
+  if (readTimer) return;
+  readTimer = setTimeout(() => {
+    readTimer = 0;
+    localStorage.setItem(readKey(), JSON.stringify(app.read));
+  }, 1000);
 }
 
 function showSignIn(message = '') {
@@ -131,6 +209,7 @@ async function signInToken(token) {
 function signOut(message = '') {
   if (app.conn) app.conn.stop();
   app.conn = null;
+  clearInterval(app.roomsTimer);
   app.rooms.clear();
   app.order = [];
   app.active = '';
@@ -140,6 +219,7 @@ function signOut(message = '') {
   $('messages').replaceChildren();
   $('outbox').replaceChildren();
   history.replaceState(null, '', location.pathname + location.search);
+  document.title = 'Palaver';
   showSignIn(message);
 }
 
@@ -153,6 +233,11 @@ async function startChat() {
   $('account-name').textContent = app.session.name || 'you';
   $('rooms-error').textContent = '';
   setConnState('connecting');
+  if (app.session.expired && !(await renewToken())) {
+    signOut('Your sign-in expired. Sign in again.');
+    return;
+  }
+  loadRead();
 
   let rooms;
   try {
@@ -168,13 +253,8 @@ async function startChat() {
   }
   app.rooms.clear();
   app.order = [];
-  for (const r of rooms) {
-    if (!r || typeof r.name !== 'string') continue;
-    app.rooms.set(r.name, newRoom(r));
-    app.order.push(r.name);
-  }
-  renderRoomList();
   connect();
+  addRooms(rooms);
   const wanted = roomFromHash();
   const first = app.rooms.has(wanted) ? wanted : app.rooms.has('lobby') ? 'lobby' : app.order[0];
   if (first) {
@@ -182,6 +262,31 @@ async function startChat() {
     $('composer-input').focus();
   } else {
     $('rooms-error').textContent = 'There is no room you may join.';
+  }
+  clearInterval(app.roomsTimer);
+  app.roomsTimer = setInterval(refreshRooms, ROOMS_EVERY_MS);
+}
+
+/** addRooms adds the rooms not known yet, in the order listed, and joins them. */
+function addRooms(rooms) {
+  let added = false;
+  for (const r of rooms) {
+    if (!r || typeof r.name !== 'string' || app.rooms.has(r.name)) continue;
+    app.rooms.set(r.name, newRoom(r));
+    app.order.push(r.name);
+    added = true;
+    if (app.conn && app.conn.rooms.size < MAX_JOINED) app.conn.join(r.name, JOIN_LAST).catch(() => {});
+  }
+  if (added) invalidate('rooms');
+}
+
+/** refreshRooms reads the room list again: a new room appears without a reload. */
+async function refreshRooms() {
+  if (!app.session || !app.session.token) return;
+  try {
+    addRooms(await listRooms(app.session.token));
+  } catch {
+    // the next round tries again; the connection state says what is wrong
   }
 }
 
@@ -248,22 +353,23 @@ function openRoom(name) {
   const room = app.rooms.get(name);
   if (!room) return;
   app.active = name;
-  room.unread = 0;
   if (roomFromHash() !== name) history.replaceState(null, '', `#/room/${encodeURIComponent(name)}`);
-  renderRoomList();
   $('room-title').textContent = room.info.display_name || room.info.name;
   $('room-description').textContent = room.info.description || '';
   $('composer-label').textContent = `Message ${room.info.display_name || room.info.name}`;
   $('room-error').textContent = room.error;
   quietLog();
-  $('messages').replaceChildren(...room.msgs.map((m) => renderMessage(m)));
+  renderAllMessages(room);
   lastScrollTop = 0;
   renderOutbox();
-  renderOlder();
   renderPresence();
   setConnState($('conn-state').dataset.state);
   scrollToBottom();
-  app.conn.join(name, JOIN_LAST).catch(() => {}); // errors arrive as joinerror
+  markRead(name);
+  invalidate('rooms'); // which room is current, and the title
+  if (!app.conn.rooms.has(name)) app.conn.join(name, JOIN_LAST).catch(() => {}); // errors arrive as joinerror
+  checkOlder(name);
+  renderOlder();
 }
 
 function onJoined({ room: name, cursor, reset, first }) {
@@ -278,8 +384,13 @@ function onJoined({ room: name, cursor, reset, first }) {
     room.msgs = [];
     room.seen.clear();
     room.before = cursor || '';
-    room.hasMore = true;
+    room.hasMore = null;
     room.loadingOlder = false;
+    room.unread = 0;
+    room.appended = 0;
+    room.dropped = 0;
+    room.rendered = true;
+    invalidate('rooms');
     if (name === app.active) {
       $('messages').replaceChildren();
       lastScrollTop = 0;
@@ -289,8 +400,26 @@ function onJoined({ room: name, cursor, reset, first }) {
   }
   if (name === app.active) {
     $('room-error').textContent = '';
+    checkOlder(name);
     renderOlder();
   }
+}
+
+/** checkOlder finds out whether the room has messages older than those shown. */
+async function checkOlder(name) {
+  const room = app.rooms.get(name);
+  if (!room || room.hasMore !== null || !room.before || room.checkingOlder) return;
+  room.checkingOlder = true;
+  const generation = room.generation;
+  try {
+    const page = await fetchHistory(app.session.token, name, room.before, 1);
+    if (room.hasMore === null && generation === room.generation) room.hasMore = page.messages.length > 0;
+  } catch (err) {
+    if (err.code === 'not_found' || err.status === 501) room.olderUnavailable = true;
+  } finally {
+    room.checkingOlder = false;
+  }
+  if (name === app.active) renderOlder();
 }
 
 function onJoinError({ room: name, error, retrying }) {
@@ -319,7 +448,7 @@ function compare(a, b) {
   return (a.t - b.t) || (a.partition - b.partition) || (a.offset - b.offset);
 }
 
-/** Adds a stored message to its room once, in order; renders it if visible. */
+/** Adds a stored message to its room once, in order; the render loop shows it. */
 function addMessage(m, { live }) {
   const room = app.rooms.get(m.room);
   if (!room || typeof m.partition !== 'number' || typeof m.offset !== 'number') return false;
@@ -336,27 +465,124 @@ function addMessage(m, { live }) {
     t: Number.isNaN(t) ? 0 : t,
     partition: m.partition,
     offset: m.offset,
+    cursor: typeof m.cursor === 'string' ? m.cursor : '',
   };
   // Usually the newest: search from the end.
   let i = room.msgs.length;
   while (i > 0 && compare(room.msgs[i - 1], msg) > 0) i--;
   room.msgs.splice(i, 0, msg);
+  if (i === room.msgs.length - 1 && room.appended >= 0) room.appended++;
+  else room.appended = -1; // not at the end: redraw the whole room
+  room.rendered = false;
 
-  if (m.room !== app.active) {
-    if (live && !isMine(msg)) {
+  if (live && !isMine(msg) && msg.t > (app.read[m.room] || 0)) {
+    if (m.room === app.active && document.visibilityState === 'visible' && app.atBottom) {
+      app.read[m.room] = msg.t; // seen as it arrives; saved with the next markRead
+    } else {
       room.unread++;
-      renderRoomList();
+      invalidate('rooms');
     }
-    return true;
   }
-  const list = $('messages');
-  const atBottom = nearBottom();
-  list.insertBefore(renderMessage(msg), list.children[i] || null);
-  if (i === room.msgs.length - 1) {
-    if (atBottom || isMine(msg)) scrollToBottom();
-    else $('jump-latest').hidden = false;
-  }
+  if (live) trim(room);
+  if (m.room === app.active) invalidate('messages');
   return true;
+}
+
+/**
+ * trim keeps the newest MAX_KEPT messages; scrolling up fetches the rest
+ * again. A reader scrolled up in the open room keeps up to four times as
+ * many, so what they read stays put.
+ */
+function trim(room) {
+  const reading = room === app.rooms.get(app.active) && !app.atBottom;
+  const extra = room.msgs.length - (reading ? 4 * MAX_KEPT : MAX_KEPT);
+  if (extra <= 0) return;
+  const dropped = room.msgs.splice(0, extra);
+  for (const m of dropped) room.seen.delete(key(m));
+  const last = dropped[dropped.length - 1];
+  if (last.cursor) {
+    room.before = last.cursor;
+    room.hasMore = true;
+  }
+  room.dropped += extra;
+  room.rendered = false;
+}
+
+// ---------- the render loop ----------
+
+const dirty = new Set();
+let frame = 0;
+
+/**
+ * invalidate asks for a part of the page to be drawn again: at the next
+ * animation frame, once however many times it was asked. A hidden tab
+ * gets no animation frames; its title still counts what is unread.
+ */
+function invalidate(part) {
+  dirty.add(part);
+  if (frame) return;
+  frame = document.visibilityState === 'hidden'
+    ? setTimeout(render, 250)
+    : requestAnimationFrame(render);
+}
+
+const renderers = {
+  rooms: () => { renderRoomList(); renderTitle(); },
+  messages: () => renderMessages(),
+};
+
+function render() {
+  frame = 0;
+  renderDay();
+  const parts = [...dirty];
+  dirty.clear();
+  for (const part of parts) renderers[part]();
+}
+
+/** renderMessages brings the open room's list up to date, appending when it can. */
+function renderMessages() {
+  const room = app.rooms.get(app.active);
+  if (!room || room.rendered) return;
+  const list = $('messages');
+  const atBottom = app.atBottom;
+  const kept = list.children.length - room.dropped;
+  if (room.appended >= 0 && kept >= 0 && kept + room.appended === room.msgs.length) {
+    for (let i = 0; i < room.dropped; i++) list.firstElementChild.remove();
+    if (room.dropped > 0 && list.firstElementChild) list.firstElementChild.classList.remove('cont');
+    const frag = document.createDocumentFragment();
+    for (let i = room.msgs.length - room.appended; i < room.msgs.length; i++) {
+      frag.append(renderMessage(room.msgs[i], room.msgs[i - 1]));
+    }
+    list.append(frag);
+  } else {
+    renderAllMessages(room);
+  }
+  const mine = room.appended > 0 && isMine(room.msgs[room.msgs.length - 1]);
+  room.appended = 0;
+  room.dropped = 0;
+  room.rendered = true;
+  if (atBottom || mine) scrollToBottom();
+  else $('jump-latest').hidden = false;
+  if (app.atBottom && document.visibilityState === 'visible') markRead(app.active);
+}
+
+function renderAllMessages(room) {
+  const frag = document.createDocumentFragment();
+  room.msgs.forEach((m, i) => frag.append(renderMessage(m, room.msgs[i - 1])));
+  $('messages').replaceChildren(frag);
+  room.appended = 0;
+  room.dropped = 0;
+  room.rendered = true;
+}
+
+/** renderTitle puts the unread count of every room in the tab's title. */
+function renderTitle() {
+  let unread = 0;
+  for (const room of app.rooms.values()) unread += room.unread;
+  const room = app.rooms.get(app.active);
+  const where = room ? `${room.info.display_name || room.info.name} · Palaver` : 'Palaver';
+  const title = unread > 0 ? `(${unread > 999 ? '999+' : unread}) ${where}` : where;
+  if (document.title !== title) document.title = title;
 }
 
 function isMine(m) {
@@ -377,17 +603,60 @@ const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute:
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'long' });
 
-function renderMessage(m) {
+/** sameGroup: b follows a from the same sender closely enough to share its header. */
+function sameGroup(a, b) {
+  return !!a && !!b && a.sender.id === b.sender.id && (a.sender.name || '') === (b.sender.name || '') &&
+    b.t - a.t >= 0 && b.t - a.t < GROUP_WITHIN_MS;
+}
+
+// The day, to tell today's times from older ones; read once a render.
+let today = '';
+function renderDay() {
+  today = new Date().toDateString();
+}
+
+function renderMessage(m, prev) {
   const when = new Date(m.t);
-  const today = new Date().toDateString() === when.toDateString();
+  if (!today) renderDay();
+  const isToday = today === when.toDateString();
   const name = m.sender.name || m.sender.id || 'unknown';
-  return h('li', { class: isMine(m) ? 'msg mine' : 'msg', dataset: { key: key(m), id: m.id } },
+  let cls = isMine(m) ? 'msg mine' : 'msg';
+  if (sameGroup(prev, m)) cls += ' cont';
+  return h('li', { class: cls, dataset: { key: key(m), id: m.id } },
     h('div', { class: 'meta' },
       h('span', { class: 'sender' }, name),
       ' ',
-      h('time', { datetime: m.time, title: m.t ? fullFormat.format(when) : '' },
-        m.t ? (today ? timeFormat : dateTimeFormat).format(when) : '')),
-    h('p', { class: 'text' }, m.text));
+      h('time', { datetime: m.time }, m.t ? (isToday ? timeFormat : dateTimeFormat).format(when) : '')),
+    h('p', { class: 'text' }, ...linkify(m.text)));
+}
+
+const URL_RE = /\bhttps?:\/\/[^\s<>"']+/gi;
+
+/**
+ * linkify splits text into text nodes and links. Only http and https URLs
+ * become links, opened in a new tab without access to this page.
+ */
+function linkify(text) {
+  const out = [];
+  let at = 0;
+  for (const match of text.matchAll(URL_RE)) {
+    let url = match[0];
+    const count = (c) => url.split(c).length - 1;
+    while (/[.,;:!?'"\]}]$/.test(url) || (url.endsWith(')') && count('(') < count(')'))) url = url.slice(0, -1);
+    let href;
+    try {
+      const u = new URL(url);
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') continue;
+      href = u.href;
+    } catch {
+      continue;
+    }
+    if (match.index > at) out.push(text.slice(at, match.index));
+    out.push(h('a', { href, target: '_blank', rel: 'noopener noreferrer nofollow' }, url));
+    at = match.index + url.length;
+  }
+  if (at < text.length) out.push(text.slice(at));
+  return out;
 }
 
 // ---------- sending ----------
@@ -509,13 +778,13 @@ function renderOlder() {
   }
   // The button stays put while loading (hiding a focused button would drop
   // keyboard focus); it goes only when there is nothing more to load.
-  const show = !!(room.hasMore && room.before && !room.olderUnavailable);
+  const show = !!(room.hasMore === true && room.before && !room.olderUnavailable);
   if (!show && !btn.hidden && document.activeElement === btn) $('log-scroll').focus();
   btn.hidden = !show;
   btn.setAttribute('aria-disabled', room.loadingOlder ? 'true' : 'false');
   if (room.loadingOlder) note.textContent = 'Loading older messages…';
   else if (room.olderUnavailable) note.textContent = 'Older messages are not available.';
-  else if (!room.hasMore) note.textContent = 'This is the beginning of the room.';
+  else if (room.hasMore === false) note.textContent = 'This is the beginning of the room.';
   else note.textContent = '';
 }
 
@@ -553,6 +822,7 @@ async function loadOlder() {
   if (page.messages.length === 0 || !page.before || page.before === room.before) room.hasMore = false;
   room.before = page.before;
   if (app.active === name) {
+    renderMessages();
     scroller.scrollTop = scroller.scrollHeight - fromBottom; // keep what was on screen in place
     lastScrollTop = scroller.scrollTop;
     $('message-log').setAttribute('aria-busy', 'false');
@@ -574,6 +844,7 @@ function scrollToBottom() {
   const s = $('log-scroll');
   s.scrollTop = s.scrollHeight;
   lastScrollTop = s.scrollTop;
+  app.atBottom = true;
   $('jump-latest').hidden = true;
 }
 
@@ -607,6 +878,14 @@ function renderRoomList() {
       h('span', { class: 'room-name' }, room.info.display_name || name),
       room.unread > 0 ? h('span', { class: 'unread' }, h('span', { class: 'visually-hidden' }, ', unread: '), String(room.unread)) : null));
   }));
+  scrollHint();
+}
+
+/** scrollHint marks a room list that scrolls sideways (phones) on the side that has more. */
+function scrollHint() {
+  const list = $('room-list');
+  list.classList.toggle('more-right', list.scrollLeft + list.clientWidth < list.scrollWidth - 1);
+  list.classList.toggle('more-left', list.scrollLeft > 1);
 }
 
 function renderPresence() {
@@ -615,6 +894,10 @@ function renderPresence() {
   $('people-list').replaceChildren(...users.map((u) => h('li', { class: app.me && u.id === app.me.id ? 'me' : null },
     String((u && (u.name || u.id)) || 'unknown'),
     app.me && u.id === app.me.id ? h('span', { class: 'hint' }, ' (you)') : null)));
+  // The panel shows once presence tells who is here.
+  const known = !!(room && room.presence);
+  $('people').hidden = !known;
+  $('chat').classList.toggle('no-people', !known);
   $('people-empty').hidden = users.length > 0;
 }
 
@@ -653,13 +936,41 @@ function init() {
     const top = $('log-scroll').scrollTop;
     const upward = top < lastScrollTop;
     lastScrollTop = top;
-    if (nearBottom()) $('jump-latest').hidden = true;
+    app.atBottom = nearBottom();
+    if (app.atBottom) {
+      $('jump-latest').hidden = true;
+      const room = app.rooms.get(app.active);
+      if (room && room.unread > 0) markRead(app.active);
+    }
     // Only a reader scrolling up loads older pages, not a room being redrawn.
     if (upward && top < 60) loadOlder();
   }, { passive: true });
   window.addEventListener('hashchange', () => {
     const name = roomFromHash();
     if (name && name !== app.active && app.rooms.has(name)) openRoom(name);
+  });
+  $('room-list').addEventListener('scroll', scrollHint, { passive: true });
+  // A message's full date, when the pointer rests on its time.
+  $('messages').addEventListener('mouseover', (e) => {
+    const t = e.target.closest && e.target.closest('time');
+    if (t && !t.title && t.dateTime) t.title = fullFormat.format(new Date(t.dateTime));
+  });
+  window.addEventListener('resize', scrollHint);
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState !== 'visible' || !app.active) return;
+    invalidate('messages');
+    if (app.atBottom) markRead(app.active);
+    refreshRooms();
+  });
+  // Another tab signed out, or renewed the shared token.
+  window.addEventListener('storage', (e) => {
+    if (e.key !== SESSION_KEY || !app.session) return;
+    const s = loadSession();
+    if (!s) signOut();
+    else if (s.token && s.token !== app.session.token) {
+      app.session = s;
+      if (app.conn) app.conn.setToken(s.token);
+    }
   });
 
   app.session = loadSession();

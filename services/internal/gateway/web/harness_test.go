@@ -2,18 +2,23 @@ package web_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"palaver.dev/services/internal/auth"
 	"palaver.dev/services/internal/gateway"
+	"palaver.dev/services/internal/message"
 	"palaver.dev/services/internal/runner"
 	"palaver.dev/services/internal/testio"
 	"palaver.dev/services/kafkabus"
@@ -122,11 +127,44 @@ func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway
 	return g
 }
 
+// produceLoad writes rate messages a second into the room's topic for
+// seconds, in batches every 10 ms, as a busy room's senders would (straight
+// to Kafka: the test machine's CPU goes to the gateway and the browser).
+func produceLoad(ctx context.Context, t *testing.T, w *kafka.Writer, topic, roomName string, rate, seconds int) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	per := rate / 100
+	for n := 0; n < rate*seconds; n += per {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		batch := make([]kafka.Message, per)
+		for i := range batch {
+			sender := fmt.Sprintf("load-%d", (n+i)%20)
+			v, err := message.Encode(&message.Envelope{V: message.Version, ID: fmt.Sprintf("load-%d", n+i), Room: roomName,
+				SenderID: sender, SenderName: sender, Text: fmt.Sprintf("load message %d", n+i)})
+			if err != nil {
+				t.Errorf("encode: %v", err)
+				return
+			}
+			batch[i] = kafka.Message{Topic: topic, Key: []byte(sender), Value: v, Time: time.Now()}
+		}
+		if err := w.WriteMessages(ctx, batch...); err != nil && ctx.Err() == nil {
+			t.Logf("load on %s: %v", roomName, err)
+			return
+		}
+	}
+}
+
 // roomControl serves what the browser test does to rooms as an operator
 // would: POST /rooms/{name} provisions a room (topic and registry entry),
 // DELETE /rooms/{name} removes it from the registry, POST
 // /rooms/{name}/recreate deletes its topic and creates it again under the
-// same name. Loopback only, for the test's lifetime.
+// same name; and POST /load/{name}?rate=R&seconds=S stores R messages a
+// second in the room for S seconds, in the background, answering at once.
+// Loopback only, for the test's lifetime.
 func roomControl(t *testing.T, bootstrap string) string {
 	t.Helper()
 	cluster, err := kafkabus.New(kafkabus.Config{Brokers: strings.Split(bootstrap, ","), ClientID: "palaver-e2e-control"})
@@ -181,6 +219,21 @@ func roomControl(t *testing.T, bootstrap string) string {
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
+	})
+	loadCtx, stopLoads := context.WithCancel(context.Background())
+	var loads sync.WaitGroup
+	t.Cleanup(func() { stopLoads(); loads.Wait() })
+	mux.HandleFunc("POST /load/{name}", func(w http.ResponseWriter, r *http.Request) {
+		rate, err1 := strconv.Atoi(r.URL.Query().Get("rate"))
+		seconds, err2 := strconv.Atoi(r.URL.Query().Get("seconds"))
+		if err1 != nil || err2 != nil || rate < 100 || seconds <= 0 {
+			http.Error(w, "want rate (at least 100) and seconds", http.StatusBadRequest)
+			return
+		}
+		name := r.PathValue("name")
+		topic := room.Spec{Name: name}.WithDefaults(1).Topic
+		loads.Go(func() { produceLoad(loadCtx, t, writer, topic, name, rate, seconds) })
+		w.WriteHeader(http.StatusAccepted)
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
