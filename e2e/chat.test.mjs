@@ -444,24 +444,36 @@ describe('web UI', { timeout: 180000 }, () => {
         }).observe({ type: 'longtask' });
       });
       const box = await page.locator('#room-title').boundingBox();
-      /** clicks answers n real clicks (input events through the browser) and returns how long each took. */
+      // A control page in the same browser, with nothing to do: what this
+      // (shared) machine adds to any click at the same moments.
+      const controlContext = await browser.newContext();
+      const control = await controlContext.newPage();
+      await control.setContent('<h1 id="c" style="margin:40px">control</h1>');
+      await control.evaluate(() => {
+        window.__clicks = [];
+        document.addEventListener('click', () => window.__clicks.push(performance.now()), true);
+      });
+      /** click clicks at (x, y) in p, a real input event, and returns how long the page took to see it. */
+      const click = async (p, x, y) => {
+        const seen = await p.evaluate(() => window.__clicks.length);
+        const t0 = await p.evaluate(() => performance.now());
+        await p.mouse.click(x, y);
+        await p.waitForFunction((k) => window.__clicks.length > k, seen, { timeout: 10000 });
+        return (await p.evaluate(() => window.__clicks.at(-1))) - t0;
+      };
+      /** clicks takes n samples, alternating the room page and the control page. */
       const clicks = async (n) => {
         const took = [];
+        const base = [];
         for (let i = 0; i < n; i++) {
-          const seen = await page.evaluate(() => window.__clicks.length);
-          const t0 = await page.evaluate(() => performance.now());
-          await page.mouse.click(box.x + 5, box.y + box.height / 2);
-          await page.waitForFunction((k) => window.__clicks.length > k, seen, { timeout: 5000 });
-          took.push((await page.evaluate(() => window.__clicks.at(-1))) - t0);
+          took.push(await click(page, box.x + 5, box.y + box.height / 2));
+          base.push(await click(control, 50, 50));
           await page.waitForTimeout(200);
         }
-        return took;
+        return { took, base };
       };
-      // The same clicks on the idle page measure what this machine adds by
-      // itself (a shared machine can stall any page); the busy room may add
-      // at most 100 ms to that.
+      const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
       const idle = await clicks(5);
-      const allowed = 100 + Math.max(...idle);
       // The page's main thread CPU time, which other processes do not inflate.
       const cdp = await page.context().newCDPSession(page);
       await cdp.send('Performance.enable');
@@ -477,22 +489,27 @@ describe('web UI', { timeout: 180000 }, () => {
       await page.waitForFunction((n) => document.querySelectorAll('#messages li.msg').length > n, firstCount);
       await page.waitForTimeout(1000); // the load is running at full rate
       const cpu0 = await cpu();
-      const latencies = await clicks(10);
+      const busyRoom = await clicks(10);
       const cpu1 = await cpu();
       const busy = (cpu1.thread - cpu0.thread) / (cpu1.at - cpu0.at);
-      const fmt = (xs) => xs.map((x) => x.toFixed(1)).join(', ');
       const { count, longest } = await page.evaluate(() => ({
         count: document.querySelectorAll('#messages li.msg').length, longest: window.__longest,
       }));
-      const median = [...latencies].sort((a, b) => a - b)[latencies.length >> 1];
-      process.stderr.write(`busy room: clicks answered in ${fmt(latencies)} ms (idle page: ${fmt(idle)} ms); `
-        + `main thread busy ${(100 * busy).toFixed(0)}% of the time; longest task ${longest.toFixed(0)} ms; ${count} messages in the page\n`);
+      const fmt = (xs) => xs.map((x) => x.toFixed(1)).join(', ');
+      process.stderr.write(`busy room: clicks answered in ${fmt(busyRoom.took)} ms (control page meanwhile: ${fmt(busyRoom.base)}; `
+        + `before the load: ${fmt(idle.took)}); main thread busy ${(100 * busy).toFixed(0)}% of the time; `
+        + `longest task ${longest.toFixed(0)} ms; ${count} messages in the page\n`);
       // The page's own work leaves its main thread free most of the time...
       assert.ok(busy < 0.5, `the main thread is busy ${(100 * busy).toFixed(0)}% of the time, want under 50%`);
-      // ...so a click is answered within 100 ms (more than on the idle page),
-      // typically; and none waits a second, whatever the machine is doing.
-      assert.ok(median <= allowed, `clicks answered within ${allowed.toFixed(1)} ms (median ${median.toFixed(1)}): ${fmt(latencies)}`);
-      assert.ok(latencies.every((x) => x < 1000), `no click waits a second: ${fmt(latencies)}`);
+      // ...so it answers a click within 100 ms of what a page with nothing
+      // to do takes at the same moments on this machine, and never freezes.
+      const allowed = median(busyRoom.base) + 100;
+      assert.ok(median(busyRoom.took) <= allowed,
+        `clicks answered in ${fmt(busyRoom.took)} ms, median over ${allowed.toFixed(1)} (the control page's + 100 ms)`);
+      assert.ok(busyRoom.took.every((x) => x < 5000), `no click waits 5 s: ${fmt(busyRoom.took)}`);
+      await controlContext.close();
+      // What the page let go of is there again on scroll-up.
+      await page.getByRole('button', { name: 'Load older messages' }).waitFor();
       assert.ok(count > 0 && count <= 2000, `a bounded number of messages in the page: ${count}`);
       assert.deepEqual(grace.problems, []);
     });

@@ -558,6 +558,7 @@ function renderMessages() {
     renderAllMessages(room);
   }
   const mine = room.appended > 0 && isMine(room.msgs[room.msgs.length - 1]);
+  if (room.dropped > 0) renderOlder(); // what was let go of can be loaded again
   room.appended = 0;
   room.dropped = 0;
   room.rendered = true;
