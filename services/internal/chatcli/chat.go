@@ -267,6 +267,9 @@ func (s *chat) connect(ctx context.Context, first bool) (*chatclient.Client, err
 	if me == "" {
 		me = c.Welcome().User.ID
 	}
+	if j.Reset {
+		s.say("%s was reset (its topic was created again, or its broker wiped): it goes on from its oldest message", s.o.Room)
+	}
 	switch {
 	case s.cursor != "":
 		s.say("reconnected to %s as %s (recovering: %t)", s.o.Room, me, j.Recovering)
@@ -285,6 +288,10 @@ func (s *chat) connect(ctx context.Context, first bool) (*chatclient.Client, err
 func (s *chat) planHistory(ctx context.Context, c *chatclient.Client, j chatclient.Joined) error {
 	start, _ := cursor.Parse(j.Cursor)
 	s.mu.Lock()
+	if j.Reset {
+		// Positions start over in the room as it is now.
+		s.printed, s.planned = cursor.Cursor{}, false
+	}
 	for _, p := range start.Partitions() {
 		if next, _ := start.Next(p); next > 0 {
 			s.printed.Advance(p, next-1)

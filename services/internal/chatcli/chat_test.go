@@ -503,3 +503,33 @@ func TestChatInteractive(t *testing.T) {
 		t.Fatalf("screen:\n%q", s)
 	}
 }
+
+// TestChatAfterAReset: a room wiped while the chat was away is printed
+// again from its oldest message, and an end of stdin still waits for it.
+func TestChatAfterAReset(t *testing.T) {
+	gw := fakegateway.Start(t)
+	gw.Seed("lobby", "Grace", "one", "two", "three", "four", "five")
+	pr, pw := io.Pipe()
+	var out, errw testio.SyncBuffer
+	o := options(gw, "Ada", "lobby", pr, &out, &errw)
+	o.FromBeginning = true
+	done := make(chan error, 1)
+	go func() { done <- Chat(t.Context(), o) }()
+	waitFor(t, "the history", func() bool { return len(texts(out.String())) == 5 })
+
+	gw.Wipe("lobby")
+	gw.Seed("lobby", "Grace", "anew", "again")
+	gw.DelayJoinBacklog(300 * time.Millisecond)
+	gw.CloseAll(websocket.StatusGoingAway, "restart")
+	waitFor(t, "the join again", func() bool { return len(gw.Joins()) == 2 })
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Chat = %v", err)
+	}
+	if got := texts(out.String()); !slices.Equal(got, []string{"one", "two", "three", "four", "five", "anew", "again"}) {
+		t.Fatalf("printed %q", got)
+	}
+	if !strings.Contains(errw.String(), "lobby was reset") {
+		t.Fatalf("stderr:\n%s", errw.String())
+	}
+}
