@@ -526,9 +526,28 @@ function invalidate(part) {
     : requestAnimationFrame(render);
 }
 
+// The open room's list is redrawn at most this often: a busy room gets
+// fewer, bigger batches, and its page keeps its time for the reader.
+const MESSAGES_EVERY_MS = 100;
+let messagesAt = 0;
+let messagesLater = 0;
+
 const renderers = {
   rooms: () => { renderRoomList(); renderTitle(); },
-  messages: () => renderMessages(),
+  messages: () => {
+    const wait = messagesAt + MESSAGES_EVERY_MS - performance.now();
+    if (wait > 0) {
+      if (!messagesLater) {
+        messagesLater = setTimeout(() => {
+          messagesLater = 0;
+          invalidate('messages');
+        }, wait);
+      }
+      return;
+    }
+    messagesAt = performance.now();
+    renderMessages();
+  },
 };
 
 function render() {
@@ -616,6 +635,18 @@ function renderDay() {
   today = new Date().toDateString();
 }
 
+// Formatting a time is dear; a busy room's messages share their minute.
+let shownKey = '';
+let shownText = '';
+function shownTime(when, isToday) {
+  const key = `${isToday}:${Math.floor(when.getTime() / 60000)}`;
+  if (key !== shownKey) {
+    shownKey = key;
+    shownText = (isToday ? timeFormat : dateTimeFormat).format(when);
+  }
+  return shownText;
+}
+
 function renderMessage(m, prev) {
   const when = new Date(m.t);
   if (!today) renderDay();
@@ -627,7 +658,7 @@ function renderMessage(m, prev) {
     h('div', { class: 'meta' },
       h('span', { class: 'sender' }, name),
       ' ',
-      h('time', { datetime: m.time }, m.t ? (isToday ? timeFormat : dateTimeFormat).format(when) : '')),
+      h('time', { datetime: m.time }, m.t ? shownTime(when, isToday) : '')),
     h('p', { class: 'text' }, ...linkify(m.text)));
 }
 
