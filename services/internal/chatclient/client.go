@@ -240,6 +240,9 @@ func (c *Client) Err() error {
 
 // Cursor returns the latest cursor of room: of the last message delivered
 // on Messages, or of the join if none was. It is "" for a room never joined.
+// It is updated just after a message is handed to Messages, so right after
+// a receive it may still name the message before; a reader that needs the
+// exact position of what it has read uses that Message's own Cursor.
 func (c *Client) Cursor(room string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
