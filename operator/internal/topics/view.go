@@ -56,7 +56,8 @@ type Options struct {
 	InFlight int
 	// Expectation is how long the view trusts a change it made over an
 	// observation that does not show it yet: brokers learn of new topics,
-	// partitions and configs asynchronously (default 15 s).
+	// partitions and configs asynchronously (default 15 s). Past it, a
+	// topic whose change no observation confirmed is read from Kafka again.
 	Expectation time.Duration
 	Metrics     *Metrics
 	Log         logr.Logger
@@ -250,7 +251,7 @@ func (v *View) Get(ctx context.Context, topic string) (room.TopicState, error) {
 		v.mu.Unlock()
 		return room.TopicState{}, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
-	if e, ok := v.entries[topic]; ok && !e.observedAt.IsZero() && !e.stale {
+	if e, ok := v.entries[topic]; ok && e.current(time.Now()) {
 		st := e.effective(time.Now())
 		v.mu.Unlock()
 		return st, nil
@@ -364,6 +365,17 @@ func (v *View) expectChange(topic string, change func(*expectation)) {
 	if !e.observedAt.IsZero() {
 		e.reported = e.effective(now)
 	}
+}
+
+// current tells whether the entry answers a Get without asking Kafka: it
+// was observed, nothing made it stale, and no change the view made went
+// unconfirmed past its expectation. An observation that does not show such
+// a change was made before it (the read that preceded a create) or lagged
+// behind it, so once the view stops trusting the change, that observation
+// says nothing about the topic now; taking it for the truth would show a
+// topic just created as deleted until the next resync.
+func (e *entry) current(now time.Time) bool {
+	return !e.observedAt.IsZero() && !e.stale && (e.expect == nil || !now.After(e.expect.until))
 }
 
 // effective is the topic as the view believes it is: the last observation

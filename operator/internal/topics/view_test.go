@@ -1,6 +1,8 @@
 package topics
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -109,3 +111,37 @@ var errTest = testErr("connection refused")
 type testErr string
 
 func (e testErr) Error() string { return string(e) }
+
+// TestUnconfirmedChangeIsReadAgain checks that once the view stops trusting
+// a change no observation confirmed, Get asks Kafka instead of answering
+// with the observation made before the change: the read that preceded a
+// create says "missing", and serving it after the expectation expired made
+// a room take its own new topic for one deleted outside the operator.
+func TestUnconfirmedChangeIsReadAgain(t *testing.T) {
+	v := New(nil, Options{Expectation: 50 * time.Millisecond})
+	v.Track("t", types.NamespacedName{Name: "r"})
+	// The batchers do not run: a Get that asks Kafka fails with its
+	// (canceled) context; one served by the view answers.
+	canceled, cancel := context.WithCancel(t.Context())
+	cancel()
+
+	v.record("t", room.TopicState{Topic: "t"}, time.Now()) // the read before the create
+	v.expectChange("t", func(x *expectation) {
+		x.created, x.rf, x.partitions, x.configs = "id1", 1, 1, map[string]string{"retention.ms": "100"}
+	})
+	st, err := v.Get(canceled, "t")
+	require.NoError(t, err, "served by the view while it trusts its create")
+	require.True(t, st.Exists)
+	require.Equal(t, "id1", st.ID)
+
+	require.Eventually(t, func() bool {
+		_, err := v.Get(canceled, "t")
+		return errors.Is(err, context.Canceled)
+	}, 10*time.Second, 10*time.Millisecond, "after the expectation, Get still answers from the read made before the create")
+
+	// A read that confirms the create makes the entry current again.
+	v.record("t", observed("id1", 1, "100"), time.Now())
+	st, err = v.Get(canceled, "t")
+	require.NoError(t, err)
+	require.Equal(t, "id1", st.ID)
+}
