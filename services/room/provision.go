@@ -2,6 +2,7 @@ package room
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -28,13 +29,18 @@ var (
 type TopicState struct {
 	Topic             string
 	Exists            bool
-	ID                string // hex topic id; changes when a topic is recreated
+	ID                string // topic id as Kafka spells it (TopicID); changes when a topic is recreated
 	Partitions        int32
 	ReplicationFactor int16             // of the partition with the fewest replicas
 	Replicas          map[int32][]int32 // partition -> replica broker ids
 	Configs           map[string]string // topic-level values of the keys Palaver manages
 	ConfigSources     map[string]string // where each value comes from (e.g. DYNAMIC_TOPIC_CONFIG)
 }
+
+// TopicID spells a topic id as Kafka's own tools do (kafka-topics.sh
+// --describe, the broker logs): URL-safe base64 without padding, so that
+// one can be searched with the other.
+func TopicID(id [16]byte) string { return base64.RawURLEncoding.EncodeToString(id[:]) }
 
 // ConfigDrift is one managed setting whose value differs from the spec.
 type ConfigDrift struct {
@@ -162,7 +168,7 @@ func (p *Provisioner) Describe(ctx context.Context, topics ...string) (Descripti
 			d.Errs[t] = fmt.Errorf("room: describe topic %q: %w", t, err)
 			continue
 		}
-		st := TopicState{Topic: t, Exists: true, ID: kadm.TopicID(md.TopicID).String(), Partitions: int32(len(md.Partitions)),
+		st := TopicState{Topic: t, Exists: true, ID: TopicID(md.TopicID), Partitions: int32(len(md.Partitions)),
 			Replicas: make(map[int32][]int32, len(md.Partitions)), ReplicationFactor: -1}
 		for _, pd := range md.Partitions {
 			st.Replicas[pd.Partition] = pd.Replicas
@@ -256,7 +262,7 @@ func (p *Provisioner) Create(ctx context.Context, specs ...Spec) (ids map[string
 			continue
 		}
 		errs[t.Topic] = nil
-		ids[t.Topic] = kadm.TopicID(t.TopicID).String()
+		ids[t.Topic] = TopicID(t.TopicID)
 	}
 	return ids, errs, nil
 }

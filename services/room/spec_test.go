@@ -163,3 +163,19 @@ func TestDriftRemovesOverridesTheSpecLeavesOut(t *testing.T) {
 		t.Fatalf("Drift = %+v, want %+v", d, want)
 	}
 }
+
+// TestTopicID checks that topic ids are spelt as Kafka's tools spell them
+// (Uuid.toString: URL-safe base64, no padding).
+func TestTopicID(t *testing.T) {
+	for _, tt := range []struct {
+		id   [16]byte
+		want string
+	}{
+		{[16]byte{0x22, 0x72, 0x44, 0x11, 0xb8, 0x97, 0x4e, 0xa6, 0x9f, 0x86, 0xaa, 0x79, 0x6f, 0x35, 0x93, 0x09}, "InJEEbiXTqafhqp5bzWTCQ"},
+		{[16]byte{0xfb, 0xff, 0xbf}, "-_-_AAAAAAAAAAAAAAAAAA"},
+	} {
+		if got := TopicID(tt.id); got != tt.want {
+			t.Errorf("TopicID(%x) = %s, want %s", tt.id, got, tt.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -37,7 +38,19 @@ type roomEvent struct {
 }
 
 func newUpdate(cr *chatv1alpha1.ChatRoom) *update {
-	return &update{cr: cr, status: *cr.Status.DeepCopy()}
+	u := &update{cr: cr, status: *cr.Status.DeepCopy()}
+	u.status.TopicID = kafkaTopicID(u.status.TopicID)
+	return u
+}
+
+// kafkaTopicID spells a topic id as Kafka does (room.TopicID). Earlier
+// versions of the controller wrote status.topicID in standard base64 with
+// padding; such an id is the same topic, rewritten on the next status write.
+func kafkaTopicID(id string) string {
+	if b, err := base64.StdEncoding.DecodeString(id); err == nil && len(b) == 16 && len(id) == 24 {
+		return room.TopicID([16]byte(b))
+	}
+	return id
 }
 
 // set sets a condition; meta.SetStatusCondition moves LastTransitionTime
