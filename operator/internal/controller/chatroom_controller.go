@@ -148,6 +148,13 @@ func (r *ChatRoomReconciler) provision(ctx context.Context, req ctrl.Request, u 
 	}
 
 	owned := u.status.TopicID
+	if !ts.Exists && owned != "" {
+		// The room's topic is gone only if Kafka says so now: never on a
+		// read made before the room's last look at it.
+		if ts, err = r.View.Refresh(ctx, spec.Topic); err != nil {
+			return r.kafkaFailed(req, u, "read topic "+spec.Topic, err)
+		}
+	}
 	switch {
 	case !ts.Exists:
 		return r.create(ctx, req, u, m, spec, owned)
@@ -195,9 +202,6 @@ func (r *ChatRoomReconciler) create(ctx context.Context, req ctrl.Request, u *up
 			r.Metrics.driftFound("reported")
 			return ctrl.Result{}
 		}
-		u.event(true, chatv1alpha1.ReasonTopicDeletedExternally, "Create",
-			"topic %s (id %s) was deleted outside the operator; creating it again, empty", spec.Topic, owned)
-		r.Metrics.driftFound("corrected")
 	}
 	if brokers := r.View.Brokers(); len(brokers) > 0 && int(spec.ReplicationFactor) > len(brokers) {
 		u.ready(metav1.ConditionFalse, chatv1alpha1.ReasonInvalidConfig,
@@ -217,6 +221,8 @@ func (r *ChatRoomReconciler) create(ctx context.Context, req ctrl.Request, u *up
 	id, err := r.View.Create(ctx, spec)
 	switch {
 	case err == nil:
+	case errors.Is(err, room.ErrTopicExists) && owned != "":
+		return r.reappeared(ctx, req, u, m, spec, owned)
 	case errors.Is(err, room.ErrTopicExists):
 		// Made by someone else between the read and the create: not ours.
 		u.ready(metav1.ConditionFalse, chatv1alpha1.ReasonTopicConflict,
@@ -228,10 +234,42 @@ func (r *ChatRoomReconciler) create(ctx context.Context, req ctrl.Request, u *up
 	r.backoff.Forget(req)
 	u.status.TopicID = id
 	u.status.Partitions, u.status.ReplicationFactor = spec.Partitions, int32(spec.ReplicationFactor)
+	if owned != "" {
+		u.event(true, chatv1alpha1.ReasonTopicDeletedExternally, "Create",
+			"topic %s (id %s) was deleted outside the operator; created it again, empty (id %s)", spec.Topic, owned, id)
+		r.Metrics.driftFound("corrected")
+	}
 	u.event(false, "TopicCreated", "Create", "created topic %s (id %s): %d partition(s), replication factor %d",
 		spec.Topic, id, spec.Partitions, spec.ReplicationFactor)
 	u.set(chatv1alpha1.ConditionConfigDrift, metav1.ConditionFalse, chatv1alpha1.ReasonInSync, "topic %s matches the spec", spec.Topic)
 	return r.publish(ctx, req, u, m, spec)
+}
+
+// reappeared handles a create refused because the topic exists, after
+// Kafka had just said that the room's topic (id owned) was gone: if the
+// topic there is the room's own, it never went, and the room carries on
+// with it; if it is another, someone recreated it in between.
+func (r *ChatRoomReconciler) reappeared(ctx context.Context, req ctrl.Request, u *update, m *memo, spec room.Spec, owned string) ctrl.Result {
+	u.status.TopicID = owned
+	ts, err := r.View.Refresh(ctx, spec.Topic)
+	switch {
+	case err != nil:
+		return r.kafkaFailed(req, u, "read topic "+spec.Topic, err)
+	case !ts.Exists:
+		// Kafka both has the name and shows no topic: a deletion still
+		// under way. Look again.
+		u.ready(metav1.ConditionFalse, chatv1alpha1.ReasonCreating, "topic %s is still being deleted in Kafka; creating it again once it is gone", spec.Topic)
+		return ctrl.Result{RequeueAfter: r.backoff.When(req)}
+	case ts.ID != owned && u.cr.Spec.AdoptExisting:
+		u.event(true, "TopicAdopted", "Adopt", "topic %s was recreated outside the operator (topic id %s, was %s); adopted it", spec.Topic, ts.ID, owned)
+		u.status.TopicID = ts.ID
+	case ts.ID != owned:
+		u.ready(metav1.ConditionFalse, chatv1alpha1.ReasonTopicRecreatedExternally,
+			"topic %s was deleted and recreated outside the operator (topic id %s, this room's was %s); set spec.adoptExisting: true to take over the new topic",
+			spec.Topic, ts.ID, owned)
+		return ctrl.Result{}
+	}
+	return r.maintain(ctx, req, u, m, spec, ts)
 }
 
 // kafkaFailed reports a failed Kafka call and schedules the room's next

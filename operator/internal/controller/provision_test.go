@@ -3,12 +3,14 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	chatv1alpha1 "palaver.dev/operator/api/v1alpha1"
@@ -109,6 +111,97 @@ func TestPartitionGrowth(t *testing.T) {
 		return ""
 	})
 	waitEvent(t, cr, "PartitionsIncreased", "1 -> 4")
+}
+
+// TestChangeSoonAfterCreation changes a ChatRoom at several moments after
+// its creation: while the view still trusts the create it made, once it
+// stopped trusting it but before the first resync read the topic again,
+// across resyncs, and while the previous change is still being applied.
+// Every change is applied to the room's own topic, which is never taken for
+// one deleted or created outside the operator, and which the room still
+// deletes with itself.
+func TestChangeSoonAfterCreation(t *testing.T) {
+	ns := newNamespace(t)
+	// Short, so that the test does not take minutes; what matters is the
+	// order: expectation, then resync.
+	const expectation, resync = 2 * time.Second, 8 * time.Second
+	op := startOperator(t, operatorOptions{resync: resync, expectation: expectation}, ns)
+	cr := createRoom(t, newRoom(ns, uniqueRoom("early"), chatv1alpha1.ChatRoomSpec{DeletionPolicy: chatv1alpha1.DeletionPolicyDelete}))
+	created := time.Now()
+	id := waitOwnTopicReady(t, cr, "").Status.TopicID
+	topic := room.DefaultTopic(ns, cr.Name)
+
+	partitions := int32(1)
+	for _, at := range []time.Duration{0, 3 * time.Second, 5 * time.Second, 7 * time.Second, 9 * time.Second, 12 * time.Second, 17 * time.Second} {
+		select {
+		case <-time.After(time.Until(created.Add(at))): // a moment of the test, not a wait for an event
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		}
+		partitions++
+		patchSpec(t, cr, func(s *chatv1alpha1.ChatRoomSpec) { s.Partitions = partitions })
+		got := waitOwnTopicReady(t, cr, id)
+		require.Equal(t, partitions, got.Status.Partitions)
+		t.Logf("%d partitions at %s after creation", partitions, time.Since(created).Round(100*time.Millisecond))
+	}
+
+	// Changes that follow one another without waiting.
+	for _, change := range []func(*chatv1alpha1.ChatRoomSpec){
+		func(s *chatv1alpha1.ChatRoomSpec) { s.Partitions++ },
+		func(s *chatv1alpha1.ChatRoomSpec) { s.Retention.Time = "2h" },
+		func(s *chatv1alpha1.ChatRoomSpec) { s.Partitions++ },
+	} {
+		patchSpec(t, cr, change)
+	}
+	got := waitOwnTopicReady(t, cr, id)
+	require.Equal(t, partitions+2, got.Status.Partitions)
+	st := waitTopic(t, op.prov, topic, func(st room.TopicState) string {
+		if st.Partitions != partitions+2 || st.Configs["retention.ms"] != "7200000" {
+			return "changes not applied"
+		}
+		return ""
+	})
+	require.Equal(t, id, st.ID)
+	reasons := eventReasons(t, cr)
+	require.Equal(t, 1, len(slices.DeleteFunc(slices.Clone(reasons), func(r string) bool { return r != "TopicCreated" })),
+		"one TopicCreated event: %q", reasons)
+
+	// The room still owns its topic: it goes with the ChatRoom.
+	require.NoError(t, k8sClient.Delete(t.Context(), cr))
+	waitTopic(t, op.prov, topic, func(st room.TopicState) string {
+		if st.Exists {
+			return "still in Kafka"
+		}
+		return ""
+	})
+}
+
+// waitOwnTopicReady waits until cr is Ready for its current generation
+// with the topic id id (any when empty), and fails at once when the room
+// takes its own topic for someone else's.
+func waitOwnTopicReady(t *testing.T, cr *chatv1alpha1.ChatRoom, id string) *chatv1alpha1.ChatRoom {
+	t.Helper()
+	var got chatv1alpha1.ChatRoom
+	eventually(t, waitTimeout, func() string {
+		if err := k8sClient.Get(t.Context(), client.ObjectKeyFromObject(cr), &got); err != nil {
+			return err.Error()
+		}
+		for _, reason := range eventReasons(t, cr) {
+			switch reason {
+			case chatv1alpha1.ReasonTopicDeletedExternally, chatv1alpha1.ReasonTopicConflict, chatv1alpha1.ReasonTopicRecreatedExternally, "TopicAdopted":
+				t.Fatalf("%s took its own topic for someone else's: event %s; conditions: %s", cr.Name, reason, conditionsString(&got))
+			}
+		}
+		c := meta.FindStatusCondition(got.Status.Conditions, chatv1alpha1.ConditionReady)
+		switch {
+		case c == nil || c.Status != metav1.ConditionTrue || c.Reason != chatv1alpha1.ReasonProvisioned || c.ObservedGeneration != got.Generation:
+			return fmt.Sprintf("%s not Ready at generation %d: %s", cr.Name, got.Generation, conditionsString(&got))
+		case id != "" && got.Status.TopicID != id:
+			t.Fatalf("%s: topic id %s, was %s", cr.Name, got.Status.TopicID, id)
+		}
+		return ""
+	})
+	return &got
 }
 
 // TestDriftEnforce checks that a change made to the topic outside the

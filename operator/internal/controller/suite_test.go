@@ -239,6 +239,8 @@ type testOperator struct {
 type operatorOptions struct {
 	bootstrap       string        // default: the suite's broker
 	resync          time.Duration // default 1 s
+	expectation     time.Duration // how long the view trusts its own changes; default the view's
+	throttle        int64         // the reassignment throttle, bytes/s; default none
 	deletionTimeout time.Duration // default 5 min
 	leaderElection  bool
 	defaultRF       int16 // default 1
@@ -297,7 +299,7 @@ func startOperator(t *testing.T, o operatorOptions, namespaces ...string) *testO
 
 	reg := prometheus.NewRegistry()
 	topt := topics.Options{
-		Resync: o.resync, RetryMin: 200 * time.Millisecond, Timeout: 5 * time.Second,
+		Resync: o.resync, Expectation: o.expectation, Throttle: o.throttle, RetryMin: 200 * time.Millisecond, Timeout: 5 * time.Second,
 		Metrics: topics.NewMetrics(reg), Log: ctrl.Log.WithName("topics"),
 	}
 	prov := room.NewProvisioner(admin)
