@@ -112,6 +112,7 @@ type ChatRoomSpec struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=249
 	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9._-]+$`
+	// +kubebuilder:validation:XValidation:rule="self != '.' && self != '..'",message="topicName cannot be . or .., which Kafka refuses"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="topicName is immutable"
 	TopicName string `json:"topicName,omitempty"`
 
@@ -223,7 +224,8 @@ type ChatRoomStatus struct {
 	// +optional
 	TopicName string `json:"topicName,omitempty"`
 
-	// topicID is the topic's Kafka UUID. A different ID for the same name
+	// topicID is the topic's Kafka UUID, spelt as Kafka's tools spell it
+	// (URL-safe base64 without padding). A different ID for the same name
 	// means the topic was deleted and recreated outside the operator.
 	// +optional
 	TopicID string `json:"topicID,omitempty"`
@@ -253,6 +255,12 @@ type Reassignment struct {
 	// partitionsDone is the number of partitions whose reassignment finished.
 	PartitionsDone int32 `json:"partitionsDone"`
 
+	// throttle is the replication throttle of the moving replicas, in bytes
+	// per second per broker (the controller's --reassignment-throttle);
+	// unset when they are not throttled.
+	// +optional
+	Throttle int64 `json:"throttle,omitempty"`
+
 	// startedAt is when the reassignment started.
 	// +optional
 	StartedAt *metav1.Time `json:"startedAt,omitempty"`
@@ -262,7 +270,7 @@ type Reassignment struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=room,categories=palaver
+// +kubebuilder:resource:shortName={room,rooms},categories=palaver
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="a ChatRoom's name is its room name: at most 63 characters"
 // +kubebuilder:printcolumn:name="Topic",type=string,JSONPath=`.status.topicName`
 // +kubebuilder:printcolumn:name="Partitions",type=integer,JSONPath=`.status.partitions`

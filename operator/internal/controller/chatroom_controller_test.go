@@ -81,6 +81,20 @@ func TestChatRoomValidation(t *testing.T) {
 			update: func(s *chatv1alpha1.ChatRoomSpec) { s.DisplayName = "Lobby" },
 		},
 		{
+			name:    "topicName .",
+			spec:    chatv1alpha1.ChatRoomSpec{TopicName: "."},
+			wantErr: "topicName cannot be . or ..",
+		},
+		{
+			name:    "topicName ..",
+			spec:    chatv1alpha1.ChatRoomSpec{TopicName: ".."},
+			wantErr: "topicName cannot be . or ..",
+		},
+		{
+			name: "topicName of dots and more",
+			spec: chatv1alpha1.ChatRoomSpec{TopicName: "...chat..lobby"},
+		},
+		{
 			name:    "topicName with a character Kafka rejects",
 			spec:    chatv1alpha1.ChatRoomSpec{TopicName: "chat/lobby"},
 			wantErr: "spec.topicName",

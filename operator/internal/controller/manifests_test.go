@@ -66,6 +66,12 @@ func TestConfigDefaultApplies(t *testing.T) {
 	sampleNS := newNamespace(t)
 	out = run(nil, "--kubeconfig", kcPath, "apply", "--dry-run=server", "-n", sampleNS, "-f", samplesDir)
 	require.Contains(t, out, "chatroom.chat.palaver.dev/lobby created (server dry run)")
+
+	// The names docs/operator.md uses.
+	cache := t.TempDir()
+	for _, resource := range []string{"rooms", "room", "chatrooms"} {
+		run(nil, "--kubeconfig", kcPath, "--cache-dir", cache, "get", resource, "-A")
+	}
 }
 
 // TestSamplesMatchDevMode decodes every k8s/samples manifest with the CRD's
