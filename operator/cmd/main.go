@@ -36,6 +36,8 @@ type config struct {
 	metricsAddr    string
 	probeAddr      string
 	leaderElect    bool
+	leaderNS       string
+	throttle       int64
 	kafka          kafkabus.Config
 	credentialsDir string
 	defaultRF      int
@@ -56,6 +58,10 @@ func main() {
 		"Address the /healthz and /readyz endpoints bind to.")
 	fs.BoolVar(&cfg.leaderElect, "leader-elect", true,
 		"Elect a leader so that only one replica reconciles at a time.")
+	fs.StringVar(&cfg.leaderNS, "leader-election-namespace", "",
+		"Namespace of the leader election Lease; default the operator pod's. Outside a cluster, name one or set --leader-elect=false.")
+	fs.Int64Var(&cfg.throttle, "reassignment-throttle", 50<<20,
+		"Replication throttle of replica reassignments, in bytes per second per broker (Kafka's leader and follower replication throttled rates), set while replicas move; 0 for none.")
 	cfg.kafka.RegisterFlags(fs, kafkabus.Config{ClientID: "palaver-operator"})
 	fs.StringVar(&cfg.credentialsDir, "kafka-credentials-dir", os.Getenv("PALAVER_KAFKA_CREDENTIALS_DIR"),
 		"Directory of a mounted Secret with Kafka credentials: ca.crt (turns TLS on), user.crt and user.key "+
@@ -99,6 +105,8 @@ func (c *config) validate() error {
 	switch {
 	case c.defaultRF < 1 || c.defaultRF > 1<<15-1:
 		return fmt.Errorf("--default-replication-factor must be between 1 and 32767, got %d", c.defaultRF)
+	case c.throttle < 0:
+		return fmt.Errorf("--reassignment-throttle must not be negative, got %d", c.throttle)
 	case c.concurrency < 1:
 		return fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", c.concurrency)
 	case c.resync < time.Second || c.kafkaTimeout <= 0 || c.deletionWait <= 0 || c.retryMax < time.Second || c.sweepInterval < time.Second:
@@ -171,16 +179,20 @@ func run(ctx context.Context, cfg config) error {
 		return fmt.Errorf("load kubeconfig: %w", err)
 	}
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: cfg.metricsAddr},
-		HealthProbeBindAddress: cfg.probeAddr,
-		LeaderElection:         cfg.leaderElect,
-		LeaderElectionID:       "operator.chat.palaver.dev",
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: cfg.metricsAddr},
+		HealthProbeBindAddress:  cfg.probeAddr,
+		LeaderElection:          cfg.leaderElect,
+		LeaderElectionNamespace: cfg.leaderNS,
+		LeaderElectionID:        "operator.chat.palaver.dev",
 		// run returns as soon as the manager stops, so stepping down on
 		// shutdown is safe, and the next leader need not wait out the lease.
 		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
+		if cfg.leaderElect && cfg.leaderNS == "" {
+			return fmt.Errorf("create manager (outside a cluster, set --leader-election-namespace or --leader-elect=false): %w", err)
+		}
 		return fmt.Errorf("create manager: %w", err)
 	}
 
@@ -196,7 +208,7 @@ func run(ctx context.Context, cfg config) error {
 	defer cluster.Close()
 
 	opts := topics.Options{
-		Resync: cfg.resync, Timeout: cfg.kafkaTimeout,
+		Resync: cfg.resync, Timeout: cfg.kafkaTimeout, Throttle: cfg.throttle,
 		Metrics: topics.NewMetrics(metrics.Registry), Log: ctrl.Log.WithName("topics"),
 	}
 	prov := room.NewProvisioner(admin)
@@ -239,7 +251,7 @@ func run(ctx context.Context, cfg config) error {
 	}
 
 	setupLog.Info("starting manager", "kafka", cfg.kafka.Brokers, "tls", cfg.kafka.TLS, "sasl", cfg.kafka.SASLMechanism,
-		"defaultReplicationFactor", cfg.defaultRF, "leaderElect", cfg.leaderElect)
+		"defaultReplicationFactor", cfg.defaultRF, "leaderElect", cfg.leaderElect, "reassignmentThrottle", cfg.throttle)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -143,4 +145,83 @@ func (p *Provisioner) Reassignments(ctx context.Context) (map[string]map[int32]R
 		out[rt.Topic] = ps
 	}
 	return out, nil
+}
+
+// Kafka's replication throttle, as kafka-reassign-partitions.sh --throttle
+// sets it: a rate per broker, applying only to the replicas a topic lists.
+const (
+	// LeaderThrottleRate and FollowerThrottleRate are broker configs: the
+	// bytes per second a broker sends to, and fetches for, throttled
+	// replicas.
+	LeaderThrottleRate   = "leader.replication.throttled.rate"
+	FollowerThrottleRate = "follower.replication.throttled.rate"
+	// LeaderThrottledReplicas and FollowerThrottledReplicas are topic
+	// configs: the partition:broker replicas whose replication is throttled
+	// on the sending and on the fetching side.
+	LeaderThrottledReplicas   = "leader.replication.throttled.replicas"
+	FollowerThrottledReplicas = "follower.replication.throttled.replicas"
+)
+
+// ThrottledReplicas returns the topic configs that throttle moving
+// partitions: the replicas in place send (leader side), the ones being
+// added fetch (follower side). in maps each moving partition to all its
+// replicas, old and new, and adding to the ones being added. It returns
+// nil when no replica is being added: removing replicas copies nothing.
+func ThrottledReplicas(in, adding map[int32][]int32) []ConfigDrift {
+	var leaders, followers []string
+	for _, p := range slices.Sorted(maps.Keys(in)) {
+		for _, b := range slices.Sorted(slices.Values(in[p])) {
+			r := fmt.Sprintf("%d:%d", p, b)
+			if slices.Contains(adding[p], b) {
+				followers = append(followers, r)
+			} else {
+				leaders = append(leaders, r)
+			}
+		}
+	}
+	if len(followers) == 0 {
+		return nil
+	}
+	return []ConfigDrift{
+		{Key: LeaderThrottledReplicas, Want: strings.Join(leaders, ",")},
+		{Key: FollowerThrottledReplicas, Want: strings.Join(followers, ",")},
+	}
+}
+
+// Unthrottled returns the drift that removes a topic's throttled replicas.
+func Unthrottled() []ConfigDrift {
+	return []ConfigDrift{{Key: LeaderThrottledReplicas, Remove: true}, {Key: FollowerThrottledReplicas, Remove: true}}
+}
+
+// SetThrottleRate sets the leader and follower replication throttle rates
+// of brokers to rate bytes per second, or removes them when rate is 0, in
+// one incremental alter-configs request.
+func (p *Provisioner) SetThrottleRate(ctx context.Context, brokers []int32, rate int64) error {
+	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
+	for _, b := range brokers {
+		r := kmsg.NewIncrementalAlterConfigsRequestResource()
+		r.ResourceType = kmsg.ConfigResourceTypeBroker
+		r.ResourceName = strconv.Itoa(int(b))
+		for _, k := range []string{LeaderThrottleRate, FollowerThrottleRate} {
+			c := kmsg.NewIncrementalAlterConfigsRequestResourceConfig()
+			c.Name = k
+			if rate > 0 {
+				c.Op = kmsg.IncrementalAlterConfigOpSet
+				c.Value = kmsg.StringPtr(strconv.FormatInt(rate, 10))
+			} else {
+				c.Op = kmsg.IncrementalAlterConfigOpDelete
+			}
+			r.Configs = append(r.Configs, c)
+		}
+		req.Resources = append(req.Resources, r)
+	}
+	resp, err := req.RequestWith(ctx, p.client)
+	if err != nil {
+		return fmt.Errorf("room: set the replication throttle of %d brokers: %w", len(brokers), err)
+	}
+	var errs error
+	for _, r := range resp.Resources {
+		errs = errors.Join(errs, topicErr(r.ErrorCode, r.ErrorMessage, "set the replication throttle of broker %s", r.ResourceName))
+	}
+	return errs
 }

@@ -2,17 +2,26 @@ package controller
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	chatv1alpha1 "palaver.dev/operator/api/v1alpha1"
+	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/kafkatest"
 	"palaver.dev/services/room"
 )
@@ -58,6 +67,138 @@ func TestReplicationFactorChange(t *testing.T) {
 		})
 	}
 	waitEvent(t, cr, "ReplicationChanged", "replication factor 2")
+}
+
+// TestReassignmentThrottle raises the replication factor of a topic that
+// holds data, under a throttle: while the replicas move, Kafka throttles
+// them (the topic lists them, the brokers have the rate),
+// status.reassignment shows the partitions done rising, partitions of
+// different sizes finishing one after the other, and once all are done
+// the throttle is gone.
+func TestReassignmentThrottle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node Kafka cluster")
+	}
+	kc := kafkatest.NewCluster(t, 3)
+	ns := newNamespace(t)
+	const throttle = 128 << 10
+	startOperator(t, operatorOptions{bootstrap: kc.Bootstrap(), throttle: throttle}, ns)
+	cr := createRoom(t, newRoom(ns, uniqueRoom("heavy"), chatv1alpha1.ChatRoomSpec{Partitions: 3, ReplicationFactor: 1}))
+	topic := waitReady(t, cr).Status.TopicName
+
+	kcfg := kafkabus.Config{Brokers: strings.Split(kc.Bootstrap(), ",")}
+	client, err := kcfg.AdminClient()
+	require.NoError(t, err)
+	t.Cleanup(client.Close)
+	adm := kadm.NewClient(client)
+	// Each partition's leader sends it to two new replicas at 128 KiB/s:
+	// about 1 s, 12 s and 32 s.
+	produce(t, kc.Bootstrap(), topic, map[int32]int{0: 64 << 10, 1: 768 << 10, 2: 2 << 20})
+
+	patchSpec(t, cr, func(s *chatv1alpha1.ChatRoomSpec) { s.ReplicationFactor = 3 })
+	began := time.Now()
+	var done []int32 // the partitionsDone values seen, in order
+	throttled := false
+	eventually(t, waitTimeout, func() string {
+		got := getRoom(t, cr)
+		if ra := got.Status.Reassignment; ra != nil {
+			require.Equal(t, int64(throttle), ra.Throttle)
+			require.Equal(t, int32(3), ra.PartitionsTotal)
+			if n := len(done); n == 0 || done[n-1] != ra.PartitionsDone {
+				require.Truef(t, n == 0 || ra.PartitionsDone > done[n-1], "partitions done went back: %v then %d", done, ra.PartitionsDone)
+				done = append(done, ra.PartitionsDone)
+				t.Logf("%s: %d of %d partitions done", time.Since(began).Round(100*time.Millisecond), ra.PartitionsDone, ra.PartitionsTotal)
+			}
+			if !throttled && ra.PartitionsDone < 2 {
+				replicas, rates := throttleConfigs(t, adm, topic)
+				require.Contains(t, replicas[room.FollowerThrottledReplicas], "2:", "partition 2's new replicas are throttled")
+				require.NotEmpty(t, replicas[room.LeaderThrottledReplicas])
+				for b, r := range rates {
+					require.Equal(t, map[string]string{room.LeaderThrottleRate: "131072", room.FollowerThrottleRate: "131072"}, r, "broker %d", b)
+				}
+				require.Len(t, rates, 3)
+				throttled = true
+			}
+			return "replicas moving"
+		}
+		c := meta.FindStatusCondition(got.Status.Conditions, chatv1alpha1.ConditionReady)
+		if c == nil || c.Reason != chatv1alpha1.ReasonProvisioned || c.ObservedGeneration != got.Generation {
+			return "not Ready: " + conditionsString(got)
+		}
+		return ""
+	})
+	took := time.Since(began)
+	t.Logf("reassignment took %s; partitions done seen: %v", took.Round(100*time.Millisecond), done)
+	require.True(t, throttled, "the throttle was never seen in Kafka")
+	require.True(t, slices.ContainsFunc(done, func(n int32) bool { return n > 0 && n < 3 }), "progress never moved between none and all: %v", done)
+	require.Greater(t, took, 10*time.Second, "4 MiB moved faster than the throttle allows")
+	require.Equal(t, int32(3), getRoom(t, cr).Status.ReplicationFactor)
+
+	// The throttle went with the reassignment.
+	eventually(t, waitTimeout, func() string {
+		replicas, rates := throttleConfigs(t, adm, topic)
+		if len(replicas) > 0 || len(rates) > 0 {
+			return fmt.Sprintf("throttle left: topic %v, brokers %v", replicas, rates)
+		}
+		return ""
+	})
+}
+
+// throttleConfigs returns the replication throttle set on topic (its
+// throttled replica lists) and on the brokers (their rates), as Kafka
+// reports them: only the values set, not defaults.
+func throttleConfigs(t *testing.T, adm *kadm.Client, topic string) (replicas map[string]string, rates map[int32]map[string]string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	tc, err := adm.DescribeTopicConfigs(ctx, topic)
+	require.NoError(t, err)
+	rc, err := tc.On(topic, nil)
+	require.NoError(t, err)
+	replicas = map[string]string{}
+	for _, c := range rc.Configs {
+		if (c.Key == room.LeaderThrottledReplicas || c.Key == room.FollowerThrottledReplicas) && c.Source == kmsg.ConfigSourceDynamicTopicConfig && c.MaybeValue() != "" {
+			replicas[c.Key] = c.MaybeValue()
+		}
+	}
+	bc, err := adm.DescribeBrokerConfigs(ctx, 0, 1, 2)
+	require.NoError(t, err)
+	rates = map[int32]map[string]string{}
+	for _, r := range bc {
+		require.NoError(t, r.Err)
+		for _, c := range r.Configs {
+			if (c.Key == room.LeaderThrottleRate || c.Key == room.FollowerThrottleRate) && c.Source == kmsg.ConfigSourceDynamicBrokerConfig {
+				b, err := strconv.Atoi(r.Name)
+				require.NoError(t, err)
+				if rates[int32(b)] == nil {
+					rates[int32(b)] = map[string]string{}
+				}
+				rates[int32(b)][c.Key] = c.MaybeValue()
+			}
+		}
+	}
+	return replicas, rates
+}
+
+// produce writes incompressible records of 32 KiB to the partitions of
+// topic, about bytes[p] to partition p.
+func produce(t *testing.T, bootstrap, topic string, bytes map[int32]int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	require.NoError(t, err)
+	defer cl.Close()
+	var records []*kgo.Record
+	for p, n := range bytes {
+		for sent := 0; sent < n; sent += 32 << 10 {
+			v := make([]byte, 32<<10)
+			_, _ = rand.Read(v)
+			records = append(records, &kgo.Record{Topic: topic, Partition: p, Value: v})
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	require.NoError(t, cl.ProduceSync(ctx, records...).FirstErr())
 }
 
 // TestKafkaOutage stops the only broker of a private cluster: rooms report

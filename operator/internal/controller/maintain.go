@@ -112,11 +112,21 @@ func (r *ChatRoomReconciler) maintain(ctx context.Context, req ctrl.Request, u *
 				done++
 			}
 		}
+		in, adding := map[int32][]int32{}, map[int32][]int32{}
+		for p, m := range moving {
+			in[p], adding[p] = m.Replicas, m.AddingReplicas
+		}
+		// Again after a restart of the controller, or when the data moves
+		// differently from the plan.
+		throttle, err := r.View.Throttle(ctx, spec.Topic, in, adding)
+		if err != nil {
+			return r.kafkaFailed(req, u, "throttle the reassignment of topic "+spec.Topic, err)
+		}
 		ra := u.status.Reassignment
 		if ra == nil || ra.TargetReplicationFactor != int32(rf) {
 			ra = &chatv1alpha1.Reassignment{TargetReplicationFactor: int32(rf), StartedAt: ptrTo(metav1.Now())}
 		}
-		ra.PartitionsTotal, ra.PartitionsDone = total, done
+		ra.PartitionsTotal, ra.PartitionsDone, ra.Throttle = total, done, throttle
 		u.status.Reassignment = ra
 		u.ready(metav1.ConditionFalse, chatv1alpha1.ReasonReplicationChanging,
 			"moving replicas of topic %s to replication factor %d: %d of %d partitions done", spec.Topic, rf, done, total)
@@ -135,13 +145,25 @@ func (r *ChatRoomReconciler) maintain(ctx context.Context, req ctrl.Request, u *
 				"replicationFactor %d exceeds the %d broker(s) of the Kafka cluster", rf, len(brokers))
 			return ctrl.Result{RequeueAfter: r.RetryMax}
 		}
+		in, adding := map[int32][]int32{}, map[int32][]int32{}
+		for p, next := range plan {
+			cur := ts.Replicas[p]
+			in[p] = append(slices.Clone(cur), slices.DeleteFunc(slices.Clone(next), func(b int32) bool { return slices.Contains(cur, b) })...)
+			adding[p] = slices.DeleteFunc(slices.Clone(next), func(b int32) bool { return slices.Contains(cur, b) })
+		}
+		// The throttle goes first, so that no byte moves unthrottled.
+		throttle, err := r.View.Throttle(ctx, spec.Topic, in, adding)
+		if err != nil {
+			u.progressing(chatv1alpha1.ReasonReplicationChanging, "moving replicas of topic %s to replication factor %d", spec.Topic, rf)
+			return r.kafkaFailed(req, u, "throttle the reassignment of topic "+spec.Topic, err)
+		}
 		if err := r.View.Reassign(ctx, spec.Topic, plan); err != nil {
 			u.progressing(chatv1alpha1.ReasonReplicationChanging, "moving replicas of topic %s to replication factor %d", spec.Topic, rf)
 			return r.kafkaFailed(req, u, fmt.Sprintf("reassign topic %s to replication factor %d", spec.Topic, rf), err)
 		}
 		u.status.Reassignment = &chatv1alpha1.Reassignment{
 			TargetReplicationFactor: int32(rf), PartitionsTotal: int32(len(ts.Replicas)),
-			PartitionsDone: int32(len(ts.Replicas) - len(plan)), StartedAt: ptrTo(metav1.Now()),
+			PartitionsDone: int32(len(ts.Replicas) - len(plan)), Throttle: throttle, StartedAt: ptrTo(metav1.Now()),
 		}
 		u.event(false, "ReplicationChanging", "Update", "topic %s: moving %d partition(s) from replication factor %d to %d",
 			spec.Topic, len(plan), u.status.ReplicationFactor, rf)
@@ -150,6 +172,9 @@ func (r *ChatRoomReconciler) maintain(ctx context.Context, req ctrl.Request, u *
 			spec.Topic, rf, u.status.Reassignment.PartitionsDone, u.status.Reassignment.PartitionsTotal)
 		return ctrl.Result{RequeueAfter: r.ProgressInterval}
 	case u.status.Reassignment != nil:
+		if err := r.View.Unthrottle(ctx, spec.Topic); err != nil {
+			return r.kafkaFailed(req, u, "remove the replication throttle of topic "+spec.Topic, err)
+		}
 		u.event(false, "ReplicationChanged", "Update", "topic %s: replication factor %d", spec.Topic, rf)
 		u.status.Reassignment = nil
 	}

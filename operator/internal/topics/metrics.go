@@ -56,8 +56,16 @@ func (m *Metrics) observe(op string, topics int, d time.Duration, err error) {
 	if m == nil {
 		return
 	}
-	m.requestDuration.WithLabelValues(op).Observe(d.Seconds())
 	m.batchTopics.WithLabelValues(op).Observe(float64(topics))
+	m.request(op, d, err)
+}
+
+// request records a Kafka request that is about brokers, not topics.
+func (m *Metrics) request(op string, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.requestDuration.WithLabelValues(op).Observe(d.Seconds())
 	if err != nil {
 		m.requestErrors.WithLabelValues(op).Inc()
 	}

@@ -59,7 +59,11 @@ type Options struct {
 	// partitions and configs asynchronously (default 15 s). Past it, a
 	// topic whose change no observation confirmed is read from Kafka again.
 	Expectation time.Duration
-	Metrics     *Metrics
+	// Throttle is the replication throttle of reassignments that add
+	// replicas, in bytes per second per broker (Kafka's leader and follower
+	// replication throttled rates); 0 leaves them unthrottled.
+	Throttle int64
+	Metrics  *Metrics
 	Log         logr.Logger
 }
 
@@ -100,6 +104,12 @@ type View struct {
 	brokers []int32
 	healthy bool
 	lastErr error
+
+	// throttleMu orders the changes of the brokers' throttle rate;
+	// throttled holds the topics whose replicas are throttled, with the
+	// replica lists set.
+	throttleMu sync.Mutex
+	throttled  map[string]string
 
 	observe       *batcher[string, room.TopicState]
 	create        *batcher[room.Spec, string]
@@ -142,7 +152,7 @@ func New(p *room.Provisioner, opts Options) *View {
 		changes: make(chan Change, 4096),
 		wake:    make(chan struct{}, 1),
 		entries: map[string]*entry{},
-		healthy: true,
+		healthy: true, throttled: map[string]string{},
 		runCtx:  context.Background(),
 	}
 	v.observe = newBatcher("describe", o, v.flushObserve)
@@ -326,6 +336,69 @@ func (v *View) Configure(ctx context.Context, topic string, drift []room.ConfigD
 func (v *View) Reassign(ctx context.Context, topic string, plan map[int32][]int32) error {
 	_, err := v.reassign.do(ctx, topic, plan)
 	v.Invalidate(topic)
+	return err
+}
+
+// Throttle throttles the replication of topic's moving partitions (all
+// their replicas in, those being added in adding) at Options.Throttle per
+// broker, until Unthrottle: the topic lists the replicas (batched with
+// other config changes; again only when they changed), and every broker
+// gets the rate with the first throttled topic. It returns the rate, 0
+// when Options.Throttle is 0 or no replica is being added.
+func (v *View) Throttle(ctx context.Context, topic string, in, adding map[int32][]int32) (int64, error) {
+	drift := room.ThrottledReplicas(in, adding)
+	if v.opts.Throttle <= 0 || drift == nil {
+		return 0, nil
+	}
+	lists := drift[0].Want + " " + drift[1].Want
+	v.throttleMu.Lock()
+	done := v.throttled[topic] == lists
+	v.throttleMu.Unlock()
+	if done {
+		return v.opts.Throttle, nil
+	}
+	if _, err := v.configure.do(ctx, topic, drift); err != nil {
+		return 0, fmt.Errorf("throttle the replicas of %s: %w", topic, err)
+	}
+	v.throttleMu.Lock()
+	defer v.throttleMu.Unlock()
+	if len(v.throttled) == 0 {
+		if err := v.setThrottleRate(ctx, v.opts.Throttle); err != nil {
+			return 0, err
+		}
+	}
+	v.throttled[topic] = lists
+	return v.opts.Throttle, nil
+}
+
+// Unthrottle removes the throttle of topic's replicas once its
+// reassignment is over, and the brokers' rate with the last throttled
+// topic. It is safe to call for a topic that was not throttled.
+func (v *View) Unthrottle(ctx context.Context, topic string) error {
+	if _, err := v.configure.do(ctx, topic, room.Unthrottled()); err != nil {
+		return fmt.Errorf("remove the replication throttle of %s: %w", topic, err)
+	}
+	v.throttleMu.Lock()
+	defer v.throttleMu.Unlock()
+	delete(v.throttled, topic)
+	if len(v.throttled) > 0 {
+		return nil
+	}
+	return v.setThrottleRate(ctx, 0)
+}
+
+// setThrottleRate sets (or, for 0, removes) the replication throttle rate
+// of every broker. The caller holds throttleMu.
+func (v *View) setThrottleRate(ctx context.Context, rate int64) error {
+	ctx, cancel := context.WithTimeout(ctx, v.opts.Timeout)
+	defer cancel()
+	brokers := v.Brokers()
+	began := time.Now()
+	err := v.prov.SetThrottleRate(ctx, brokers, rate)
+	v.opts.Metrics.request("throttle_rate", time.Since(began), err)
+	if err != nil {
+		v.failed(err)
+	}
 	return err
 }
 
