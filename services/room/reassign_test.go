@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -94,4 +95,25 @@ func ExamplePlanReplicas() {
 	plan, _ := PlanReplicas(map[int32][]int32{0: {1}}, 3, []int32{0, 1, 2}, nil)
 	fmt.Println(plan[0])
 	// Output: [1 0 2]
+}
+
+// TestThrottledReplicas checks the throttled replica lists of a
+// reassignment: the replicas in place send (leader side), the ones added
+// fetch (follower side); a reassignment that only removes replicas copies
+// nothing and is not throttled.
+func TestThrottledReplicas(t *testing.T) {
+	got := ThrottledReplicas(
+		map[int32][]int32{1: {2, 0, 1}, 0: {0, 2, 1}, 2: {1, 2}},
+		map[int32][]int32{0: {1, 2}, 1: {1}},
+	)
+	want := []ConfigDrift{
+		{Key: LeaderThrottledReplicas, Want: "0:0,1:0,1:2,2:1,2:2"},
+		{Key: FollowerThrottledReplicas, Want: "0:1,0:2,1:1"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("ThrottledReplicas = %+v, want %+v", got, want)
+	}
+	if got := ThrottledReplicas(map[int32][]int32{0: {0, 1, 2}}, map[int32][]int32{}); got != nil {
+		t.Fatalf("removing replicas only: %+v, want none", got)
+	}
 }
