@@ -195,13 +195,11 @@ func (r *ChatRoomReconciler) create(ctx context.Context, req ctrl.Request, u *up
 		u.ready(metav1.ConditionFalse, chatv1alpha1.ReasonPaused, "topic %s does not exist; the ChatRoom is paused", spec.Topic)
 		return ctrl.Result{}
 	}
-	if owned != "" {
-		if cr.Spec.DriftPolicy == chatv1alpha1.DriftPolicyReport && r.specApplied(u) {
-			u.ready(metav1.ConditionFalse, chatv1alpha1.ReasonTopicDeletedExternally,
-				"topic %s (id %s) was deleted outside the operator; driftPolicy Report keeps the controller from recreating it", spec.Topic, owned)
-			r.Metrics.driftFound("reported")
-			return ctrl.Result{}
-		}
+	if owned != "" && cr.Spec.DriftPolicy == chatv1alpha1.DriftPolicyReport && r.specApplied(u) {
+		u.ready(metav1.ConditionFalse, chatv1alpha1.ReasonTopicDeletedExternally,
+			"topic %s (id %s) was deleted outside the operator; driftPolicy Report keeps the controller from recreating it", spec.Topic, owned)
+		r.Metrics.driftFound("reported")
+		return ctrl.Result{}
 	}
 	if brokers := r.View.Brokers(); len(brokers) > 0 && int(spec.ReplicationFactor) > len(brokers) {
 		u.ready(metav1.ConditionFalse, chatv1alpha1.ReasonInvalidConfig,
