@@ -64,7 +64,7 @@ type Options struct {
 	// replication throttled rates); 0 leaves them unthrottled.
 	Throttle int64
 	Metrics  *Metrics
-	Log         logr.Logger
+	Log      logr.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -153,7 +153,7 @@ func New(p *room.Provisioner, opts Options) *View {
 		wake:    make(chan struct{}, 1),
 		entries: map[string]*entry{},
 		healthy: true, throttled: map[string]string{},
-		runCtx:  context.Background(),
+		runCtx: context.Background(),
 	}
 	v.observe = newBatcher("describe", o, v.flushObserve)
 	v.create = newBatcher("create", o, v.flushCreate)
