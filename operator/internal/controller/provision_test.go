@@ -122,9 +122,10 @@ func TestPartitionGrowth(t *testing.T) {
 // deletes with itself.
 func TestChangeSoonAfterCreation(t *testing.T) {
 	ns := newNamespace(t)
-	// Short, so that the test does not take minutes; what matters is the
-	// order: expectation, then resync.
-	const expectation, resync = 2 * time.Second, 8 * time.Second
+	// Shorter than the defaults (15 s, 30 s), so that the test does not
+	// take minutes; what matters is the order: the expectation expires
+	// well before the first resync.
+	const expectation, resync = 2 * time.Second, 20 * time.Second
 	op := startOperator(t, operatorOptions{resync: resync, expectation: expectation}, ns)
 	cr := createRoom(t, newRoom(ns, uniqueRoom("early"), chatv1alpha1.ChatRoomSpec{DeletionPolicy: chatv1alpha1.DeletionPolicyDelete}))
 	created := time.Now()
@@ -132,7 +133,12 @@ func TestChangeSoonAfterCreation(t *testing.T) {
 	topic := room.DefaultTopic(ns, cr.Name)
 
 	partitions := int32(1)
-	for _, at := range []time.Duration{0, 3 * time.Second, 5 * time.Second, 7 * time.Second, 9 * time.Second, 12 * time.Second, 17 * time.Second} {
+	// The view started a moment before the ChatRoom was created, and first
+	// reads every topic again one resync after that: at 5 s and 10 s, the
+	// view no longer trusts its last change (made at creation, then at 5
+	// s) and has not read the topic since creation; 22 s and 26 s come
+	// after that first resync.
+	for _, at := range []time.Duration{5 * time.Second, 10 * time.Second, 22 * time.Second, 26 * time.Second} {
 		select {
 		case <-time.After(time.Until(created.Add(at))): // a moment of the test, not a wait for an event
 		case <-t.Context().Done():
