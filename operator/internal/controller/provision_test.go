@@ -271,7 +271,7 @@ func TestTopicDeletedOutOfBand(t *testing.T) {
 	first := waitReady(t, cr)
 
 	deleteOutOfBand(t, op.prov, first.Status.TopicName)
-	waitEvent(t, cr, chatv1alpha1.ReasonTopicDeletedExternally, "creating it again")
+	waitEvent(t, cr, chatv1alpha1.ReasonTopicDeletedExternally, "created it again, empty")
 	var got *chatv1alpha1.ChatRoom
 	eventually(t, waitTimeout, func() string {
 		got = waitReady(t, cr)
