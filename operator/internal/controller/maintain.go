@@ -148,8 +148,8 @@ func (r *ChatRoomReconciler) maintain(ctx context.Context, req ctrl.Request, u *
 		in, adding := map[int32][]int32{}, map[int32][]int32{}
 		for p, next := range plan {
 			cur := ts.Replicas[p]
-			in[p] = append(slices.Clone(cur), slices.DeleteFunc(slices.Clone(next), func(b int32) bool { return slices.Contains(cur, b) })...)
-			adding[p] = slices.DeleteFunc(slices.Clone(next), func(b int32) bool { return slices.Contains(cur, b) })
+			add := slices.DeleteFunc(slices.Clone(next), func(b int32) bool { return slices.Contains(cur, b) })
+			in[p], adding[p] = append(slices.Clone(cur), add...), add
 		}
 		// The throttle goes first, so that no byte moves unthrottled.
 		throttle, err := r.View.Throttle(ctx, spec.Topic, in, adding)
