@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -224,4 +225,36 @@ func (p *Provisioner) SetThrottleRate(ctx context.Context, brokers []int32, rate
 		errs = errors.Join(errs, topicErr(r.ErrorCode, r.ErrorMessage, "set the replication throttle of broker %s", r.ResourceName))
 	}
 	return errs
+}
+
+// ReplicaBytes returns the size of every replica of the given partitions
+// (topic -> partitions), on every broker that holds one: topic ->
+// partition -> broker -> bytes, as the brokers' DescribeLogDirs answers
+// say (one request per broker). A replica being added grows towards the
+// size of the ones in place as it copies their data.
+func (p *Provisioner) ReplicaBytes(ctx context.Context, partitions map[string][]int32) (map[string]map[int32]map[int32]int64, error) {
+	set := kadm.TopicsSet{}
+	for t, ps := range partitions {
+		set.Add(t, ps...)
+	}
+	all, err := p.adm.DescribeAllLogDirs(ctx, set)
+	if err != nil {
+		return nil, fmt.Errorf("room: describe the log dirs of %d topics: %w", len(partitions), err)
+	}
+	out := make(map[string]map[int32]map[int32]int64, len(partitions))
+	all.Each(func(d kadm.DescribedLogDir) {
+		d.Topics.Each(func(dp kadm.DescribedLogDirPartition) {
+			if dp.IsFuture {
+				return // a copy moving between directories of one broker
+			}
+			if out[dp.Topic] == nil {
+				out[dp.Topic] = map[int32]map[int32]int64{}
+			}
+			if out[dp.Topic][dp.Partition] == nil {
+				out[dp.Topic][dp.Partition] = map[int32]int64{}
+			}
+			out[dp.Topic][dp.Partition][dp.Broker] = dp.Size
+		})
+	})
+	return out, nil
 }

@@ -255,6 +255,12 @@ type Reassignment struct {
 	// partitionsDone is the number of partitions whose reassignment finished.
 	PartitionsDone int32 `json:"partitionsDone"`
 
+	// bytesRemaining is how much data the new replicas of the partitions
+	// still moving have yet to copy, in bytes, as the brokers' log
+	// directories show it.
+	// +optional
+	BytesRemaining int64 `json:"bytesRemaining,omitempty"`
+
 	// throttle is the replication throttle of the moving replicas, in bytes
 	// per second per broker (the controller's --reassignment-throttle);
 	// unset when they are not throttled.

@@ -91,13 +91,14 @@ func TestReassignmentThrottle(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(client.Close)
 	adm := kadm.NewClient(client)
-	// Each partition's leader sends it to two new replicas at 128 KiB/s:
-	// about 1 s, 12 s and 32 s.
+	// Each partition's leader sends it to two new replicas at 128 KiB/s
+	// (on average): partitions of different sizes finish one by one.
 	produce(t, kc.Bootstrap(), topic, map[int32]int{0: 64 << 10, 1: 768 << 10, 2: 2 << 20})
 
 	patchSpec(t, cr, func(s *chatv1alpha1.ChatRoomSpec) { s.ReplicationFactor = 3 })
 	began := time.Now()
-	var done []int32 // the partitionsDone values seen, in order
+	var done []int32      // the partitionsDone values seen, in order
+	var remaining []int64 // the bytesRemaining values seen, in order
 	throttled := false
 	eventually(t, waitTimeout, func() string {
 		got := getRoom(t, cr)
@@ -108,6 +109,10 @@ func TestReassignmentThrottle(t *testing.T) {
 				require.Truef(t, n == 0 || ra.PartitionsDone > done[n-1], "partitions done went back: %v then %d", done, ra.PartitionsDone)
 				done = append(done, ra.PartitionsDone)
 				t.Logf("%s: %d of %d partitions done", time.Since(began).Round(100*time.Millisecond), ra.PartitionsDone, ra.PartitionsTotal)
+			}
+			if n := len(remaining); n == 0 || remaining[n-1] != ra.BytesRemaining {
+				remaining = append(remaining, ra.BytesRemaining)
+				t.Logf("%s: %d bytes to copy", time.Since(began).Round(100*time.Millisecond), ra.BytesRemaining)
 			}
 			if !throttled && ra.PartitionsDone < 2 {
 				replicas, rates := throttleConfigs(t, adm, topic)
@@ -132,6 +137,13 @@ func TestReassignmentThrottle(t *testing.T) {
 	require.True(t, throttled, "the throttle was never seen in Kafka")
 	require.True(t, slices.ContainsFunc(done, func(n int32) bool { return n > 0 && n < 3 }), "progress never moved between none and all: %v", done)
 	require.Greater(t, took, 10*time.Second, "4 MiB moved faster than the throttle allows")
+	// Measured (0 is unset: not measured yet), moving, and falling. Kafka's
+	// throttle lets a burst through first (its rate is an average over
+	// about 10 s), so the first figure is not the whole 5.7 MiB.
+	measured := slices.DeleteFunc(slices.Clone(remaining), func(n int64) bool { return n == 0 })
+	require.GreaterOrEqual(t, len(measured), 3, "bytes to copy hardly moved: %v", remaining)
+	require.Greater(t, measured[0], int64(1<<20), "bytes to copy: %v", remaining)
+	require.Less(t, measured[len(measured)-1], measured[0]/2, "bytes to copy did not fall: %v", remaining)
 	require.Equal(t, int32(3), getRoom(t, cr).Status.ReplicationFactor)
 
 	// The throttle went with the reassignment.

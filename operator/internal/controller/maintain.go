@@ -116,6 +116,10 @@ func (r *ChatRoomReconciler) maintain(ctx context.Context, req ctrl.Request, u *
 		for p, m := range moving {
 			in[p], adding[p] = m.Replicas, m.AddingReplicas
 		}
+		sizes, err := r.View.ReplicaBytes(ctx, spec.Topic, slices.Sorted(maps.Keys(moving)))
+		if err != nil {
+			return r.kafkaFailed(req, u, "read the replica sizes of topic "+spec.Topic, err)
+		}
 		// Again after a restart of the controller, or when the data moves
 		// differently from the plan.
 		throttle, err := r.View.Throttle(ctx, spec.Topic, in, adding)
@@ -127,6 +131,7 @@ func (r *ChatRoomReconciler) maintain(ctx context.Context, req ctrl.Request, u *
 			ra = &chatv1alpha1.Reassignment{TargetReplicationFactor: int32(rf), StartedAt: ptrTo(metav1.Now())}
 		}
 		ra.PartitionsTotal, ra.PartitionsDone, ra.Throttle = total, done, throttle
+		ra.BytesRemaining = bytesRemaining(moving, sizes)
 		u.status.Reassignment = ra
 		u.ready(metav1.ConditionFalse, chatv1alpha1.ReasonReplicationChanging,
 			"moving replicas of topic %s to replication factor %d: %d of %d partitions done", spec.Topic, rf, done, total)
@@ -233,6 +238,24 @@ func orNone(s string) string {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// bytesRemaining is what the replicas being added have yet to copy: for
+// each, the size of the largest replica in place less its own.
+func bytesRemaining(moving map[int32]room.Reassignment, sizes map[int32]map[int32]int64) int64 {
+	var left int64
+	for p, m := range moving {
+		var source int64
+		for _, b := range m.Replicas {
+			if !slices.Contains(m.AddingReplicas, b) {
+				source = max(source, sizes[p][b])
+			}
+		}
+		for _, b := range m.AddingReplicas {
+			left += max(source-sizes[p][b], 0)
+		}
+	}
+	return left
+}
 
 // unevenRF tells whether some partition of the topic does not have rf
 // replicas.

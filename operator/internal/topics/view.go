@@ -117,6 +117,7 @@ type View struct {
 	configure     *batcher[[]room.ConfigDrift, struct{}]
 	reassign      *batcher[map[int32][]int32, struct{}]
 	reassignments *batcher[struct{}, map[int32]room.Reassignment]
+	replicaBytes  *batcher[[]int32, map[int32]map[int32]int64]
 	remove        *batcher[struct{}, struct{}]
 }
 
@@ -161,6 +162,7 @@ func New(p *room.Provisioner, opts Options) *View {
 	v.configure = newBatcher("configure", o, v.flushConfigure)
 	v.reassign = newBatcher("reassign", o, v.flushReassign)
 	v.reassignments = newBatcher("list_reassignments", o, v.flushReassignments)
+	v.replicaBytes = newBatcher("describe_log_dirs", o, v.flushReplicaBytes)
 	v.remove = newBatcher("delete", o, v.flushDelete)
 	return v
 }
@@ -179,7 +181,7 @@ func (v *View) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, run := range []func(context.Context){
 		v.observe.run, v.create.run, v.grow.run, v.configure.run,
-		v.reassign.run, v.reassignments.run, v.remove.run, v.refreshLoop,
+		v.reassign.run, v.reassignments.run, v.replicaBytes.run, v.remove.run, v.refreshLoop,
 	} {
 		wg.Go(func() { run(ctx) })
 	}
@@ -337,6 +339,13 @@ func (v *View) Reassign(ctx context.Context, topic string, plan map[int32][]int3
 	_, err := v.reassign.do(ctx, topic, plan)
 	v.Invalidate(topic)
 	return err
+}
+
+// ReplicaBytes returns the size of every replica of topic's given
+// partitions (partition -> broker -> bytes), batched: one DescribeLogDirs
+// request per broker for every caller.
+func (v *View) ReplicaBytes(ctx context.Context, topic string, partitions []int32) (map[int32]map[int32]int64, error) {
+	return v.replicaBytes.do(ctx, topic, partitions)
 }
 
 // Throttle throttles the replication of topic's moving partitions (all
@@ -789,6 +798,19 @@ func (v *View) flushReassignments(ctx context.Context, items map[string]struct{}
 	out := make(map[string]result[map[int32]room.Reassignment], len(items))
 	for t := range items {
 		out[t] = result[map[int32]room.Reassignment]{val: all[t]}
+	}
+	return out, nil
+}
+
+func (v *View) flushReplicaBytes(ctx context.Context, items map[string][]int32) (map[string]result[map[int32]map[int32]int64], error) {
+	all, err := v.prov.ReplicaBytes(ctx, items)
+	if err != nil {
+		v.failed(err)
+		return nil, err
+	}
+	out := make(map[string]result[map[int32]map[int32]int64], len(items))
+	for t := range items {
+		out[t] = result[map[int32]map[int32]int64]{val: all[t]}
 	}
 	return out, nil
 }
