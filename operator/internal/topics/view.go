@@ -382,7 +382,8 @@ func (v *View) Throttle(ctx context.Context, topic string, in, adding map[int32]
 
 // Unthrottle removes the throttle of topic's replicas once its
 // reassignment is over, and the brokers' rate with the last throttled
-// topic. It is safe to call for a topic that was not throttled.
+// topic (also one throttled before the controller restarted). It is safe
+// to call for a topic that was not throttled.
 func (v *View) Unthrottle(ctx context.Context, topic string) error {
 	if _, err := v.configure.do(ctx, topic, room.Unthrottled()); err != nil {
 		return fmt.Errorf("remove the replication throttle of %s: %w", topic, err)
@@ -390,8 +391,8 @@ func (v *View) Unthrottle(ctx context.Context, topic string) error {
 	v.throttleMu.Lock()
 	defer v.throttleMu.Unlock()
 	delete(v.throttled, topic)
-	if len(v.throttled) > 0 {
-		return nil
+	if len(v.throttled) > 0 || v.opts.Throttle <= 0 {
+		return nil // the rate still serves, or was never set
 	}
 	return v.setThrottleRate(ctx, 0)
 }
