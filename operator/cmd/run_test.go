@@ -20,8 +20,10 @@ import (
 // election and no namespace for its Lease it says which flag to set; with
 // --leader-election-namespace it takes the Lease there.
 func TestRunOutsideCluster(t *testing.T) {
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
+	if testing.Short() {
+		t.Skip("needs a kube-apiserver and etcd (envtest): skipped in -short mode")
+	}
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Skip("needs the envtest binaries: KUBEBUILDER_ASSETS")
 	}
 	env := &envtest.Environment{
