@@ -1,0 +1,317 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"palaver.dev/services/internal/message"
+)
+
+// fetchWait is how long an idle partition's fetch is held by the broker.
+const fetchWait = 500 * time.Millisecond
+
+// consume reads one partition of a room from next on, handing every record
+// to the writer in offset order: valid envelopes as rows, others as
+// position moves (counted by reason), and what the topic no longer holds
+// as trims. It returns when ctx is done.
+func (s *Service) consume(ctx context.Context, r *servedRoom, p int, next int64) {
+	name, topic := r.info.Name, r.info.Topic
+	k := posKey{name, p}
+	client := s.cluster.Admin()
+	backoff := 100 * time.Millisecond
+	trimmed := int64(0) // log start offset applied so far
+	lag := s.m.Lag.WithLabelValues(name, strconv.Itoa(p))
+	send := func(o op) bool {
+		o.Room, o.Tag, o.Partition = name, r.tag, p
+		select {
+		case s.ops <- o:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	retry := func(err error) bool {
+		if ctx.Err() != nil {
+			return false
+		}
+		s.log.Warn("history: fetch failed; retrying", "room", name, "partition", p, "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		return true
+	}
+	for ctx.Err() == nil {
+		res, err := client.Fetch(ctx, &kafka.FetchRequest{
+			Topic: topic, Partition: p, Offset: next,
+			MinBytes: 1, MaxBytes: int64(s.cfg.FetchBytes), MaxWait: fetchWait,
+		})
+		if err == nil {
+			err = res.Error
+		}
+		if errors.Is(err, kafka.OffsetOutOfRange) {
+			first, end, berr := s.bounds(ctx, topic, p)
+			if berr != nil {
+				if !retry(berr) {
+					return
+				}
+				continue
+			}
+			switch {
+			case next < first: // retention or DeleteRecords went past us
+				if !send(op{Offset: first, Trim: true}) {
+					return
+				}
+				next, trimmed = first, first
+			case next > end: // the topic is shorter than what we stored: re-created
+				s.log.Warn("history: a partition ends before the stored position; the topic was re-created, reading it again",
+					"room", name, "partition", p, "stored", next, "end", end)
+				s.m.Skipped.WithLabelValues(reasonOffset).Inc()
+				if !send(op{Offset: first, Trim: true, Reset: true}) {
+					return
+				}
+				next, trimmed = first, first
+			}
+			continue
+		}
+		if err != nil {
+			if !retry(err) {
+				return
+			}
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if res.LogStartOffset > trimmed {
+			if !send(op{Offset: res.LogStartOffset, Trim: true}) {
+				return
+			}
+			trimmed = res.LogStartOffset
+			next = max(next, trimmed)
+		}
+		for {
+			rec, err := res.Records.ReadRecord()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				if !retry(fmt.Errorf("read %s/%d at %d: %w", topic, p, next, err)) {
+					return
+				}
+				break
+			}
+			if rec.Offset < next {
+				continue // batches may start before the offset asked for
+			}
+			o := op{Offset: rec.Offset}
+			value, err := readValue(rec.Value)
+			if err == nil {
+				o.Msg, err = decode(name, value, rec, p)
+			}
+			if err != nil {
+				s.m.Skipped.WithLabelValues(skipReason(err)).Inc()
+			}
+			if rec.Offset > maxOffset {
+				o.Msg = nil
+				s.m.Skipped.WithLabelValues(reasonOffset).Inc()
+			}
+			if !send(o) {
+				return
+			}
+			next = rec.Offset + 1
+		}
+		s.mu.Lock()
+		s.end[k] = res.HighWatermark
+		behind := res.HighWatermark - s.committed[k]
+		s.mu.Unlock()
+		lag.Set(float64(max(0, behind)))
+	}
+}
+
+// bounds returns a partition's first retained offset and its end.
+func (s *Service) bounds(ctx context.Context, topic string, p int) (first, end int64, err error) {
+	res, err := s.cluster.Admin().ListOffsets(ctx, &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p)}},
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("offsets of %s/%d: %w", topic, p, err)
+	}
+	for _, po := range res.Topics[topic] {
+		if po.Partition == p {
+			if po.Error != nil {
+				return 0, 0, fmt.Errorf("offsets of %s/%d: %w", topic, p, po.Error)
+			}
+			return po.FirstOffset, po.LastOffset, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("offsets of %s/%d: missing from the answer", topic, p)
+}
+
+var errEmpty = errors.New("history: record without a value")
+
+// readValue copies a record value, which is only valid until the next
+// record.
+func readValue(b kafka.Bytes) ([]byte, error) {
+	if b == nil {
+		return nil, errEmpty
+	}
+	if b.Len() > message.MaxEncodedBytes {
+		return nil, message.ErrTooLarge
+	}
+	out := make([]byte, b.Len())
+	_, err := io.ReadFull(b, out)
+	return out, err
+}
+
+var errWrongRoom = errors.New("history: envelope of another room")
+
+func decode(room string, value []byte, rec *kafka.Record, p int) (*message.Stored, error) {
+	env, err := message.Decode(value)
+	if err != nil {
+		return nil, err
+	}
+	if env.Room != room {
+		return nil, errWrongRoom
+	}
+	return &message.Stored{Envelope: env, Partition: p, Offset: rec.Offset, Time: rec.Time}, nil
+}
+
+func skipReason(err error) string {
+	switch {
+	case errors.Is(err, errEmpty):
+		return reasonEmpty
+	case errors.Is(err, message.ErrTooLarge):
+		return reasonTooLarge
+	case errors.Is(err, message.ErrInvalidUTF8):
+		return reasonInvalidUTF8
+	case errors.Is(err, message.ErrUnsupportedVersion):
+		return reasonVersion
+	case errors.Is(err, message.ErrMissingField):
+		return reasonMissing
+	case errors.Is(err, errWrongRoom), errors.Is(err, message.ErrInvalidRoom):
+		return reasonWrongRoom
+	default:
+		return reasonMalformed
+	}
+}
+
+// control runs fn on the store in the writer, after every op queued
+// before it: room changes are ordered with the rows of the room.
+func (s *Service) control(ctx context.Context, fn func(*Store) error) error {
+	done := make(chan error, 1)
+	select {
+	case s.ops <- op{control: fn, done: done}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// write is the single writer: it takes the ops queued by the consumers and
+// commits them in batches, as many as are waiting (up to BatchSize), so the
+// batches grow with the load and a lone message is committed at once. It
+// returns when ctx is done and the queue is empty, or when a commit fails:
+// then the process must stop, and its restart reads again from the
+// committed positions.
+func (s *Service) write(ctx context.Context) error {
+	batch := make([]op, 0, s.cfg.BatchSize)
+	for {
+		var o op
+		select {
+		case o = <-s.ops:
+		case <-ctx.Done():
+			// The consumers stopped before ctx was cancelled: drain.
+			for {
+				select {
+				case o = <-s.ops:
+					if err := s.handle(ctx, &batch, o); err != nil {
+						return err
+					}
+				default:
+					return s.flush(batch)
+				}
+			}
+		}
+		if err := s.handle(ctx, &batch, o); err != nil {
+			return err
+		}
+	fill:
+		for len(batch) < s.cfg.BatchSize {
+			select {
+			case o = <-s.ops:
+				if err := s.handle(ctx, &batch, o); err != nil {
+					return err
+				}
+			default:
+				break fill
+			}
+		}
+		if err := s.flush(batch); err != nil {
+			return err
+		}
+		batch = batch[:0]
+	}
+}
+
+// handle adds o to the batch, or for a control op commits the batch and
+// runs it.
+func (s *Service) handle(_ context.Context, batch *[]op, o op) error {
+	if o.control == nil {
+		*batch = append(*batch, o)
+		return nil
+	}
+	if err := s.flush(*batch); err != nil {
+		o.done <- err
+		return err
+	}
+	*batch = (*batch)[:0]
+	o.done <- o.control(s.store)
+	return nil
+}
+
+func (s *Service) flush(batch []op) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	began := time.Now()
+	next, trimmed, err := s.store.Apply(context.Background(), batch)
+	if err != nil {
+		s.log.Error("history: commit failed", "records", len(batch), "err", err)
+		return err
+	}
+	s.m.CommitLatency.Observe(time.Since(began).Seconds())
+	s.m.CommitSize.Observe(float64(len(batch)))
+	perRoom := map[string]int{}
+	for i := range batch {
+		if batch[i].Msg != nil {
+			perRoom[batch[i].Room]++
+		}
+	}
+	for name, n := range perRoom {
+		s.m.Ingested.WithLabelValues(name).Add(float64(n))
+	}
+	for name, n := range trimmed {
+		s.m.Trimmed.WithLabelValues(name).Add(float64(n))
+		s.log.Info("history: removed messages their topic no longer holds", "room", name, "messages", n)
+	}
+	s.mu.Lock()
+	for k, n := range next {
+		s.committed[k] = n
+	}
+	close(s.progress)
+	s.progress = make(chan struct{})
+	s.mu.Unlock()
+	return nil
+}

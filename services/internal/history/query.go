@@ -1,0 +1,374 @@
+package history
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"palaver.dev/services/internal/cursor"
+)
+
+// Message is a stored message as the API returns it: the shape of the
+// gateway's message frame (docs/protocol.md), plus the marked text of a
+// search result.
+type Message struct {
+	Op        string    `json:"op"`
+	Room      string    `json:"room"`
+	ID        string    `json:"id"`
+	Sender    Sender    `json:"sender"`
+	Text      string    `json:"text"`
+	Time      time.Time `json:"time"`
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Cursor    string    `json:"cursor"`
+	// Highlight is Text cut into segments, the words the search matched
+	// marked; only in search results.
+	Highlight []Segment `json:"highlight,omitempty"`
+}
+
+// Sender is who sent a message.
+type Sender struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// Segment is a piece of a search result's text; Mark is set on a word the
+// query matched. The segments of a text, joined, are the text.
+type Segment struct {
+	Text string `json:"text"`
+	Mark bool   `json:"mark,omitempty"`
+}
+
+// Page is a page of messages, oldest first, with the cursors of the pages
+// around it.
+type Page struct {
+	Messages []Message `json:"messages"`
+	// Before is the cursor of the next older page; empty when nothing older
+	// is stored.
+	Before string `json:"before,omitempty"`
+	// After is the position after the page, to ask for newer messages;
+	// only on pages read forward (after, around).
+	After string `json:"after,omitempty"`
+}
+
+// SearchPage is a page of search results, newest first.
+type SearchPage struct {
+	Results []Message `json:"results"`
+	// Next continues the search with older results; empty at the end.
+	Next string `json:"next,omitempty"`
+}
+
+// row is a message as read from the store.
+type row struct {
+	rid                      int64
+	ts                       int64
+	id, senderID, senderName string
+	text                     string
+	partition                int
+	offset                   int64
+}
+
+func (r *row) message(room string) Message {
+	name := r.senderName
+	if name == "" {
+		name = r.senderID
+	}
+	return Message{
+		Op: "message", Room: room, ID: r.id, Sender: Sender{ID: r.senderID, Name: name}, Text: r.text,
+		Time: msTime(r.ts), Partition: r.partition, Offset: r.offset,
+	}
+}
+
+func scanRows(rows *sql.Rows) ([]row, error) {
+	defer rows.Close()
+	var out []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.rid, &r.ts, &r.id, &r.senderID, &r.senderName, &r.text); err != nil {
+			return nil, err
+		}
+		r.partition, r.offset = splitRowID(r.rid)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+const rowColumns = `rid, ts, id, sender_id, sender_name, text`
+
+// byTime orders rows as readers order a room: by (time, partition, offset).
+func byTime(a, b row) int {
+	return cmp.Or(cmp.Compare(a.ts, b.ts), cmp.Compare(a.rid, b.rid))
+}
+
+// before reads the newest limit messages below bound (per partition: the
+// offsets under bound's next, or all stored in a partition bound lacks),
+// oldest first. start is the position of the page's first message in each
+// partition; older tells whether anything older is stored.
+func (s *Store) before(ctx context.Context, tag int64, partitions int, bound map[int]int64, limit int) (rows []row, start map[int]int64, older bool, err error) {
+	start = map[int]int64{}
+	fetched := map[int]int{}
+	for p := range partitions {
+		hi := rowID(tag, p+1, 0)
+		if next, ok := bound[p]; ok {
+			start[p] = next
+			hi = rowID(tag, p, min(next, maxOffset))
+		}
+		rs, err := s.r.QueryContext(ctx, `SELECT `+rowColumns+` FROM messages WHERE rid >= ? AND rid < ? ORDER BY rid DESC LIMIT ?`,
+			rowID(tag, p, 0), hi, limit+1)
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("history: page before: %w", err)
+		}
+		got, err := scanRows(rs)
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("history: page before: %w", err)
+		}
+		fetched[p] = len(got)
+		rows = append(rows, got...)
+	}
+	slices.SortFunc(rows, byTime)
+	if len(rows) > limit {
+		rows = rows[len(rows)-limit:]
+	}
+	kept := map[int]int{}
+	for i := len(rows) - 1; i >= 0; i-- {
+		start[rows[i].partition] = rows[i].offset
+		kept[rows[i].partition]++
+	}
+	for p, n := range fetched {
+		older = older || n > kept[p]
+	}
+	return rows, start, older, nil
+}
+
+// after reads the oldest limit messages from position from (per partition:
+// from its next offset, or from the start where from has none), oldest
+// first.
+func (s *Store) after(ctx context.Context, tag int64, partitions int, from map[int]int64, limit int) ([]row, error) {
+	var rows []row
+	for p := range partitions {
+		rs, err := s.r.QueryContext(ctx, `SELECT `+rowColumns+` FROM messages WHERE rid >= ? AND rid < ? ORDER BY rid LIMIT ?`,
+			rowID(tag, p, min(from[p], maxOffset)), rowID(tag, p+1, 0), limit)
+		if err != nil {
+			return nil, fmt.Errorf("history: page after: %w", err)
+		}
+		got, err := scanRows(rs)
+		if err != nil {
+			return nil, fmt.Errorf("history: page after: %w", err)
+		}
+		rows = append(rows, got...)
+	}
+	slices.SortFunc(rows, byTime)
+	if len(rows) > limit {
+		rows = rows[:limit]
+	}
+	return rows, nil
+}
+
+// split returns, per partition, the offset of the first message stored at
+// or after t, or end[p] when there is none.
+func (s *Store) split(ctx context.Context, tag int64, partitions int, t time.Time, end map[int]int64) (map[int]int64, error) {
+	out := map[int]int64{}
+	for p := range partitions {
+		var rid int64
+		err := s.r.QueryRowContext(ctx, `SELECT rid FROM messages WHERE tag = ? AND ts >= ? AND rid >= ? AND rid < ? ORDER BY ts, rid LIMIT 1`,
+			tag, t.UnixMilli(), rowID(tag, p, 0), rowID(tag, p+1, 0)).Scan(&rid)
+		switch {
+		case err == sql.ErrNoRows:
+			out[p] = end[p]
+		case err != nil:
+			return nil, fmt.Errorf("history: find %v: %w", t, err)
+		default:
+			_, out[p] = splitRowID(rid)
+		}
+	}
+	return out, nil
+}
+
+// Search limits.
+const (
+	MaxQueryBytes = 256
+	maxTerms      = 16
+)
+
+// term is one word of a search query; prefix when it ended in '*'.
+type term struct {
+	word   string
+	prefix bool
+}
+
+// parseQuery reads a user's query: words (runs of letters and digits, as
+// the index's tokenizer cuts text), each optionally ending in '*' for a
+// prefix search. Everything else separates words, so no query syntax of
+// the index reaches it: every word is quoted.
+func parseQuery(q string) ([]term, error) {
+	if len(q) > MaxQueryBytes {
+		return nil, fmt.Errorf("%w: longer than %d bytes", ErrBadQuery, MaxQueryBytes)
+	}
+	if !utf8.ValidString(q) {
+		return nil, fmt.Errorf("%w: not valid UTF-8", ErrBadQuery)
+	}
+	var terms []term
+	rs := []rune(q)
+	for i := 0; i < len(rs); {
+		if !isWordRune(rs[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(rs) && isWordRune(rs[j]) {
+			j++
+		}
+		t := term{word: strings.ToLower(string(rs[i:j]))}
+		if j < len(rs) && rs[j] == '*' {
+			t.prefix = true
+		}
+		terms = append(terms, t)
+		i = j
+	}
+	switch {
+	case len(terms) == 0:
+		return nil, fmt.Errorf("%w: no words to search for", ErrBadQuery)
+	case len(terms) > maxTerms:
+		return nil, fmt.Errorf("%w: more than %d words", ErrBadQuery, maxTerms)
+	}
+	return terms, nil
+}
+
+// isWordRune matches the index tokenizer's token characters (unicode61:
+// letters, numbers and private-use characters).
+func isWordRune(r rune) bool {
+	return unicode.IsLetter(r) || unicode.IsNumber(r) || unicode.Is(unicode.Co, r)
+}
+
+// matchExpr is the index's query for terms: every word, quoted.
+func matchExpr(terms []term) string {
+	var b strings.Builder
+	for i, t := range terms {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(`"` + t.word + `"`)
+		if t.prefix {
+			b.WriteByte('*')
+		}
+	}
+	return b.String()
+}
+
+// searchKey is where a search page continues: below this (time, row id).
+type searchKey struct {
+	ts, rid int64
+}
+
+func (k searchKey) String() string {
+	b := binary.AppendVarint([]byte{1}, k.ts)
+	return base64.RawURLEncoding.EncodeToString(binary.AppendVarint(b, k.rid))
+}
+
+func parseSearchKey(s string) (searchKey, error) {
+	bad := fmt.Errorf("%w: malformed page token", ErrBadQuery)
+	if len(s) > 64 {
+		return searchKey{}, bad
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) < 1 || b[0] != 1 {
+		return searchKey{}, bad
+	}
+	ts, n := binary.Varint(b[1:])
+	if n <= 0 {
+		return searchKey{}, bad
+	}
+	rid, m := binary.Varint(b[1+n:])
+	if m <= 0 || 1+n+m != len(b) {
+		return searchKey{}, bad
+	}
+	return searchKey{ts, rid}, nil
+}
+
+// search returns up to limit messages of the room matching every term,
+// newest first, below key when set, from sender when set; and whether more
+// may follow.
+func (s *Store) search(ctx context.Context, tag int64, terms []term, sender string, below *searchKey, limit int) ([]row, bool, error) {
+	q := `SELECT m.rid, m.ts, m.id, m.sender_id, m.sender_name, m.text
+		FROM messages_text f JOIN messages m ON m.rid = f.rowid
+		WHERE messages_text MATCH ? AND f.rowid >= ? AND f.rowid < ?`
+	args := []any{matchExpr(terms), rowID(tag, 0, 0), rowID(tag+1, 0, 0)}
+	if sender != "" {
+		q += ` AND m.sender_id = ?`
+		args = append(args, sender)
+	}
+	if below != nil {
+		q += ` AND (m.ts < ? OR m.ts = ? AND m.rid < ?)`
+		args = append(args, below.ts, below.ts, below.rid)
+	}
+	q += ` ORDER BY m.ts DESC, m.rid DESC LIMIT ?`
+	args = append(args, limit+1)
+	rs, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, false, fmt.Errorf("history: search: %w", err)
+	}
+	rows, err := scanRows(rs)
+	if err != nil {
+		return nil, false, fmt.Errorf("history: search: %w", err)
+	}
+	more := len(rows) > limit
+	if more {
+		rows = rows[:limit]
+	}
+	return rows, more, nil
+}
+
+// highlight cuts text into segments, marking the words that match a term
+// (case-insensitively; a prefix term marks the words it starts).
+func highlight(text string, terms []term) []Segment {
+	var out []Segment
+	add := func(s string, mark bool) {
+		if s == "" {
+			return
+		}
+		if n := len(out); n > 0 && out[n-1].Mark == mark {
+			out[n-1].Text += s
+			return
+		}
+		out = append(out, Segment{Text: s, Mark: mark})
+	}
+	for i := 0; i < len(text); {
+		r, size := utf8.DecodeRuneInString(text[i:])
+		if !isWordRune(r) {
+			add(text[i:i+size], false)
+			i += size
+			continue
+		}
+		j := i
+		for j < len(text) {
+			r, size := utf8.DecodeRuneInString(text[j:])
+			if !isWordRune(r) {
+				break
+			}
+			j += size
+		}
+		word := strings.ToLower(text[i:j])
+		add(text[i:j], slices.ContainsFunc(terms, func(t term) bool {
+			return word == t.word || t.prefix && strings.HasPrefix(word, t.word)
+		}))
+		i = j
+	}
+	return out
+}
+
+// cursorOf is a cursor with the given next offsets.
+func cursorOf(next map[int]int64) cursor.Cursor {
+	var c cursor.Cursor
+	for p, n := range next {
+		c.Advance(p, n-1)
+	}
+	return c
+}

@@ -1,0 +1,363 @@
+package history
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
+
+	"palaver.dev/services/internal/message"
+)
+
+// A message's key in the store is one integer, its row id, made of the
+// room's tag, the partition and the offset: rows of a room are one id range
+// (so the full-text index is scoped to a room by a rowid range), and ids
+// order a room's rows by (partition, offset).
+const (
+	offsetBits    = 34 // 17 billion records per partition
+	partitionBits = 10 // cursor.MaxPartitions
+	maxTag        = 1<<(63-offsetBits-partitionBits) - 1
+	maxOffset     = 1<<offsetBits - 1
+)
+
+func rowID(tag int64, partition int, offset int64) int64 {
+	return tag<<(offsetBits+partitionBits) | int64(partition)<<offsetBits | offset
+}
+
+func splitRowID(id int64) (partition int, offset int64) {
+	return int(id >> offsetBits & (1<<partitionBits - 1)), id & maxOffset
+}
+
+// Errors of the store; test them with errors.Is.
+var (
+	ErrNotServed = errors.New("history: room not served by this shard")
+	ErrBehind    = errors.New("history: ingest has not reached the requested position")
+	ErrBadQuery  = errors.New("history: bad query")
+)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS rooms (
+	name  TEXT PRIMARY KEY,
+	topic TEXT NOT NULL,
+	tag   INTEGER NOT NULL UNIQUE
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS positions (
+	room      TEXT NOT NULL,
+	partition INTEGER NOT NULL,
+	next      INTEGER NOT NULL,
+	PRIMARY KEY (room, partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+	rid         INTEGER PRIMARY KEY,
+	tag         INTEGER NOT NULL,
+	ts          INTEGER NOT NULL,
+	id          TEXT NOT NULL,
+	sender_id   TEXT NOT NULL,
+	sender_name TEXT NOT NULL,
+	text        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_time ON messages (tag, ts);
+CREATE INDEX IF NOT EXISTS messages_sender ON messages (tag, sender_id, ts);
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_text USING fts5 (
+	text, content='', contentless_delete=1, detail=none,
+	tokenize='unicode61 remove_diacritics 2'
+);
+`
+
+// Store is the embedded database: the rows of every room the replica
+// serves and, in the same transactions, the next offset to consume in each
+// of their partitions. It is SQLite (through the pure-Go modernc.org/sqlite)
+// in WAL mode: one writer connection, a pool of readers that never block
+// it. See docs/history.md for why.
+type Store struct {
+	path string
+	w    *sql.DB // the one writer connection
+	r    *sql.DB // readers
+
+	insert, index *sql.Stmt
+}
+
+// OpenStore opens (creating if needed) the store in dir.
+func OpenStore(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("history: store directory: %w", err)
+	}
+	path := filepath.Join(dir, "history.db")
+	// synchronous=NORMAL in WAL mode: a commit survives a process crash
+	// (it is in the OS's page cache), and a power cut may lose the last
+	// commits but never tears one; the positions lost with them are read
+	// again from Kafka.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)" +
+		"&_pragma=cache_size(-32000)&_pragma=temp_store(MEMORY)&_txlock=immediate"
+	w, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("history: open store: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	if _, err := w.Exec(schema); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("history: create schema in %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
+	if err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("history: open store readers: %w", err)
+	}
+	r.SetMaxOpenConns(4)
+	r.SetMaxIdleConns(4)
+	s := &Store{path: path, w: w, r: r}
+	if s.insert, err = w.Prepare(`INSERT INTO messages (rid, tag, ts, id, sender_id, sender_name, text)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`); err == nil {
+		s.index, err = w.Prepare(`INSERT INTO messages_text (rowid, text) VALUES (?, ?)`)
+	}
+	if err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("history: prepare: %w", err)
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// Size returns the bytes the store takes on disk (database and WAL).
+func (s *Store) Size() int64 {
+	var n int64
+	for _, p := range []string{s.path, s.path + "-wal"} {
+		if fi, err := os.Stat(p); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+// storedRoom is a room the store holds rows of.
+type storedRoom struct {
+	Topic string
+	Tag   int64
+	Next  map[int]int64 // committed position per partition
+}
+
+// Rooms returns every room in the store with its committed positions.
+func (s *Store) Rooms(ctx context.Context) (map[string]storedRoom, error) {
+	rows, err := s.w.QueryContext(ctx, `SELECT name, topic, tag FROM rooms`)
+	if err != nil {
+		return nil, fmt.Errorf("history: list rooms: %w", err)
+	}
+	out := map[string]storedRoom{}
+	for rows.Next() {
+		var name string
+		var r storedRoom
+		if err := rows.Scan(&name, &r.Topic, &r.Tag); err != nil {
+			_ = rows.Close()
+			return nil, fmt.Errorf("history: list rooms: %w", err)
+		}
+		r.Next = map[int]int64{}
+		out[name] = r
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("history: list rooms: %w", err)
+	}
+	rows, err = s.w.QueryContext(ctx, `SELECT room, partition, next FROM positions`)
+	if err != nil {
+		return nil, fmt.Errorf("history: list positions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var p int
+		var next int64
+		if err := rows.Scan(&name, &p, &next); err != nil {
+			return nil, fmt.Errorf("history: list positions: %w", err)
+		}
+		if r, ok := out[name]; ok {
+			r.Next[p] = next
+		}
+	}
+	return out, rows.Err()
+}
+
+// AddRoom records a room on its topic and returns its tag. A room stored on
+// another topic (deleted and created again under the same name) loses its
+// rows first: they belong to a topic that no longer backs the room.
+func (s *Store) AddRoom(ctx context.Context, name, topic string) (int64, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("history: add room %q: %w", name, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var tag int64
+	var had string
+	err = tx.QueryRowContext(ctx, `SELECT topic, tag FROM rooms WHERE name = ?`, name).Scan(&had, &tag)
+	switch {
+	case err == nil && had == topic:
+		return tag, nil
+	case err == nil:
+		if err := dropRoom(ctx, tx, name, tag); err != nil {
+			return 0, err
+		}
+	case !errors.Is(err, sql.ErrNoRows):
+		return 0, fmt.Errorf("history: add room %q: %w", name, err)
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(tag), 0) + 1 FROM rooms`).Scan(&tag); err != nil {
+		return 0, fmt.Errorf("history: add room %q: %w", name, err)
+	}
+	if tag > maxTag {
+		return 0, fmt.Errorf("history: add room %q: out of room tags", name)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO rooms (name, topic, tag) VALUES (?, ?, ?)`, name, topic, tag); err != nil {
+		return 0, fmt.Errorf("history: add room %q: %w", name, err)
+	}
+	return tag, tx.Commit()
+}
+
+// DropRoom removes a room, its rows and its positions.
+func (s *Store) DropRoom(ctx context.Context, name string) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("history: drop room %q: %w", name, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var tag int64
+	switch err := tx.QueryRowContext(ctx, `SELECT tag FROM rooms WHERE name = ?`, name).Scan(&tag); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("history: drop room %q: %w", name, err)
+	}
+	if err := dropRoom(ctx, tx, name, tag); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+func dropRoom(ctx context.Context, tx *sql.Tx, name string, tag int64) error {
+	lo, hi := rowID(tag, 0, 0), rowID(tag+1, 0, 0)
+	for _, q := range []string{
+		`DELETE FROM messages_text WHERE rowid IN (SELECT rid FROM messages WHERE rid >= ?1 AND rid < ?2)`,
+		`DELETE FROM messages WHERE rid >= ?1 AND rid < ?2`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, lo, hi); err != nil {
+			return fmt.Errorf("history: drop room %q: %w", name, err)
+		}
+	}
+	for _, q := range []string{`DELETE FROM positions WHERE room = ?`, `DELETE FROM rooms WHERE name = ?`} {
+		if _, err := tx.ExecContext(ctx, q, name); err != nil {
+			return fmt.Errorf("history: drop room %q: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// op is one change to the store, applied in order within a partition:
+// a record consumed (Msg nil for a record that is not a valid envelope,
+// which only moves the position), or a trim of what retention removed.
+type op struct {
+	Room      string
+	Tag       int64
+	Partition int
+	Offset    int64 // the record's offset; for a trim, the partition's new start
+	Msg       *message.Stored
+	Trim      bool
+	Reset     bool // with Trim: drop every row of the partition (its topic was re-created)
+
+	control func(*Store) error // run by the writer between batches
+	done    chan error
+}
+
+// Apply writes ops in one transaction, with the position after each
+// partition's last op, and returns the positions committed and the rows trimmed per room. Replaying an op
+// whose position is already committed changes nothing.
+func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]int64, map[string]int64, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("history: begin batch: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	insert, index := tx.StmtContext(ctx, s.insert), tx.StmtContext(ctx, s.index)
+	next := map[posKey]int64{}
+	reset := map[posKey]bool{}
+	trimmed := map[string]int64{}
+	for i := range ops {
+		o := &ops[i]
+		k := posKey{o.Room, o.Partition}
+		if o.Trim {
+			n, err := trim(ctx, tx, o)
+			if err != nil {
+				return nil, nil, err
+			}
+			if n > 0 {
+				trimmed[o.Room] += n
+			}
+			if o.Reset {
+				next[k], reset[k] = o.Offset, true
+			} else if next[k] < o.Offset {
+				next[k] = o.Offset
+			}
+			continue
+		}
+		next[k] = max(next[k], o.Offset+1)
+		if o.Msg == nil {
+			continue
+		}
+		m := o.Msg
+		rid := rowID(o.Tag, o.Partition, o.Offset)
+		res, err := insert.ExecContext(ctx, rid, o.Tag, m.Time.UnixMilli(), m.ID, m.SenderID, m.SenderName, m.Text)
+		if err != nil {
+			return nil, nil, fmt.Errorf("history: insert %s/%d@%d: %w", o.Room, o.Partition, o.Offset, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			continue // already stored: a replay
+		}
+		if _, err := index.ExecContext(ctx, rid, m.Text); err != nil {
+			return nil, nil, fmt.Errorf("history: index %s/%d@%d: %w", o.Room, o.Partition, o.Offset, err)
+		}
+	}
+	// Positions only move forward, except where a re-created topic reset
+	// them.
+	for k, n := range next {
+		var got int64
+		if err := tx.QueryRowContext(ctx, `INSERT INTO positions (room, partition, next) VALUES (?1, ?2, ?3)
+			ON CONFLICT (room, partition) DO UPDATE SET next = CASE WHEN ?4 THEN excluded.next ELSE max(next, excluded.next) END
+			RETURNING next`, k.room, k.partition, n, reset[k]).Scan(&got); err != nil {
+			return nil, nil, fmt.Errorf("history: commit position of %s/%d: %w", k.room, k.partition, err)
+		}
+		next[k] = got
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, nil, fmt.Errorf("history: commit batch: %w", err)
+	}
+	return next, trimmed, nil
+}
+
+// trim deletes a partition's rows below o.Offset (all of them on a reset).
+func trim(ctx context.Context, tx *sql.Tx, o *op) (int64, error) {
+	lo, hi := rowID(o.Tag, o.Partition, 0), rowID(o.Tag, o.Partition, min(o.Offset, maxOffset))
+	if o.Reset {
+		hi = rowID(o.Tag, o.Partition, maxOffset)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM messages_text WHERE rowid IN (SELECT rid FROM messages WHERE rid >= ? AND rid < ?)`, lo, hi); err != nil {
+		return 0, fmt.Errorf("history: trim %s/%d below %d: %w", o.Room, o.Partition, o.Offset, err)
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE rid >= ? AND rid < ?`, lo, hi)
+	if err != nil {
+		return 0, fmt.Errorf("history: trim %s/%d below %d: %w", o.Room, o.Partition, o.Offset, err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+type posKey struct {
+	room      string
+	partition int
+}
+
+// msTime converts a stored millisecond timestamp.
+func msTime(ms int64) time.Time { return time.UnixMilli(ms).UTC() }

@@ -1,0 +1,142 @@
+package history
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"palaver.dev/services/internal/message"
+)
+
+func stored(room string, p int, off int64, t time.Time, sender, text string) *message.Stored {
+	return &message.Stored{
+		Envelope:  message.Envelope{V: 1, ID: fmt.Sprintf("m-%d-%d", p, off), Room: room, SenderID: sender, Text: text},
+		Partition: p, Offset: off, Time: t,
+	}
+}
+
+func texts(rows []row) []string {
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		out[i] = r.text
+	}
+	return out
+}
+
+func TestStoreApplyPagesSearchTrim(t *testing.T) {
+	st, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := t.Context()
+	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := st.AddRoom(ctx, "other", "palaver.room.default.other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	var ops []op
+	for i := range 10 {
+		ops = append(ops, op{Room: "lobby", Tag: tag, Partition: 0, Offset: int64(i),
+			Msg: stored("lobby", 0, int64(i), t0.Add(time.Duration(i)*time.Second), "u-1", fmt.Sprintf("hello number%d", i))})
+	}
+	ops = append(ops, op{Room: "lobby", Tag: tag, Partition: 0, Offset: 10}) // a bad record
+	ops = append(ops, op{Room: "other", Tag: other, Partition: 0, Offset: 0, Msg: stored("other", 0, 0, t0, "u-2", "hello elsewhere")})
+	next, _, err := st.Apply(ctx, ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next[posKey{"lobby", 0}] != 11 || next[posKey{"other", 0}] != 1 {
+		t.Fatalf("positions %v", next)
+	}
+	// A replay changes nothing.
+	if _, _, err := st.Apply(ctx, ops[:3]); err != nil {
+		t.Fatal(err)
+	}
+	rows, start, older, err := st.before(ctx, tag, 1, map[int]int64{0: 11}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := texts(rows); !slices.Equal(got, []string{"hello number7", "hello number8", "hello number9"}) || start[0] != 7 || !older {
+		t.Fatalf("before: %q start %v older %v", got, start, older)
+	}
+	rows, err = st.after(ctx, tag, 1, map[int]int64{0: 8}, 5)
+	if err != nil || !slices.Equal(texts(rows), []string{"hello number8", "hello number9"}) {
+		t.Fatalf("after: %q %v", texts(rows), err)
+	}
+	split, err := st.split(ctx, tag, 1, t0.Add(4500*time.Millisecond), map[int]int64{0: 11})
+	if err != nil || split[0] != 5 {
+		t.Fatalf("split: %v %v", split, err)
+	}
+	terms, err := parseQuery(`HELLO number3`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, more, err := st.search(ctx, tag, terms, "", nil, 10)
+	if err != nil || !slices.Equal(texts(rows), []string{"hello number3"}) || more {
+		t.Fatalf("search: %q more %v err %v", texts(rows), more, err)
+	}
+	terms, _ = parseQuery(`hel*`)
+	rows, more, err = st.search(ctx, tag, terms, "", nil, 4)
+	if err != nil || len(rows) != 4 || !more || rows[0].text != "hello number9" {
+		t.Fatalf("prefix search: %q more %v err %v", texts(rows), more, err)
+	}
+	rows, _, err = st.search(ctx, tag, terms, "", &searchKey{rows[3].ts, rows[3].rid}, 100)
+	if err != nil || len(rows) != 6 {
+		t.Fatalf("second search page: %q %v", texts(rows), err)
+	}
+	// Trim what retention removed: rows and index entries.
+	_, trimmed, err := st.Apply(ctx, []op{{Room: "lobby", Tag: tag, Partition: 0, Offset: 5, Trim: true}})
+	if err != nil || trimmed["lobby"] != 5 {
+		t.Fatalf("trim: %v %v", trimmed, err)
+	}
+	terms, _ = parseQuery(`hello`)
+	rows, _, err = st.search(ctx, tag, terms, "", nil, 100)
+	if err != nil || len(rows) != 5 || rows[4].text != "hello number5" {
+		t.Fatalf("search after trim: %q %v", texts(rows), err)
+	}
+	rooms, err := st.Rooms(ctx)
+	if err != nil || rooms["lobby"].Next[0] != 11 {
+		t.Fatalf("rooms: %+v %v", rooms, err)
+	}
+	if err := st.DropRoom(ctx, "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	rows, _, err = st.search(ctx, other, terms, "", nil, 100)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("other room after drop: %q %v", texts(rows), err)
+	}
+}
+
+func TestHighlight(t *testing.T) {
+	terms, err := parseQuery(`deploy* "fri"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := highlight("Deployed on Fri; friday? DEPLOY!", terms)
+	want := []Segment{{Text: "Deployed", Mark: true}, {Text: " on "}, {Text: "Fri", Mark: true}, {Text: "; friday? "}, {Text: "DEPLOY", Mark: true}, {Text: "!"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("highlight = %+v", got)
+	}
+}
+
+func TestParseQueryRefusesHostileInput(t *testing.T) {
+	for _, q := range []string{"", "   ", `"*^:()`, string(make([]byte, MaxQueryBytes+1)), "\xff\xfe",
+		"a b c d e f g h i j k l m n o p q"} {
+		if _, err := parseQuery(q); err == nil {
+			t.Errorf("parseQuery(%q) accepted", q)
+		}
+	}
+	terms, err := parseQuery(`NEAR(a b) OR "x" AND y:z -w ^v`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := matchExpr(terms); got != `"near" "a" "b" "or" "x" "and" "y" "z" "w" "v"` {
+		t.Fatalf("matchExpr = %s", got)
+	}
+}
