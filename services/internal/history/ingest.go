@@ -20,15 +20,14 @@ const fetchWait = 500 * time.Millisecond
 // to the writer in offset order: valid envelopes as rows, others as
 // position moves (counted by reason), and what the topic no longer holds
 // as trims. It returns when ctx is done.
-func (s *Service) consume(ctx context.Context, r *servedRoom, p int, next int64) {
-	name, topic := r.info.Name, r.info.Topic
+func (s *Service) consume(ctx context.Context, name, topic string, tag int64, p int, next int64) {
 	k := posKey{name, p}
 	client := s.cluster.Admin()
 	backoff := 100 * time.Millisecond
 	trimmed := int64(0) // log start offset applied so far
 	lag := s.m.Lag.WithLabelValues(name, strconv.Itoa(p))
 	send := func(o op) bool {
-		o.Room, o.Tag, o.Partition = name, r.tag, p
+		o.Room, o.Tag, o.Partition = name, tag, p
 		select {
 		case s.ops <- o:
 			return true

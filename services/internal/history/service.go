@@ -297,7 +297,7 @@ func (s *Service) serve(ctx context.Context, in room.Info) error {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			s.consume(r.ctx, r, p, next)
+			s.consume(r.ctx, in.Name, in.Topic, r.tag, p, next)
 		}()
 	}
 	r.parts = max(r.parts, int(in.Partitions))

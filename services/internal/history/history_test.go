@@ -1,0 +1,396 @@
+package history
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/shard"
+	"palaver.dev/services/kafkabus"
+	"palaver.dev/services/room"
+)
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+func TestIngestPageSearchAroundReadYourWrites(t *testing.T) {
+	e := sharedEnv(t)
+	pre := prefix(t)
+	in := e.newRoom(t, pre, 2)
+	e.produce(t, in, 0, 300, 3, func(i int) string {
+		if i%10 == 0 {
+			return fmt.Sprintf("deploy number %d finished", i)
+		}
+		return fmt.Sprintf("chatter %d", i)
+	})
+	s := startService(t, e, t.TempDir(), pre, nil)
+	waitCaughtUp(t, s.Service, in, e.ends(t, in))
+	want := e.topicMessages(t, in)
+	if len(want) != 300 {
+		t.Fatalf("the topic holds %d messages, want 300", len(want))
+	}
+
+	// Backward paging returns every message once, in time order.
+	back := allBackward(t, s.Service, in.Name, 7)
+	if !slices.Equal(sorted(back), sorted(want)) {
+		t.Fatalf("backward paging: %d messages, want the topic's %d", len(back), len(want))
+	}
+	// Forward paging from the start returns the same sequence.
+	var fwd []string
+	var after cursor.Cursor
+	for {
+		page, err := s.Messages(t.Context(), in.Name, PageRequest{After: after, HasAfter: true, Limit: 11})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range page.Messages {
+			fwd = append(fwd, fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID))
+		}
+		if len(page.Messages) == 0 {
+			break
+		}
+		var err2 error
+		if after, err2 = cursor.Parse(page.After); err2 != nil {
+			t.Fatal(err2)
+		}
+	}
+	if !slices.Equal(fwd, back) {
+		t.Fatalf("forward paging differs from backward paging:\n%v\n%v", fwd[:10], back[:10])
+	}
+	// A message's cursor resumes right after it.
+	page, err := s.Messages(t.Context(), in.Name, PageRequest{Limit: 5})
+	if err != nil || len(page.Messages) != 5 {
+		t.Fatalf("latest page: %d messages, %v", len(page.Messages), err)
+	}
+	mid, err := cursor.Parse(page.Messages[1].Cursor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := s.Messages(t.Context(), in.Name, PageRequest{After: mid, HasAfter: true, Limit: 3})
+	if err != nil || len(next.Messages) != 3 || next.Messages[0].ID != page.Messages[2].ID {
+		t.Fatalf("after a message's cursor: %+v %v", next.Messages, err)
+	}
+
+	// Search: newest first, marked, by sender, paged.
+	res, err := s.Search(t.Context(), in.Name, SearchRequest{Query: "DEPLOY finished", Limit: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Results) != 20 || res.Next == "" {
+		t.Fatalf("search: %d results, next %q", len(res.Results), res.Next)
+	}
+	for i, m := range res.Results {
+		if !strings.HasPrefix(m.Text, "deploy number") {
+			t.Fatalf("result %q does not match", m.Text)
+		}
+		if i > 0 && m.Time.After(res.Results[i-1].Time) {
+			t.Fatalf("results not newest first")
+		}
+		if !slices.Contains(m.Highlight, Segment{Text: "deploy", Mark: true}) {
+			t.Fatalf("no marked term in %+v", m.Highlight)
+		}
+	}
+	rest, err := s.Search(t.Context(), in.Name, SearchRequest{Query: "deploy", Next: res.Next, Limit: 200})
+	if err != nil || len(rest.Results) != 10 || rest.Next != "" {
+		t.Fatalf("second search page: %d results, next %q, %v", len(rest.Results), rest.Next, err)
+	}
+	bySender, err := s.Search(t.Context(), in.Name, SearchRequest{Query: "deploy", Sender: "u-0", Limit: 200})
+	if err != nil || len(bySender.Results) != 10 {
+		t.Fatalf("search by sender: %d results, %v", len(bySender.Results), err)
+	}
+	for _, m := range bySender.Results {
+		if m.Sender.ID != "u-0" {
+			t.Fatalf("sender filter let %q through", m.Sender.ID)
+		}
+	}
+
+	// Jump to a date: the messages around the 150th message's time.
+	all, err := s.Messages(t.Context(), in.Name, PageRequest{Limit: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pivot := all.Messages[150]
+	around, err := s.Messages(t.Context(), in.Name, PageRequest{Around: pivot.Time, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(around.Messages) != 10 || around.Before == "" || around.After == "" {
+		t.Fatalf("around: %d messages, before %q after %q", len(around.Messages), around.Before, around.After)
+	}
+	for i, m := range around.Messages {
+		if before := i < 5; before != m.Time.Before(pivot.Time) {
+			t.Fatalf("around %v: message %d at %v on the wrong side", pivot.Time, i, m.Time)
+		}
+	}
+
+	// Read-your-writes: a position just written is waited for.
+	e.produce(t, in, 300, 1, 1, func(int) string { return "just sent" })
+	seen := e.ends(t, in)
+	latest, err := s.Messages(t.Context(), in.Name, PageRequest{Seen: seen, Limit: 1})
+	if err != nil || len(latest.Messages) != 1 || latest.Messages[0].Text != "just sent" {
+		t.Fatalf("read-your-writes: %+v, %v", latest.Messages, err)
+	}
+	// A position ingest never reaches: behind, after the bounded wait.
+	var ahead cursor.Cursor
+	ahead.Advance(0, 1<<40)
+	if _, err := s.Messages(t.Context(), in.Name, PageRequest{Seen: ahead, Limit: 1}); !errors.Is(err, ErrBehind) {
+		t.Fatalf("a position past the end: %v, want ErrBehind", err)
+	}
+	if _, err := s.Messages(t.Context(), "no-such-room", PageRequest{Limit: 1}); !errors.Is(err, ErrNotServed) {
+		t.Fatalf("unknown room: %v, want ErrNotServed", err)
+	}
+	for _, c := range []prometheus.Collector{s.m.Ingested, s.m.Lag, s.m.QueryLatency, s.m.CommitLatency} {
+		if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+			t.Errorf("metrics lint: %v %v", problems, err)
+		}
+	}
+	if got := testutil.ToFloat64(s.m.Ingested.WithLabelValues(in.Name)); got != 301 {
+		t.Fatalf("ingested_messages_total = %v, want 301", got)
+	}
+}
+
+// The rebuild, a room added while running, retention and malformed records.
+func TestRebuildFollowRetentionBadRecords(t *testing.T) {
+	e := sharedEnv(t)
+	pre := prefix(t)
+	in := e.newRoom(t, pre, 1)
+	e.produce(t, in, 0, 500, 4, func(i int) string { return fmt.Sprintf("message %d", i) })
+	// Records of another Kafka client, between valid ones.
+	e.write(t,
+		kafka.Message{Topic: in.Topic, Value: []byte("not json")},
+		kafka.Message{Topic: in.Topic, Value: []byte(`{"v":1,"id":"x","room":"elsewhere","sender_id":"u","text":"t"}`)},
+		kafka.Message{Topic: in.Topic, Value: []byte("\xff\xfe")},
+		kafka.Message{Topic: in.Topic, Value: []byte(`{"v":9,"id":"x","room":"` + in.Name + `","sender_id":"u","text":"t"}`)},
+		kafka.Message{Topic: in.Topic},
+		kafka.Message{Topic: in.Topic, Value: []byte(`{"v":1,"id":"x","room":"` + in.Name + `","sender_id":"u"}`)},
+	)
+	e.produce(t, in, 500, 10, 4, func(i int) string { return fmt.Sprintf("message %d", i) })
+
+	dir := t.TempDir()
+	s := startService(t, e, dir, pre, nil)
+	waitCaughtUp(t, s.Service, in, e.ends(t, in))
+	first := allBackward(t, s.Service, in.Name, 50)
+	if want := e.topicMessages(t, in); !slices.Equal(sorted(first), sorted(want)) || len(first) != 510 {
+		t.Fatalf("ingested %d messages, the topic holds %d valid ones", len(first), len(want))
+	}
+	for reason, want := range map[string]float64{reasonMalformed: 1, reasonWrongRoom: 1, reasonInvalidUTF8: 1, reasonVersion: 1, reasonEmpty: 1, reasonMissing: 1} {
+		if got := testutil.ToFloat64(s.m.Skipped.WithLabelValues(reason)); got != want {
+			t.Errorf("skipped_records_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+	if err := s.CheckReady(t.Context()); err != nil {
+		t.Fatalf("not ready after catching up: %v", err)
+	}
+
+	// A new room is ingested without a restart.
+	in2 := e.newRoom(t, pre, 1)
+	e.produce(t, in2, 0, 20, 1, func(i int) string { return fmt.Sprintf("new room %d", i) })
+	waitCaughtUp(t, s.Service, in2, e.ends(t, in2))
+	if got := allBackward(t, s.Service, in2.Name, 50); len(got) != 20 {
+		t.Fatalf("new room: %d messages, want 20", len(got))
+	}
+
+	// An empty volume rebuilds to the same content.
+	s2 := startService(t, e, t.TempDir(), pre, nil)
+	waitCaughtUp(t, s2.Service, in, e.ends(t, in))
+	if again := allBackward(t, s2.Service, in.Name, 50); !slices.Equal(again, first) {
+		t.Fatalf("the rebuild differs: %d messages, first %d", len(again), len(first))
+	}
+	s2.stop()
+
+	// Records deleted from the topic leave the view, search index included.
+	offs := make(kadm.Offsets)
+	offs.AddOffset(in.Topic, 0, 200, -1)
+	resp, err := e.admin.DeleteRecords(t.Context(), offs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := resp.Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "deleted records to leave the view", func() bool {
+		got := allBackward(t, s.Service, in.Name, 100)
+		return len(got) > 0 && strings.HasPrefix(got[0], "0/200 ")
+	})
+	res, err := s.Search(t.Context(), in.Name, SearchRequest{Query: "message", Limit: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(res.Next) > 0 {
+		more, err := s.Search(t.Context(), in.Name, SearchRequest{Query: "message", Limit: 200, Next: res.Next})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Results, res.Next = append(res.Results, more.Results...), more.Next
+	}
+	for _, m := range res.Results {
+		if m.Offset < 200 {
+			t.Fatalf("search still finds deleted offset %d", m.Offset)
+		}
+	}
+	if len(res.Results) != 310 { // 200 to 499, then 10 after the malformed records
+		t.Fatalf("search after deletion: %d results, want 310", len(res.Results))
+	}
+	// A restart resumes: no message twice, none lost.
+	s.stop()
+	e.produce(t, in, 510, 5, 1, func(i int) string { return fmt.Sprintf("message %d", i) })
+	s3 := startService(t, e, dir, pre, nil)
+	waitCaughtUp(t, s3.Service, in, e.ends(t, in))
+	if got, want := allBackward(t, s3.Service, in.Name, 50), e.topicMessages(t, in); !slices.Equal(sorted(got), sorted(want)) {
+		t.Fatalf("after a restart: %d messages, the topic holds %d", len(got), len(want))
+	}
+}
+
+func TestShardsServeOnlyTheirRooms(t *testing.T) {
+	e := sharedEnv(t)
+	pre := prefix(t)
+	var infos []room.Info
+	for range 6 {
+		infos = append(infos, e.newRoom(t, pre, 1))
+	}
+	shards := []*runningService{
+		startService(t, e, t.TempDir(), pre, func(c *Config) { c.Shards, c.Shard = 2, 0 }),
+		startService(t, e, t.TempDir(), pre, func(c *Config) { c.Shards, c.Shard = 2, 1 }),
+	}
+	owners := map[int]int{}
+	for _, in := range infos {
+		e.produce(t, in, 0, 3, 1, func(i int) string { return "hi" })
+		owner := shard.Of(in.Name, 2)
+		owners[owner]++
+		waitCaughtUp(t, shards[owner].Service, in, e.ends(t, in))
+		if _, err := shards[1-owner].Messages(t.Context(), in.Name, PageRequest{Limit: 1}); !errors.Is(err, ErrNotServed) {
+			t.Fatalf("shard %d answered for %s, which is shard %d's: %v", 1-owner, in.Name, owner, err)
+		}
+	}
+	if owners[0] == 0 || owners[1] == 0 {
+		t.Logf("all %d rooms landed on one shard: %v", len(infos), owners)
+	}
+}
+
+const childEnv = "PALAVER_HISTORY_TEST_CHILD"
+
+// runChild is a history process for the crash test: the service over the
+// rooms of a prefix, until killed.
+func runChild() int {
+	bootstrap, dir, pre := os.Getenv("PALAVER_KAFKA_BOOTSTRAP"), os.Getenv(childEnv), os.Getenv("PALAVER_HISTORY_TEST_PREFIX")
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cluster, err := kafkabus.New(kafkabus.Config{Brokers: strings.Split(bootstrap, ","), ClientID: "history-child"})
+	if err != nil {
+		log.Error("cluster", "err", err)
+		return 2
+	}
+	rooms := room.NewRegistry(cluster, log)
+	go rooms.Run(context.Background())
+	cfg := DefaultConfig()
+	cfg.Dir = dir
+	cfg.BatchSize = 500
+	s, err := New(cfg, Deps{Cluster: cluster, Rooms: prefixRooms{rooms, pre}, Logger: log})
+	if err != nil {
+		log.Error("new", "err", err)
+		return 2
+	}
+	if err := s.Run(context.Background()); err != nil {
+		log.Error("run", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func startChild(t *testing.T, bootstrap, dir, pre string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+dir, "PALAVER_KAFKA_BOOTSTRAP="+bootstrap, "PALAVER_HISTORY_TEST_PREFIX="+pre)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd
+}
+
+// A history process killed with SIGKILL while it writes, then restarted,
+// stores every message of the topic once.
+func TestSIGKILLMidBatchLosesAndDuplicatesNothing(t *testing.T) {
+	e := sharedEnv(t)
+	pre := prefix(t)
+	in := e.newRoom(t, pre, 2)
+	const total = 12000
+	e.produce(t, in, 0, total, 7, func(i int) string { return fmt.Sprintf("crash test message %d", i) })
+	dir := t.TempDir()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "history.db")+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	count := func(q string) int {
+		var n int
+		if err := db.QueryRow(q).Scan(&n); err != nil {
+			return -1
+		}
+		return n
+	}
+	child := startChild(t, e.bootstrap, dir, pre)
+	waitFor(t, "the child to store some messages", func() bool { return count(`SELECT count(*) FROM messages`) > 1000 })
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Wait()
+	stored := count(`SELECT count(*) FROM messages`)
+	t.Logf("killed the child with %d of %d messages stored", stored, total)
+	if stored >= total {
+		t.Fatalf("the child stored everything before the kill; the test proves nothing")
+	}
+	startChild(t, e.bootstrap, dir, pre)
+	waitFor(t, "the restarted child to store everything", func() bool { return count(`SELECT count(*) FROM messages`) >= total })
+
+	// Compare with an independent read of the topic, through a fresh
+	// service on the same store (it resumes; nothing left to ingest).
+	want := e.topicMessages(t, in)
+	rows, err := db.Query(`SELECT rid, id FROM messages`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var rid int64
+		var id string
+		if err := rows.Scan(&rid, &id); err != nil {
+			t.Fatal(err)
+		}
+		p, off := splitRowID(rid)
+		got = append(got, fmt.Sprintf("%d/%d %s", p, off, id))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sorted(got), sorted(want)) {
+		t.Fatalf("after the crash: %d rows, the topic holds %d messages", len(got), len(want))
+	}
+	if n := count(`SELECT count(*) FROM messages_text WHERE messages_text MATCH 'crash'`); n != total {
+		t.Fatalf("the search index holds %d entries, want %d", n, total)
+	}
+	if n := count(`SELECT sum(next) FROM positions`); n != total {
+		t.Fatalf("committed positions add up to %d, want %d", n, total)
+	}
+}
