@@ -10,6 +10,7 @@ import (
 
 	"palaver.dev/services/internal/envflag"
 	"palaver.dev/services/internal/gateway/roomhub"
+	"palaver.dev/services/internal/historyapi"
 	"palaver.dev/services/internal/message"
 )
 
@@ -55,6 +56,13 @@ type Config struct {
 	// leaves the kernel's autotuning.
 	SocketSendBuffer int
 
+	// HistoryURLs are the history service's replicas, one comma-separated
+	// entry per shard, each the '|'-separated base URLs of the shard's
+	// replicas (historyapi.ParseURLs). Empty: scroll-back is read from
+	// Kafka and search answers unavailable.
+	HistoryURLs    string
+	HistoryTimeout time.Duration // one history replica's answer must come within this, else the next one or Kafka (5 s)
+
 	env envflag.Vars // remembers malformed environment values for Validate
 }
 
@@ -82,6 +90,7 @@ func DefaultConfig() Config {
 		DrainTimeout:     8 * time.Second,
 		ReadBufferBytes:  512,
 		SocketSendBuffer: 64 << 10,
+		HistoryTimeout:   5 * time.Second,
 	}
 }
 
@@ -121,6 +130,7 @@ func (c Config) withDefaults() Config {
 	setD(&c.TailLinger, d.TailLinger)
 	setD(&c.StallCheck, d.StallCheck)
 	setD(&c.DrainTimeout, d.DrainTimeout)
+	setD(&c.HistoryTimeout, d.HistoryTimeout)
 	return c
 }
 
@@ -138,6 +148,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxFrameBytes < c.Limits.MaxTextBytes+1024 {
 		return fmt.Errorf("%w: max frame bytes %d leaves no room for a send of %d bytes of text", ErrConfig, c.Limits.MaxFrameBytes, c.Limits.MaxTextBytes)
+	}
+	if _, err := historyapi.ParseURLs(c.HistoryURLs); err != nil {
+		return fmt.Errorf("%w: --history-urls: %w", ErrConfig, err)
 	}
 	if c.ReadBufferBytes < 256 {
 		return fmt.Errorf("%w: the read buffer must be at least 256 bytes", ErrConfig)
@@ -168,5 +181,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	c.env.Duration(fs, &c.DedupWindow, "dedup-window", "PALAVER_DEDUP_WINDOW", def.DedupWindow, "how long a retried send (same sender and id) is recognised")
 	c.env.Int(fs, &c.DedupEntries, "dedup-entries", "PALAVER_DEDUP_ENTRIES", def.DedupEntries, "most sends remembered for deduplication, per room tailed and for the sends in flight")
 	c.env.Duration(fs, &c.SendTimeout, "send-timeout", "PALAVER_SEND_TIMEOUT", def.SendTimeout, "a send Kafka has not acknowledged within this is answered unavailable")
+	fs.StringVar(&c.HistoryURLs, "history-urls", envflag.String("PALAVER_HISTORY_URLS", def.HistoryURLs), "history service replicas: one comma-separated entry per shard, in shard order, each the |-separated base URLs of its replicas; empty reads scroll-back from Kafka ($PALAVER_HISTORY_URLS)")
+	c.env.Duration(fs, &c.HistoryTimeout, "history-timeout", "PALAVER_HISTORY_TIMEOUT", def.HistoryTimeout, "a history replica that has not answered in this is skipped (the next one, then Kafka)")
 	c.env.Duration(fs, &c.DrainTimeout, "drain-timeout", "PALAVER_DRAIN_TIMEOUT", def.DrainTimeout, "bound on the graceful shutdown (acks of in-flight sends, then 1001 to every connection)")
 }

@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -20,8 +18,6 @@ import (
 // Limits of the HTTP API.
 const (
 	maxPostBody       = 32 << 10
-	defaultPageSize   = 50
-	maxPageSize       = 200
 	historyReadBudget = 10 * time.Second
 )
 
@@ -157,8 +153,9 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// getMessages serves GET /v1/rooms/{room}/messages?before=<cursor>&limit=50:
-// scroll-back, read from Kafka, newest last.
+// getMessages serves GET /v1/rooms/{room}/messages: scroll-back (before
+// or after a cursor, or around a time), oldest first, from the history
+// service or Kafka (history.go).
 func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 	id, perr := s.identify(r)
 	if perr != nil {
@@ -170,42 +167,7 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, perr)
 		return
 	}
-	q := r.URL.Query()
-	limit := defaultPageSize
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxPageSize {
-			writeError(w, fail(codeBadRequest, "limit must be between 1 and 200"))
-			return
-		}
-		limit = n
-	}
-	var before cursor.Cursor
-	if v := q.Get("before"); v != "" {
-		c, err := cursor.Parse(v)
-		if err != nil {
-			writeError(w, fail(codeBadRequest, "malformed cursor"))
-			return
-		}
-		before = c
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), historyReadBudget)
-	defer cancel()
-	msgs, older, err := s.history(ctx, info, before, limit)
-	if errors.Is(err, roomhub.ErrBadCursor) {
-		writeError(w, fail(codeBadRequest, err.Error()))
-		return
-	}
-	if err != nil {
-		s.log.Warn("gateway: scroll-back read failed", "room", info.Name, "err", err)
-		writeError(w, fail(codeUnavailable, "the room's history cannot be read now; retry"))
-		return
-	}
-	body := map[string]any{"messages": msgs}
-	if older != "" {
-		body["before"] = older
-	}
-	writeJSON(w, http.StatusOK, body)
+	s.page(w, r, info)
 }
 
 // history reads up to limit messages before the before cursor (the end of
@@ -221,16 +183,8 @@ func (s *Server) history(ctx context.Context, info room.Info, before cursor.Curs
 		return nil, "", err
 	}
 	epoch := cursor.NewEpoch(info.Name, ids[info.Topic])
-	if e := before.Epoch(); !e.IsZero() && e != epoch {
-		if e.Room != epoch.Room {
-			return nil, "", fmt.Errorf("%w: before is another room's cursor", roomhub.ErrBadCursor)
-		}
-		return nil, "", fmt.Errorf("%w: before is a cursor of the room's topic before it was created again; start again without before", roomhub.ErrBadCursor)
-	}
-	for _, p := range before.Partitions() {
-		if p >= n {
-			return nil, "", fmt.Errorf("%w: before names partition %d and the room has %d", roomhub.ErrBadCursor, p, n)
-		}
+	if err := checkCursor("before", before, epoch, n); err != nil {
+		return nil, "", err
 	}
 	ps := make([]int, n)
 	for p := range ps {

@@ -34,6 +34,7 @@ type Metrics struct {
 	DedupHits         prometheus.Counter
 	Undecodable       *prometheus.CounterVec // room
 	Rooms             prometheus.Gauge
+	HistoryQueries    *prometheus.CounterVec // source: history, kafka_fallback or kafka
 }
 
 // NewMetrics makes the gateway's metrics and registers them with reg (nil:
@@ -68,6 +69,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Records of room topics skipped because they are not valid envelopes."}, []string{"room"}),
 		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "rooms_tailed",
 			Help: "Rooms this gateway tails because they have local members."}),
+		HistoryQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "history_queries_total",
+			Help: "Scroll-back pages served, by source: the history service, Kafka after history could not answer, or Kafka without history."}, []string{"source"}),
 	}
 	for _, r := range []string{reasonSlowConsumer, reasonRateLimited, reasonUnauthorized, reasonBadFrame, reasonGoingAway, reasonClient} {
 		m.Disconnects.WithLabelValues(r)
@@ -82,7 +85,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Joins, m.MessagesReceived, m.MessagesDelivered, m.ProduceLatency,
 			m.DeliveryLatency, m.Recoveries, m.Disconnects, m.RejectedFrames, m.TailRestarts, m.DedupHits,
-			m.Undecodable, m.Rooms)
+			m.Undecodable, m.Rooms, m.HistoryQueries)
 	}
 	return m
 }

@@ -21,6 +21,7 @@ import (
 	"palaver.dev/services/internal/auth"
 	"palaver.dev/services/internal/gateway/roomhub"
 	"palaver.dev/services/internal/gateway/web"
+	"palaver.dev/services/internal/historyapi"
 	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/room"
 )
@@ -69,6 +70,7 @@ type Server struct {
 	connWG   sync.WaitGroup
 
 	bots *botLimits
+	hist *historyapi.Client // nil without the history service
 }
 
 // New builds a gateway. It dials nothing: the writer and tails connect on
@@ -120,6 +122,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux.HandleFunc("GET /v1/rooms", s.listRooms)
 	mux.HandleFunc("POST /v1/rooms/{room}/messages", s.postMessage)
 	mux.HandleFunc("GET /v1/rooms/{room}/messages", s.getMessages)
+	mux.HandleFunc("GET /v1/rooms/{room}/search", s.search)
+	if shards, _ := historyapi.ParseURLs(cfg.HistoryURLs); len(shards) > 0 {
+		s.hist = historyapi.NewClient(shards, cfg.HistoryTimeout)
+	}
 	if deps.DevLogin != nil {
 		mux.Handle("POST /v1/dev/login", deps.DevLogin)
 	}

@@ -6,37 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/historyapi"
 )
 
-// Page sizes.
-const (
-	DefaultLimit = 50
-	MaxLimit     = 200
+// The API's requests, defined once in historyapi.
+type (
+	PageRequest   = historyapi.PageRequest
+	SearchRequest = historyapi.SearchRequest
 )
-
-// PageRequest asks for a page of a room: before a position (the newest
-// messages when Before is zero and neither After nor Around is set), after
-// a position, or around a time. Seen is a position the caller has seen
-// (read-your-writes): the answer waits until ingest passed it.
-type PageRequest struct {
-	Before, After cursor.Cursor
-	HasAfter      bool
-	Around        time.Time
-	Seen          cursor.Cursor
-	Limit         int
-}
-
-// SearchRequest asks for the messages of a room matching Query, newest
-// first, optionally from one sender, continuing at Next.
-type SearchRequest struct {
-	Query, Sender, Next string
-	Seen                cursor.Cursor
-	Limit               int
-}
 
 // roomView is what a query needs of a served room, read under the lock.
 type roomView struct {
@@ -121,17 +101,11 @@ func (s *Service) caughtUpTarget(v roomView) map[int]int64 {
 
 // Messages answers a page request.
 func (s *Service) Messages(ctx context.Context, name string, req PageRequest) (Page, error) {
-	kind := "before"
-	switch {
-	case req.HasAfter:
-		kind = "after"
-	case !req.Around.IsZero():
-		kind = "around"
-	}
+	kind := req.Kind()
 	began := time.Now()
 	defer func() { s.m.QueryLatency.WithLabelValues(kind).Observe(time.Since(began).Seconds()) }()
-	if req.Limit < 1 || req.Limit > MaxLimit {
-		return Page{}, fmt.Errorf("%w: limit must be between 1 and %d", ErrBadQuery, MaxLimit)
+	if req.Limit < 1 || req.Limit > historyapi.MaxLimit {
+		return Page{}, fmt.Errorf("%w: limit must be between 1 and %d", ErrBadQuery, historyapi.MaxLimit)
 	}
 	v, err := s.waitFor(ctx, name, func(v roomView) map[int]int64 {
 		want := s.caughtUpTarget(v)
@@ -227,8 +201,8 @@ func (s *Service) fill(page *Page, name string, start map[int]int64, rows []row,
 func (s *Service) Search(ctx context.Context, name string, req SearchRequest) (SearchPage, error) {
 	began := time.Now()
 	defer func() { s.m.QueryLatency.WithLabelValues("search").Observe(time.Since(began).Seconds()) }()
-	if req.Limit < 1 || req.Limit > MaxLimit {
-		return SearchPage{}, fmt.Errorf("%w: limit must be between 1 and %d", ErrBadQuery, MaxLimit)
+	if req.Limit < 1 || req.Limit > historyapi.MaxLimit {
+		return SearchPage{}, fmt.Errorf("%w: limit must be between 1 and %d", ErrBadQuery, historyapi.MaxLimit)
 	}
 	terms, err := parseQuery(req.Query)
 	if err != nil {
@@ -278,14 +252,6 @@ func (s *Service) Search(ctx context.Context, name string, req SearchRequest) (S
 	return out, nil
 }
 
-// Error codes of the history API, in {"code":..., "message":...} bodies.
-const (
-	CodeBadRequest  = "bad_request"
-	CodeNotFound    = "not_found"
-	CodeBehind      = "behind"
-	CodeUnavailable = "unavailable"
-)
-
 // Handler serves the history API (internal: the gateway is its client and
 // applies the users' authorization; docs/history.md):
 //
@@ -294,7 +260,7 @@ const (
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/rooms/{room}/messages", func(w http.ResponseWriter, r *http.Request) {
-		req, err := ParsePageRequest(r)
+		req, err := historyapi.ParsePageRequest(r.URL.Query())
 		if err == nil {
 			var page Page
 			if page, err = s.Messages(r.Context(), r.PathValue("room"), req); err == nil {
@@ -305,7 +271,7 @@ func (s *Service) Handler() http.Handler {
 		s.writeError(w, err)
 	})
 	mux.HandleFunc("GET /v1/rooms/{room}/search", func(w http.ResponseWriter, r *http.Request) {
-		req, err := ParseSearchRequest(r)
+		req, err := historyapi.ParseSearchRequest(r.URL.Query())
 		if err == nil {
 			var page SearchPage
 			if page, err = s.Search(r.Context(), r.PathValue("room"), req); err == nil {
@@ -319,14 +285,14 @@ func (s *Service) Handler() http.Handler {
 }
 
 func (s *Service) writeError(w http.ResponseWriter, err error) {
-	code, status := CodeUnavailable, http.StatusServiceUnavailable
+	code, status := historyapi.CodeUnavailable, http.StatusServiceUnavailable
 	switch {
 	case errors.Is(err, ErrBadQuery):
-		code, status = CodeBadRequest, http.StatusBadRequest
+		code, status = historyapi.CodeBadRequest, http.StatusBadRequest
 	case errors.Is(err, ErrNotServed):
-		code, status = CodeNotFound, http.StatusNotFound
+		code, status = historyapi.CodeNotFound, http.StatusNotFound
 	case errors.Is(err, ErrBehind):
-		code = CodeBehind
+		code = historyapi.CodeBehind
 	default:
 		s.log.Warn("history: query failed", "err", err)
 	}
@@ -343,88 +309,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// ParsePageRequest reads a page request's query parameters (the gateway's
-// and history's, the same): at most one of before, after (cursors) and
-// around (an RFC 3339 time); limit 1 to 200, default 50; seen, a cursor.
-func ParsePageRequest(r *http.Request) (PageRequest, error) {
-	q := r.URL.Query()
-	req := PageRequest{Limit: DefaultLimit}
-	var err error
-	if req.Limit, err = parseLimit(q.Get("limit")); err != nil {
-		return req, err
-	}
-	set := 0
-	for _, k := range []string{"before", "after", "around"} {
-		if q.Has(k) {
-			set++
-		}
-	}
-	if set > 1 {
-		return req, fmt.Errorf("%w: give one of before, after and around", ErrBadQuery)
-	}
-	if req.Before, err = parseCursor(q.Get("before")); err != nil {
-		return req, err
-	}
-	if req.After, err = parseCursor(q.Get("after")); err != nil {
-		return req, err
-	}
-	req.HasAfter = q.Has("after")
-	if req.Seen, err = parseCursor(q.Get("seen")); err != nil {
-		return req, err
-	}
-	if v := q.Get("around"); v != "" {
-		t, err := time.Parse(time.RFC3339Nano, v)
-		if err != nil || t.Year() < 1970 || t.Year() > 9999 {
-			return req, fmt.Errorf("%w: around must be an RFC 3339 time", ErrBadQuery)
-		}
-		req.Around = t
-	} else if q.Has("around") {
-		return req, fmt.Errorf("%w: around must be an RFC 3339 time", ErrBadQuery)
-	}
-	return req, nil
-}
-
-// ParseSearchRequest reads a search request's query parameters: q (the
-// words), sender (a user id), next (the previous page's token), limit (1 to
-// 200, default 50) and seen (a cursor).
-func ParseSearchRequest(r *http.Request) (SearchRequest, error) {
-	q := r.URL.Query()
-	req := SearchRequest{Query: q.Get("q"), Sender: q.Get("sender"), Next: q.Get("next")}
-	var err error
-	if req.Limit, err = parseLimit(q.Get("limit")); err != nil {
-		return req, err
-	}
-	if req.Seen, err = parseCursor(q.Get("seen")); err != nil {
-		return req, err
-	}
-	if _, err := parseQuery(req.Query); err != nil {
-		return req, err
-	}
-	if req.Next != "" {
-		if _, err := parseSearchKey(req.Next); err != nil {
-			return req, err
-		}
-	}
-	return req, nil
-}
-
-func parseLimit(v string) (int, error) {
-	if v == "" {
-		return DefaultLimit, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > MaxLimit {
-		return 0, fmt.Errorf("%w: limit must be between 1 and %d", ErrBadQuery, MaxLimit)
-	}
-	return n, nil
-}
-
-func parseCursor(v string) (cursor.Cursor, error) {
-	c, err := cursor.Parse(v)
-	if err != nil {
-		return c, fmt.Errorf("%w: malformed cursor", ErrBadQuery)
-	}
-	return c, nil
 }

@@ -14,57 +14,17 @@ import (
 	"unicode/utf8"
 
 	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/historyapi"
 )
 
-// Message is a stored message as the API returns it: the shape of the
-// gateway's message frame (docs/protocol.md), plus the marked text of a
-// search result.
-type Message struct {
-	Op        string    `json:"op"`
-	Room      string    `json:"room"`
-	ID        string    `json:"id"`
-	Sender    Sender    `json:"sender"`
-	Text      string    `json:"text"`
-	Time      time.Time `json:"time"`
-	Partition int       `json:"partition"`
-	Offset    int64     `json:"offset"`
-	Cursor    string    `json:"cursor"`
-	// Highlight is Text cut into segments, the words the search matched
-	// marked; only in search results.
-	Highlight []Segment `json:"highlight,omitempty"`
-}
-
-// Sender is who sent a message.
-type Sender struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-}
-
-// Segment is a piece of a search result's text; Mark is set on a word the
-// query matched. The segments of a text, joined, are the text.
-type Segment struct {
-	Text string `json:"text"`
-	Mark bool   `json:"mark,omitempty"`
-}
-
-// Page is a page of messages, oldest first, with the cursors of the pages
-// around it.
-type Page struct {
-	Messages []Message `json:"messages"`
-	// Before is the cursor of the next older page; empty when nothing older
-	// is stored.
-	Before string `json:"before,omitempty"`
-	// After is the position after the page, to ask for newer messages;
-	// only on pages read forward (after, around).
-	After string `json:"after,omitempty"`
-}
-
-// SearchPage is a page of search results, newest first.
-type SearchPage struct {
-	Results []Message `json:"results"`
-	// Next continues the search with older results; empty at the end.
-	Next string `json:"next,omitempty"`
-}
+// The API's types, defined once in historyapi.
+type (
+	Message    = historyapi.Message
+	Sender     = historyapi.Sender
+	Segment    = historyapi.Segment
+	Page       = historyapi.Page
+	SearchPage = historyapi.SearchPage
+)
 
 // row is a message as read from the store.
 type row struct {
@@ -192,11 +152,8 @@ func (s *Store) split(ctx context.Context, tag int64, partitions int, t time.Tim
 	return out, nil
 }
 
-// Search limits.
-const (
-	MaxQueryBytes = 256
-	maxTerms      = 16
-)
+// maxTerms bounds the words of a search.
+const maxTerms = 16
 
 // term is one word of a search query; prefix when it ended in '*'.
 type term struct {
@@ -209,8 +166,8 @@ type term struct {
 // prefix search. Everything else separates words, so no query syntax of
 // the index reaches it: every word is quoted.
 func parseQuery(q string) ([]term, error) {
-	if len(q) > MaxQueryBytes {
-		return nil, fmt.Errorf("%w: longer than %d bytes", ErrBadQuery, MaxQueryBytes)
+	if len(q) > historyapi.MaxQueryBytes {
+		return nil, fmt.Errorf("%w: longer than %d bytes", ErrBadQuery, historyapi.MaxQueryBytes)
 	}
 	if !utf8.ValidString(q) {
 		return nil, fmt.Errorf("%w: not valid UTF-8", ErrBadQuery)

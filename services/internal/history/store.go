@@ -11,6 +11,7 @@ import (
 
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
 
+	"palaver.dev/services/internal/historyapi"
 	"palaver.dev/services/internal/message"
 )
 
@@ -35,9 +36,9 @@ func splitRowID(id int64) (partition int, offset int64) {
 
 // Errors of the store; test them with errors.Is.
 var (
-	ErrNotServed = errors.New("history: room not served by this shard")
-	ErrBehind    = errors.New("history: ingest has not reached the requested position")
-	ErrBadQuery  = errors.New("history: bad query")
+	ErrNotServed = historyapi.ErrNotServed
+	ErrBehind    = historyapi.ErrBehind
+	ErrBadQuery  = historyapi.ErrBadRequest
 )
 
 const schema = `

@@ -1,0 +1,298 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/gateway/roomhub"
+	"palaver.dev/services/internal/historyapi"
+	"palaver.dev/services/room"
+)
+
+// Where scroll-back was served from: palaver_gateway_history_queries_total's
+// source label.
+const (
+	sourceHistory  = "history"
+	sourceFallback = "kafka_fallback" // history configured but unavailable or behind
+	sourceKafka    = "kafka"          // no history configured
+)
+
+// kafkaPage is a page read from Kafka, in the history API's shape.
+type kafkaPage struct {
+	Messages []MessageFrame `json:"messages"`
+	Before   string         `json:"before,omitempty"`
+	After    string         `json:"after,omitempty"`
+}
+
+// page serves GET /v1/rooms/{room}/messages for an authorized room: from
+// the history service when it is configured and has the position asked
+// for, else from Kafka.
+func (s *Server) page(w http.ResponseWriter, r *http.Request, info room.Info) {
+	req, err := historyapi.ParsePageRequest(r.URL.Query())
+	if err != nil {
+		writeError(w, fail(codeBadRequest, badRequestText(err)))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), historyReadBudget)
+	defer cancel()
+	epoch, perr := s.checkCursors(ctx, info, req.Before, req.After, req.Seen)
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	source := sourceKafka
+	if s.hist != nil {
+		page, err := s.hist.Messages(ctx, info.Name, req)
+		if err == nil {
+			s.m.HistoryQueries.WithLabelValues(sourceHistory).Inc()
+			for i := range page.Messages {
+				page.Messages[i].Cursor = withEpoch(page.Messages[i].Cursor, epoch)
+			}
+			page.Before, page.After = withEpoch(page.Before, epoch), withEpoch(page.After, epoch)
+			writeJSON(w, http.StatusOK, page)
+			return
+		}
+		if errors.Is(err, historyapi.ErrBadRequest) {
+			writeError(w, fail(codeBadRequest, badRequestText(err)))
+			return
+		}
+		s.log.Debug("gateway: history cannot answer; reading Kafka", "room", info.Name, "err", err)
+		source = sourceFallback
+	}
+	s.m.HistoryQueries.WithLabelValues(source).Inc()
+	page, err := s.kafkaPage(ctx, info, epoch, req)
+	if errors.Is(err, roomhub.ErrBadCursor) {
+		writeError(w, fail(codeBadRequest, err.Error()))
+		return
+	}
+	if err != nil {
+		s.log.Warn("gateway: scroll-back read failed", "room", info.Name, "err", err)
+		writeError(w, fail(codeUnavailable, "the room's history cannot be read now; retry"))
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+// search serves GET /v1/rooms/{room}/search, which only the history
+// service can answer.
+func (s *Server) search(w http.ResponseWriter, r *http.Request) {
+	id, perr := s.identify(r)
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	info, perr := s.authorize(id, r.PathValue("room"))
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	req, err := historyapi.ParseSearchRequest(r.URL.Query())
+	if err != nil {
+		writeError(w, fail(codeBadRequest, badRequestText(err)))
+		return
+	}
+	if s.hist == nil {
+		writeError(w, fail(codeUnavailable, "search needs the history service, which this gateway is not configured with"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), historyReadBudget)
+	defer cancel()
+	epoch, perr := s.checkCursors(ctx, info, req.Seen)
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	res, err := s.hist.Search(ctx, info.Name, req)
+	for i := range res.Results {
+		res.Results[i].Cursor = withEpoch(res.Results[i].Cursor, epoch)
+	}
+	switch {
+	case errors.Is(err, historyapi.ErrBadRequest):
+		writeError(w, fail(codeBadRequest, badRequestText(err)))
+	case err != nil:
+		s.log.Warn("gateway: search failed", "room", info.Name, "err", err)
+		writeError(w, fail(codeUnavailable, "search is unavailable now; retry"))
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+// badRequestText is a bad request's message without the package prefix.
+func badRequestText(err error) string {
+	const prefix = "history: bad request: "
+	msg := err.Error()
+	if len(msg) > len(prefix) && msg[:len(prefix)] == prefix {
+		return msg[len(prefix):]
+	}
+	return "bad request"
+}
+
+// checkCursors checks that cursors a client sent are positions in this
+// incarnation of the room's topic (see checkCursor), and returns its epoch.
+func (s *Server) checkCursors(ctx context.Context, info room.Info, cs ...cursor.Cursor) (cursor.Epoch, *protoError) {
+	ids, err := s.src.TopicIDs(ctx, info.Topic)
+	if err != nil {
+		s.log.Warn("gateway: topic id unknown", "room", info.Name, "err", err)
+		return cursor.Epoch{}, fail(codeUnavailable, "the room's history cannot be read now; retry")
+	}
+	epoch := cursor.NewEpoch(info.Name, ids[info.Topic])
+	for i, c := range cs {
+		if err := checkCursor([]string{"the cursor", "after", "seen"}[min(i, 2)], c, epoch, int(info.Partitions)); err != nil {
+			return epoch, fail(codeBadRequest, err.Error())
+		}
+	}
+	return epoch, nil
+}
+
+// checkCursor is an error wrapping roomhub.ErrBadCursor when c cannot be a
+// position in the room's topic of epoch with n partitions: another room's,
+// another incarnation of the topic's, or naming a partition it lacks. A
+// cursor without epoch (made before epochs) is taken as it is.
+func checkCursor(what string, c cursor.Cursor, epoch cursor.Epoch, n int) error {
+	if e := c.Epoch(); !e.IsZero() && e != epoch {
+		if e.Room != epoch.Room {
+			return fmt.Errorf("%w: %s is another room's cursor", roomhub.ErrBadCursor, what)
+		}
+		return fmt.Errorf("%w: %s is a cursor of the room's topic before it was created again; start again without it", roomhub.ErrBadCursor, what)
+	}
+	for _, p := range c.Partitions() {
+		if p >= n {
+			return fmt.Errorf("%w: %s names partition %d and the room has %d", roomhub.ErrBadCursor, what, p, n)
+		}
+	}
+	return nil
+}
+
+// withEpoch stamps a cursor token of the history service, which knows
+// positions but not topic ids, with the room's epoch.
+func withEpoch(token string, epoch cursor.Epoch) string {
+	c, err := cursor.Parse(token)
+	if token == "" || err != nil {
+		return token
+	}
+	c.SetEpoch(epoch)
+	return c.String()
+}
+
+// kafkaPage reads a page from the room's topic.
+func (s *Server) kafkaPage(ctx context.Context, info room.Info, epoch cursor.Epoch, req historyapi.PageRequest) (kafkaPage, error) {
+	switch req.Kind() {
+	case "after":
+		msgs, after, err := s.historyAfter(ctx, info, epoch, req.After, req.Limit)
+		return kafkaPage{Messages: msgs, After: after}, err
+	case "around":
+		split, err := s.offsetsAt(ctx, info, req.Around)
+		split.SetEpoch(epoch)
+		if err != nil {
+			return kafkaPage{}, err
+		}
+		var page kafkaPage
+		if n := req.Limit / 2; n > 0 {
+			if page.Messages, page.Before, err = s.history(ctx, info, split, n); err != nil {
+				return kafkaPage{}, err
+			}
+		} else {
+			page.Before = split.String()
+		}
+		more, after, err := s.historyAfter(ctx, info, epoch, split, req.Limit-len(page.Messages))
+		page.Messages, page.After = append(page.Messages, more...), after
+		return page, err
+	}
+	msgs, before, err := s.history(ctx, info, req.Before, req.Limit)
+	return kafkaPage{Messages: msgs, Before: before}, err
+}
+
+// historyAfter reads up to limit messages from the position from (a
+// partition it lacks: from its first retained offset), oldest first, and
+// the position after them.
+func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.Epoch, from cursor.Cursor, limit int) ([]MessageFrame, string, error) {
+	n := int(info.Partitions)
+	ps := make([]int, n)
+	for p := range ps {
+		ps[p] = p
+	}
+	bounds, err := s.src.Offsets(ctx, map[string][]int{info.Topic: ps})
+	if err != nil {
+		return nil, "", err
+	}
+	var pos cursor.Cursor
+	pos.SetEpoch(epoch)
+	var ds []*roomhub.Delivery
+	for _, p := range ps {
+		b := bounds[info.Topic][p]
+		start := b.First
+		if next, ok := from.Next(p); ok {
+			start = max(next, b.First)
+		}
+		pos.Advance(p, start-1)
+		err := s.src.ReadRange(ctx, info.Topic, p, start, min(b.End, start+int64(limit)), func(rec roomhub.Record) error {
+			d, err := roomhub.DecodeRecord(info.Name, rec)
+			if err != nil {
+				s.m.Undecodable.WithLabelValues(info.Name).Inc()
+				return nil
+			}
+			ds = append(ds, d)
+			return nil
+		})
+		if err != nil {
+			return nil, "", err
+		}
+	}
+	roomhub.SortByTime(ds)
+	if len(ds) > limit {
+		ds = ds[:limit]
+	}
+	out := make([]MessageFrame, 0, len(ds))
+	for _, d := range ds {
+		pos.Advance(d.Msg.Partition, d.Msg.Offset)
+		d.Cursor = pos.Clone()
+		out = append(out, messageFrame(d))
+	}
+	return out, pos.String(), nil
+}
+
+// offsetsAt is the position of the first message at or after t in every
+// partition (the end where there is none).
+func (s *Server) offsetsAt(ctx context.Context, info room.Info, t time.Time) (cursor.Cursor, error) {
+	n := int(info.Partitions)
+	ps := make([]int, n)
+	reqs := make([]kafka.OffsetRequest, n)
+	for p := range ps {
+		ps[p], reqs[p] = p, kafka.TimeOffsetOf(p, t)
+	}
+	// Ends in a request of their own: kafka-go files a time query that
+	// found nothing (offset and timestamp -1) as a last-offset answer.
+	bounds, err := s.src.Offsets(ctx, map[string][]int{info.Topic: ps})
+	if err != nil {
+		return cursor.Cursor{}, err
+	}
+	res, err := s.src.Cluster.Admin().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{info.Topic: reqs}})
+	if err != nil {
+		return cursor.Cursor{}, err
+	}
+	next := make([]int64, n)
+	for _, p := range ps {
+		next[p] = bounds[info.Topic][p].End
+	}
+	for _, po := range res.Topics[info.Topic] {
+		if po.Error != nil {
+			return cursor.Cursor{}, po.Error
+		}
+		for off := range po.Offsets {
+			if off >= 0 && po.Partition < n {
+				next[po.Partition] = off
+			}
+		}
+	}
+	var c cursor.Cursor
+	for p, o := range next {
+		c.Advance(p, o-1)
+	}
+	return c, nil
+}

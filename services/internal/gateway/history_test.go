@@ -1,0 +1,213 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/history"
+	"palaver.dev/services/internal/historyapi"
+	"palaver.dev/services/internal/shard"
+	"palaver.dev/services/internal/testio"
+	"palaver.dev/services/room"
+)
+
+// someRooms is the registry seen through a filter, so that the history
+// replicas of a test ingest only its rooms, not every test's.
+type someRooms struct {
+	*room.Registry
+	names map[string]bool
+}
+
+func (r someRooms) List() ([]room.Info, error) {
+	all, err := r.Registry.List()
+	return slices.DeleteFunc(all, func(in room.Info) bool { return !r.names[in.Name] }), err
+}
+
+// startHistory runs a history replica of shard of shards on an httptest
+// server, and returns its URL and a function that stops it.
+func startHistory(t *testing.T, e *kafkaEnv, rooms []room.Info, shardNo, shards int) (string, func()) {
+	t.Helper()
+	cfg := history.DefaultConfig()
+	cfg.Dir, cfg.Shards, cfg.Shard = t.TempDir(), shards, shardNo
+	log := slog.New(slog.NewTextHandler(testio.Log(t), &slog.HandlerOptions{Level: slog.LevelInfo})).With("shard", shardNo)
+	names := map[string]bool{}
+	for _, in := range rooms {
+		names[in.Name] = true
+	}
+	svc, err := history.New(cfg, history.Deps{Cluster: e.cluster, Rooms: someRooms{e.rooms, names}, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(svc.Handler())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		hs.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("history Run: %v", err)
+		}
+		_ = svc.Close()
+	}
+	t.Cleanup(stop)
+	return hs.URL, stop
+}
+
+type pageJSON struct {
+	Messages []MessageFrame `json:"messages"`
+	Before   string         `json:"before"`
+	After    string         `json:"after"`
+}
+
+func getPage(t *testing.T, gw *testServer, roomName, query, tok string) pageJSON {
+	t.Helper()
+	code, body := getJSON(t, gw, "/v1/rooms/"+roomName+"/messages?"+query, tok)
+	var p pageJSON
+	if err := json.Unmarshal(body, &p); err != nil || code != http.StatusOK {
+		t.Fatalf("GET messages?%s: %d %s", query, code, body)
+	}
+	return p
+}
+
+// Two shards each serve their rooms; the gateway routes every room's
+// queries to its shard, and falls back to Kafka when the shard is gone,
+// with the same answers.
+func TestHistoryRoutingAndFallback(t *testing.T) {
+	e := sharedEnv(t)
+	var rooms []room.Info
+	owners := map[int]bool{}
+	for len(rooms) < 6 && !(len(rooms) >= 2 && owners[0] && owners[1]) {
+		in := e.newRoom(t, 1)
+		rooms = append(rooms, in)
+		owners[shard.Of(in.Name, 2)] = true
+	}
+	urls := make([]string, 2)
+	stops := make([]func(), 2)
+	for i := range urls {
+		urls[i], stops[i] = startHistory(t, e, rooms, i, 2)
+	}
+	gw := startServer(t, e, func(c *Config) { c.HistoryURLs = urls[0] + "," + urls[1] })
+	tok := token(t, "ada", nil, time.Hour)
+	for _, in := range rooms {
+		for i := range 3 {
+			e.produceDirect(t, in, "u-1", 1, 10+i)
+		}
+	}
+	fromHistory := func() float64 { return testutil.ToFloat64(gw.metrics.HistoryQueries.WithLabelValues(sourceHistory)) }
+
+	// Every room is answered by history once ingested.
+	for _, in := range rooms {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			before := fromHistory()
+			p := getPage(t, gw, in.Name, "limit=10", tok)
+			if fromHistory() > before && len(p.Messages) == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("room %s (shard %d) never served from history", in.Name, shard.Of(in.Name, 2))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	in := rooms[0]
+	e.produceDirect(t, in, "u-2", 1, 7) // "xxxxxxx"
+	seen := fmt.Sprintf("seen=%s", url.QueryEscape(cursorAt(t, e, in)))
+	viaHistory := map[string]pageJSON{}
+	queries := []string{"limit=2&" + seen, "limit=2&after=", "limit=3&around=" + url.QueryEscape(time.Now().Add(-time.Hour).Format(time.RFC3339))}
+	served := fromHistory()
+	for _, q := range queries {
+		viaHistory[q] = getPage(t, gw, in.Name, q, tok)
+	}
+	if got := fromHistory(); got != served+float64(len(queries)) {
+		t.Fatalf("%v of %d pages served from history", got-served, len(queries))
+	}
+	if got := viaHistory[queries[0]].Messages; len(got) != 2 || got[1].Text != "xxxxxxx" {
+		t.Fatalf("read-your-writes through the gateway: %+v", got)
+	}
+	code, body := getJSON(t, gw, "/v1/rooms/"+in.Name+"/search?q=xxxxxxx&"+seen, tok)
+	var res historyapi.SearchPage
+	if err := json.Unmarshal(body, &res); err != nil || code != http.StatusOK || len(res.Results) != 1 {
+		t.Fatalf("search: %d %s", code, body)
+	}
+
+	// Bad input through the gateway.
+	huge := make([]byte, 10000)
+	for i := range huge {
+		huge[i] = 'A'
+	}
+	for _, q := range []string{"limit=-1", "limit=99999999999", "before=" + string(huge), "after=%00", "around=yesterday", "before=AQ&after=AQ"} {
+		if code, body := getJSON(t, gw, "/v1/rooms/"+in.Name+"/messages?"+q, tok); code != http.StatusBadRequest {
+			t.Errorf("GET messages?%s: %d %s, want 400", q, code, body)
+		}
+	}
+	for _, q := range []string{"q=", "q=" + string(huge), "q=x&next=!!", "q=x&limit=0"} {
+		if code, body := getJSON(t, gw, "/v1/rooms/"+in.Name+"/search?"+q, tok); code != http.StatusBadRequest {
+			t.Errorf("GET search?%s: %d %s, want 400", q, code, body)
+		}
+	}
+	for _, q := range []string{`q="`, "q=NEAR(a+b)", "q=*", "q=a:b", "q=" + url.QueryEscape(`") OR rowid>0 --`)} {
+		code, body := getJSON(t, gw, "/v1/rooms/"+in.Name+"/search?"+q, tok)
+		if code != http.StatusOK && code != http.StatusBadRequest {
+			t.Errorf("hostile search %s: %d %s", q, code, body)
+		}
+	}
+	if code, _ := getJSON(t, gw, "/v1/rooms/no-such-room/search?q=x", tok); code != http.StatusNotFound {
+		t.Errorf("search of an unknown room: %d", code)
+	}
+	if code, _ := getJSON(t, gw, "/v1/rooms/"+in.Name+"/search?q=x", token(t, "eve", []string{"elsewhere"}, time.Hour)); code != http.StatusForbidden {
+		t.Errorf("search of a forbidden room: %d", code)
+	}
+	if code, _ := getJSON(t, gw, "/v1/rooms/"+in.Name+"/search?q=x", "not-a-token"); code != http.StatusUnauthorized {
+		t.Errorf("search with a bad token: %d", code)
+	}
+
+	// The shard goes away: Kafka answers the same pages; search cannot.
+	stops[shard.Of(in.Name, 2)]()
+	fallbacks := testutil.ToFloat64(gw.metrics.HistoryQueries.WithLabelValues(sourceFallback))
+	for _, q := range queries {
+		if got := getPage(t, gw, in.Name, q, tok); !slices.Equal(pageIDs(got), pageIDs(viaHistory[q])) || got.Before != viaHistory[q].Before || got.After != viaHistory[q].After {
+			t.Errorf("%s: Kafka answered %+v, history %+v", q, got, viaHistory[q])
+		}
+	}
+	if got := testutil.ToFloat64(gw.metrics.HistoryQueries.WithLabelValues(sourceFallback)); got != fallbacks+float64(len(queries)) {
+		t.Errorf("fallbacks counted %v, want %v", got, fallbacks+float64(len(queries)))
+	}
+	if code, body := getJSON(t, gw, "/v1/rooms/"+in.Name+"/search?q=xxxxxxx", tok); code != http.StatusServiceUnavailable {
+		t.Errorf("search without its shard: %d %s", code, body)
+	}
+}
+
+// pageIDs lists a page's messages with their cursors.
+func pageIDs(p pageJSON) []string {
+	out := make([]string, len(p.Messages))
+	for i, m := range p.Messages {
+		out[i] = fmt.Sprintf("%d/%d %s %s %s", m.Partition, m.Offset, m.ID, m.Time.Format(time.RFC3339Nano), m.Cursor)
+	}
+	return out
+}
+
+// cursorAt is the position at the end of a one-partition room.
+func cursorAt(t *testing.T, e *kafkaEnv, in room.Info) string {
+	t.Helper()
+	var c cursor.Cursor
+	c.Advance(0, e.endOffset(t, in.Topic, 0)-1)
+	return c.String()
+}
