@@ -24,6 +24,7 @@ type Config struct {
 	Shard int
 
 	BatchSize       int           // most records committed in one transaction (4000)
+	BatchLinger     time.Duration // a batch takes what arrives this long after its first record (5 ms)
 	FetchBytes      int           // most bytes one fetch of one partition returns (1 MiB)
 	ReadyLag        int           // ready once no partition is more records behind than this (1000)
 	MaxWait         time.Duration // longest a read-your-writes query waits for ingest (2 s)
@@ -37,7 +38,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Dir: "data", Shards: 1, BatchSize: 4000, FetchBytes: 1 << 20, ReadyLag: 1000,
+		Dir: "data", Shards: 1, BatchSize: 4000, BatchLinger: 5 * time.Millisecond, FetchBytes: 1 << 20, ReadyLag: 1000,
 		MaxWait: 2 * time.Second, RefreshInterval: 10 * time.Second, ProgressLog: 5 * time.Second,
 	}
 }
@@ -52,6 +53,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = d.BatchSize
+	}
+	if c.BatchLinger <= 0 {
+		c.BatchLinger = d.BatchLinger
 	}
 	if c.FetchBytes <= 0 {
 		c.FetchBytes = d.FetchBytes
@@ -81,6 +85,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	c.shard = envflag.String("PALAVER_HISTORY_SHARD", strconv.Itoa(def.Shard))
 	fs.StringVar(&c.shard, "shard", c.shard, "shard this replica serves, 0 to shards-1, or \"ordinal\": the number ending the host name (a StatefulSet pod's ordinal) modulo shards ($PALAVER_HISTORY_SHARD)")
 	c.env.Int(fs, &c.BatchSize, "batch-size", "PALAVER_HISTORY_BATCH_SIZE", def.BatchSize, "most records written in one transaction")
+	c.env.Duration(fs, &c.BatchLinger, "batch-linger", "PALAVER_HISTORY_BATCH_LINGER", def.BatchLinger, "a batch takes the records that arrive this long after its first one")
 	c.env.Int(fs, &c.FetchBytes, "fetch-bytes", "PALAVER_HISTORY_FETCH_BYTES", def.FetchBytes, "most bytes one fetch of one partition returns")
 	c.env.Int(fs, &c.ReadyLag, "ready-lag", "PALAVER_HISTORY_READY_LAG", def.ReadyLag, "ready once no partition is more than this many records behind")
 	c.env.Duration(fs, &c.MaxWait, "max-wait", "PALAVER_HISTORY_MAX_WAIT", def.MaxWait, "longest a query carrying a seen position waits for ingest to pass it")

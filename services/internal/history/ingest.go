@@ -219,8 +219,9 @@ func (s *Service) control(ctx context.Context, fn func(*Store) error) error {
 }
 
 // write is the single writer: it takes the ops queued by the consumers and
-// commits them in batches, as many as are waiting (up to BatchSize), so the
-// batches grow with the load and a lone message is committed at once. It
+// commits them in batches: what arrives within BatchLinger of a batch's
+// first op, up to BatchSize. A transaction costs far more than a row, so
+// under load the batches fill, and a lone message waits BatchLinger. It
 // returns when ctx is done and the queue is empty, or when a commit fails:
 // then the process must stop, and its restart reads again from the
 // committed positions.
@@ -246,17 +247,22 @@ func (s *Service) write(ctx context.Context) error {
 		if err := s.handle(ctx, &batch, o); err != nil {
 			return err
 		}
+		linger := time.NewTimer(s.cfg.BatchLinger)
 	fill:
 		for len(batch) < s.cfg.BatchSize {
 			select {
 			case o = <-s.ops:
 				if err := s.handle(ctx, &batch, o); err != nil {
+					linger.Stop()
 					return err
 				}
-			default:
+			case <-linger.C:
+				break fill
+			case <-ctx.Done():
 				break fill
 			}
 		}
+		linger.Stop()
 		if err := s.flush(batch); err != nil {
 			return err
 		}
@@ -306,8 +312,10 @@ func (s *Service) flush(batch []op) error {
 		s.log.Info("history: removed messages their topic no longer holds", "room", name, "messages", n)
 	}
 	s.mu.Lock()
-	for k, n := range next {
-		s.committed[k] = n
+	for k, pos := range next {
+		if pos.reset || pos.next > s.committed[k] {
+			s.committed[k] = pos.next
+		}
 	}
 	close(s.progress)
 	s.progress = make(chan struct{})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
@@ -63,7 +64,6 @@ CREATE TABLE IF NOT EXISTS messages (
 	text        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_time ON messages (tag, ts);
-CREATE INDEX IF NOT EXISTS messages_sender ON messages (tag, sender_id, ts);
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_text USING fts5 (
 	text, content='', contentless_delete=1, detail=none,
 	tokenize='unicode61 remove_diacritics 2'
@@ -80,7 +80,7 @@ type Store struct {
 	w    *sql.DB // the one writer connection
 	r    *sql.DB // readers
 
-	insert, index *sql.Stmt
+	insert, index [2]*sql.Stmt // one row, and insertChunk rows, per statement
 }
 
 // OpenStore opens (creating if needed) the store in dir.
@@ -112,15 +112,30 @@ func OpenStore(dir string) (*Store, error) {
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
 	s := &Store{path: path, w: w, r: r}
-	if s.insert, err = w.Prepare(`INSERT INTO messages (rid, tag, ts, id, sender_id, sender_name, text)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`); err == nil {
-		s.index, err = w.Prepare(`INSERT INTO messages_text (rowid, text) VALUES (?, ?)`)
+	for i, n := range []int{1, insertChunk} {
+		if s.insert[i], err = w.Prepare(`INSERT INTO messages (rid, tag, ts, id, sender_id, sender_name, text) VALUES ` +
+			values(n, 7) + ` ON CONFLICT DO NOTHING RETURNING rid`); err != nil {
+			break
+		}
+		if s.index[i], err = w.Prepare(`INSERT INTO messages_text (rowid, text) VALUES ` + values(n, 2)); err != nil {
+			break
+		}
 	}
 	if err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("history: prepare: %w", err)
 	}
 	return s, nil
+}
+
+// insertChunk is how many rows one statement inserts: one statement per
+// row would cost more in the driver than in SQLite.
+const insertChunk = 64
+
+// values is n parenthesized groups of cols placeholders.
+func values(n, cols int) string {
+	group := "(?" + strings.Repeat(", ?", cols-1) + ")"
+	return group + strings.Repeat(", "+group, n-1)
 }
 
 // Close closes the database.
@@ -274,22 +289,27 @@ type op struct {
 }
 
 // Apply writes ops in one transaction, with the position after each
-// partition's last op, and returns the positions committed and the rows trimmed per room. Replaying an op
+// partition's last op, and returns the positions written and the rows trimmed per room. Replaying an op
 // whose position is already committed changes nothing.
-func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]int64, map[string]int64, error) {
+func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, map[string]int64, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("history: begin batch: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	insert, index := tx.StmtContext(ctx, s.insert), tx.StmtContext(ctx, s.index)
 	next := map[posKey]int64{}
 	reset := map[posKey]bool{}
 	trimmed := map[string]int64{}
+	var rows []*op
 	for i := range ops {
 		o := &ops[i]
 		k := posKey{o.Room, o.Partition}
 		if o.Trim {
+			// Rows before the trim are written first: it removes them.
+			if err := s.insertRows(ctx, tx, rows); err != nil {
+				return nil, nil, err
+			}
+			rows = rows[:0]
 			n, err := trim(ctx, tx, o)
 			if err != nil {
 				return nil, nil, err
@@ -305,37 +325,82 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]int64, map[stri
 			continue
 		}
 		next[k] = max(next[k], o.Offset+1)
-		if o.Msg == nil {
-			continue
+		if o.Msg != nil {
+			rows = append(rows, o)
 		}
-		m := o.Msg
-		rid := rowID(o.Tag, o.Partition, o.Offset)
-		res, err := insert.ExecContext(ctx, rid, o.Tag, m.Time.UnixMilli(), m.ID, m.SenderID, m.SenderName, m.Text)
-		if err != nil {
-			return nil, nil, fmt.Errorf("history: insert %s/%d@%d: %w", o.Room, o.Partition, o.Offset, err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			continue // already stored: a replay
-		}
-		if _, err := index.ExecContext(ctx, rid, m.Text); err != nil {
-			return nil, nil, fmt.Errorf("history: index %s/%d@%d: %w", o.Room, o.Partition, o.Offset, err)
-		}
+	}
+	if err := s.insertRows(ctx, tx, rows); err != nil {
+		return nil, nil, err
 	}
 	// Positions only move forward, except where a re-created topic reset
 	// them.
 	for k, n := range next {
-		var got int64
-		if err := tx.QueryRowContext(ctx, `INSERT INTO positions (room, partition, next) VALUES (?1, ?2, ?3)
-			ON CONFLICT (room, partition) DO UPDATE SET next = CASE WHEN ?4 THEN excluded.next ELSE max(next, excluded.next) END
-			RETURNING next`, k.room, k.partition, n, reset[k]).Scan(&got); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO positions (room, partition, next) VALUES (?1, ?2, ?3)
+			ON CONFLICT (room, partition) DO UPDATE SET next = CASE WHEN ?4 THEN excluded.next ELSE max(next, excluded.next) END`,
+			k.room, k.partition, n, reset[k]); err != nil {
 			return nil, nil, fmt.Errorf("history: commit position of %s/%d: %w", k.room, k.partition, err)
 		}
-		next[k] = got
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, nil, fmt.Errorf("history: commit batch: %w", err)
 	}
-	return next, trimmed, nil
+	out := make(map[posKey]position, len(next))
+	for k, n := range next {
+		out[k] = position{next: n, reset: reset[k]}
+	}
+	return out, trimmed, nil
+}
+
+// insertRows inserts the rows of ops, and indexes their text; a row
+// already stored (a replay) is neither inserted nor indexed again.
+func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op) error {
+	args := make([]any, 0, 7*insertChunk)
+	texts := map[int64]string{}
+	var inserted []int64
+	for len(ops) > 0 {
+		n, stmt := 1, s.insert[0]
+		if len(ops) >= insertChunk {
+			n, stmt = insertChunk, s.insert[1]
+		}
+		args = args[:0]
+		for _, o := range ops[:n] {
+			m := o.Msg
+			rid := rowID(o.Tag, o.Partition, o.Offset)
+			args = append(args, rid, o.Tag, m.Time.UnixMilli(), m.ID, m.SenderID, m.SenderName, m.Text)
+			texts[rid] = m.Text
+		}
+		rs, err := tx.StmtContext(ctx, stmt).QueryContext(ctx, args...)
+		if err != nil {
+			return fmt.Errorf("history: insert %d rows: %w", n, err)
+		}
+		for rs.Next() {
+			var rid int64
+			if err := rs.Scan(&rid); err != nil {
+				_ = rs.Close()
+				return fmt.Errorf("history: insert %d rows: %w", n, err)
+			}
+			inserted = append(inserted, rid)
+		}
+		if err := errors.Join(rs.Err(), rs.Close()); err != nil {
+			return fmt.Errorf("history: insert %d rows: %w", n, err)
+		}
+		ops = ops[n:]
+	}
+	for len(inserted) > 0 {
+		n, stmt := 1, s.index[0]
+		if len(inserted) >= insertChunk {
+			n, stmt = insertChunk, s.index[1]
+		}
+		args = args[:0]
+		for _, rid := range inserted[:n] {
+			args = append(args, rid, texts[rid])
+		}
+		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("history: index %d rows: %w", n, err)
+		}
+		inserted = inserted[n:]
+	}
+	return nil
 }
 
 // trim deletes a partition's rows below o.Offset (all of them on a reset).
@@ -353,6 +418,14 @@ func trim(ctx context.Context, tx *sql.Tx, o *op) (int64, error) {
 	}
 	n, _ := res.RowsAffected()
 	return n, nil
+}
+
+// position is a partition's position written by a batch: the next offset
+// to consume, which replaces the committed one when reset, else only moves
+// it forward.
+type position struct {
+	next  int64
+	reset bool
 }
 
 type posKey struct {

@@ -51,7 +51,7 @@ func TestStoreApplyPagesSearchTrim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if next[posKey{"lobby", 0}] != 11 || next[posKey{"other", 0}] != 1 {
+	if next[posKey{"lobby", 0}].next != 11 || next[posKey{"other", 0}].next != 1 {
 		t.Fatalf("positions %v", next)
 	}
 	// A replay changes nothing.
