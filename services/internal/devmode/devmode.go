@@ -1,5 +1,6 @@
 // Package devmode runs Palaver in one process on an embedded broker: what
-// `make dev` starts, so anyone can try Palaver without Kafka or Kubernetes.
+// `make dev` starts, so anyone can try Palaver without Kafka or Kubernetes:
+// the gateway, the history service and room provisioning.
 package devmode
 
 import (
@@ -8,12 +9,15 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"palaver.dev/services/internal/auth"
 	"palaver.dev/services/internal/devbroker"
 	"palaver.dev/services/internal/gateway"
+	"palaver.dev/services/internal/history"
 	"palaver.dev/services/internal/ops"
 	"palaver.dev/services/internal/runner"
 	"palaver.dev/services/kafkabus"
@@ -25,7 +29,7 @@ type Config struct {
 	KafkaPort int    // embedded broker port on 127.0.0.1
 	OpsAddr   string // metrics and probes
 	Listen    string // the gateway: web UI, WebSocket and HTTP API (default DefaultListen)
-	DataDir   string // broker data; empty keeps it in memory
+	DataDir   string // broker data, and history's store in its history/; empty keeps them in memory (history: in a temporary directory)
 	RoomsDir  string // ChatRoom manifests to provision (k8s/samples)
 }
 
@@ -105,15 +109,39 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	}
 	specs = append(specs, scratch...)
 
-	// The gateway, with dev login: anyone may log in under any name.
 	rooms := room.NewRegistry(cluster, log)
+	reg := ops.NewRegistry()
+
+	// History, in process, on a loopback port only the gateway uses.
+	histCfg := history.DefaultConfig()
+	histCfg.Dir = filepath.Join(cfg.DataDir, "history")
+	if cfg.DataDir == "" {
+		tmp, err := os.MkdirTemp("", "palaver-dev-history-")
+		if err != nil {
+			return fmt.Errorf("history: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		histCfg.Dir = tmp
+	}
+	hist, err := history.New(histCfg, history.Deps{Cluster: cluster, Rooms: rooms, Metrics: history.NewMetrics(reg), Logger: log})
+	if err != nil {
+		return err
+	}
+	defer hist.Close()
+	histAPI, err := runner.Listen("127.0.0.1:0", &http.Server{Handler: hist.Handler()}, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("history: %w", err)
+	}
+	defer histAPI.Listener.Close()
+
+	// The gateway, with dev login: anyone may log in under any name.
 	issuer, err := auth.NewDevIssuer(auth.DefaultDevTokenTTL)
 	if err != nil {
 		return err
 	}
-	reg := ops.NewRegistry()
 	gwCfg := gateway.DefaultConfig()
 	gwCfg.Dev = true
+	gwCfg.HistoryURLs = "http://" + histAPI.Addr().String()
 	gw, err := gateway.New(gwCfg, gateway.Deps{
 		Cluster: cluster, Rooms: rooms, Verifier: issuer.Verifier(), DevLogin: issuer.LoginHandler(),
 		Metrics: gateway.NewMetrics(reg), Logger: log,
@@ -126,6 +154,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	health := ops.NewHandler(reg)
 	health.AddReadiness("kafka", cluster.Ping)
 	health.AddReadiness("rooms", rooms.CheckReady)
+	health.AddReadiness("history", hist.CheckReady)
 	opsServer.Server.Handler = health
 
 	data := cfg.DataDir
@@ -137,28 +166,32 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		names[i] = s.Name
 	}
 	log.Warn("dev mode: anyone who reaches the gateway can log in as anyone (POST /v1/dev/login); keep it on loopback", "gateway", api.Addr().String())
-	// The banner says "ready": print it once the gateway knows the rooms.
+	// The banner says "ready": print it once the gateway knows the rooms
+	// and history has caught up with them.
 	banner := runner.Func(func(ctx context.Context) error {
-		select {
-		case <-rooms.Ready():
-		case <-ctx.Done():
-			return nil
+		for _, ready := range []<-chan struct{}{rooms.Ready(), hist.Ready()} {
+			select {
+			case <-ready:
+			case <-ctx.Done():
+				return nil
+			}
 		}
 		fmt.Fprintf(out, `Palaver dev mode
   gateway:           http://%s   (web UI; WebSocket /v1/ws; dev login POST /v1/dev/login)
   Kafka (embedded):  %s   (any Kafka client, e.g. kcat -b %[2]s -L)
   rooms:             %s   (from %s; %s for palaver load)
+  history:           http://%s   (search, scroll-back; internal, through the gateway)
   data:              %s
   metrics:           http://%s/metrics
 Press Ctrl-C to stop.
-`, api.Addr(), broker.Addr(), strings.Join(names, ", "), cfg.RoomsDir, ScratchRoom, data, opsServer.Addr())
+`, api.Addr(), broker.Addr(), strings.Join(names, ", "), cfg.RoomsDir, ScratchRoom, histAPI.Addr(), data, opsServer.Addr())
 		<-ctx.Done()
 		return nil
 	})
 
 	// The broker outlives the gateway, whose shutdown flushes the sends in
-	// flight to it.
-	gwDone := make(chan struct{})
+	// flight to it, and history, which commits what it fetched.
+	gwDone, histDone := make(chan struct{}), make(chan struct{})
 	return runner.Run(ctx, log, 15*time.Second,
 		runner.Named{Name: "ops", Part: opsServer},
 		runner.Named{Name: "rooms", Part: rooms},
@@ -167,10 +200,16 @@ Press Ctrl-C to stop.
 			return gw.Run(ctx)
 		})},
 		runner.Named{Name: "http", Part: api},
+		runner.Named{Name: "history", Part: runner.Func(func(ctx context.Context) error {
+			defer close(histDone)
+			return hist.Run(ctx)
+		})},
+		runner.Named{Name: "history-http", Part: histAPI},
 		runner.Named{Name: "banner", Part: banner},
 		runner.Named{Name: "kafka", Part: runner.Func(func(ctx context.Context) error {
 			<-ctx.Done()
 			<-gwDone
+			<-histDone
 			return broker.Run(ctx)
 		})},
 	)

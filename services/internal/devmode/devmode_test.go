@@ -107,7 +107,8 @@ func TestRunServesAndStops(t *testing.T) {
 		t.Errorf("banner does not list the rooms:\n%s", banner)
 	}
 
-	chatThroughGateway(t, gatewayURL[1])
+	tok, seen := chatThroughGateway(t, gatewayURL[1])
+	searchThroughGateway(t, gatewayURL[1], tok, seen)
 
 	// A second dev server on the same data directory is refused, and says
 	// which flag gives it its own.
@@ -157,8 +158,9 @@ func TestRunNamesTheFlagOfAnAddressInUse(t *testing.T) {
 }
 
 // chatThroughGateway logs in with dev login, says hello over the WebSocket,
-// joins the lobby, sends a message and receives its ack and the message.
-func chatThroughGateway(t *testing.T, base string) {
+// joins the lobby, sends a message and receives its ack and the message; it
+// returns the token and the message's cursor.
+func chatThroughGateway(t *testing.T, base string) (string, string) {
 	t.Helper()
 	s := signIn(t, base, "Ada")
 	s.call(map[string]any{"op": "join", "room": "lobby"}, "joined")
@@ -172,6 +174,32 @@ func chatThroughGateway(t *testing.T, base string) {
 		t.Fatalf("message %+v, ack %+v", msg, ack)
 	}
 	s.ws.Close(websocket.StatusNormalClosure, "")
+	return s.token, msg.Cursor
+}
+
+// searchThroughGateway finds the message just sent with the in-process
+// history service, through the gateway's search.
+func searchThroughGateway(t *testing.T, base, tok, seen string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+"/v1/rooms/lobby/search?q=DEV+mode&seen="+seen, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var res struct {
+		Results []struct{ ID, Text string } `json:"results"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("search through dev mode's gateway: %d %v", resp.StatusCode, err)
+	}
+	if len(res.Results) != 1 || res.Results[0].ID != "dev-1" {
+		t.Fatalf("search found %+v, want the message dev-1", res.Results)
+	}
 }
 
 // frame is a server frame, flattened.
@@ -306,11 +334,12 @@ func startDev(t *testing.T, dataDir string) (string, func()) {
 
 // session is a signed-in WebSocket to a dev-mode gateway.
 type session struct {
-	t    *testing.T
-	ws   *websocket.Conn
-	in   *inbox
-	ctx  context.Context
-	refs int
+	t     *testing.T
+	token string
+	ws    *websocket.Conn
+	in    *inbox
+	ctx   context.Context
+	refs  int
 }
 
 func signIn(t *testing.T, base, name string) *session {
@@ -332,7 +361,7 @@ func signIn(t *testing.T, base, name string) *session {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ws.CloseNow() })
-	s := &session{t: t, ws: ws, ctx: ctx, in: &inbox{read: func() ([]byte, error) {
+	s := &session{t: t, token: login.Token, ws: ws, ctx: ctx, in: &inbox{read: func() ([]byte, error) {
 		_, b, err := ws.Read(ctx)
 		return b, err
 	}}}

@@ -129,6 +129,7 @@ func (s *Service) consume(ctx context.Context, name, topic string, tag int64, p 
 		s.mu.Lock()
 		s.end[k] = res.HighWatermark
 		behind := res.HighWatermark - s.committed[k]
+		s.noteCaughtUpLocked()
 		s.mu.Unlock()
 		lag.Set(float64(max(0, behind)))
 	}
@@ -319,6 +320,7 @@ func (s *Service) flush(batch []op) error {
 	}
 	close(s.progress)
 	s.progress = make(chan struct{})
+	s.noteCaughtUpLocked()
 	s.mu.Unlock()
 	return nil
 }

@@ -58,6 +58,7 @@ type Service struct {
 	progress  chan struct{}    // closed and replaced at every commit
 	synced    bool             // the registry was read and the shard's rooms started
 	caughtUp  bool             // ready once; the rebuild is over
+	ready     chan struct{}    // closed when caughtUp is set
 }
 
 // servedRoom is a room of this shard being consumed.
@@ -94,7 +95,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	return &Service{
 		cfg: cfg, store: st, cluster: deps.Cluster, rooms: deps.Rooms, m: m, log: log,
 		ops: make(chan op, 2*cfg.BatchSize), served: map[string]*servedRoom{}, committed: map[posKey]int64{},
-		end: map[posKey]int64{}, progress: make(chan struct{}),
+		end: map[posKey]int64{}, progress: make(chan struct{}), ready: make(chan struct{}),
 	}, nil
 }
 
@@ -255,6 +256,7 @@ func (s *Service) sync(ctx context.Context, checkTopics bool) error {
 	s.mu.Lock()
 	s.synced = true
 	s.m.Rooms.Set(float64(len(s.served)))
+	s.noteCaughtUpLocked()
 	s.mu.Unlock()
 	return nil
 }
@@ -354,9 +356,26 @@ func (s *Service) CheckReady(context.Context) error {
 	if behind > 0 {
 		return fmt.Errorf("history: rebuilding, %d partitions more than %d records behind", behind, s.cfg.ReadyLag)
 	}
+	s.noteCaughtUpLocked()
+	return nil
+}
+
+// Ready returns a channel closed once the replica first caught up: the
+// end of the rebuild.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// noteCaughtUpLocked ends the rebuild once every partition is caught up.
+func (s *Service) noteCaughtUpLocked() {
+	if s.caughtUp || !s.synced {
+		return
+	}
+	if behind, unknown := s.behindLocked(); behind > 0 || unknown > 0 {
+		return
+	}
 	s.caughtUp = true
 	s.m.Remaining.Set(0)
-	return nil
+	close(s.ready)
+	s.log.Info("history: caught up")
 }
 
 // behindLocked counts the partitions further behind than ReadyLag, and
