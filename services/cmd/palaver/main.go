@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	"palaver.dev/services/internal/chatcli"
 	"palaver.dev/services/internal/devmode"
@@ -25,9 +26,11 @@ Usage:
   palaver dev [flags]      run Palaver in one process on an embedded Kafka-protocol broker
   palaver chat --room R    chat in a room: print its messages, send each line of stdin
   palaver rooms            list the rooms you may join
+  palaver search --room R QUERY
+                           search a room's messages (needs the history service)
   palaver load --room R    load-test a gateway: members send and time every delivery
 
-chat, rooms and load talk to the gateway at --url (default $PALAVER_URL or
+chat, rooms, search and load talk to the gateway at --url (default $PALAVER_URL or
 http://127.0.0.1:8080, where 'make dev' serves it), as --name NAME (dev login),
 with --token-file FILE, or with the token in $PALAVER_TOKEN.
 
@@ -58,6 +61,8 @@ func run(ctx context.Context, args []string) error {
 		return chat(ctx, args[1:])
 	case "rooms":
 		return rooms(ctx, args[1:])
+	case "search":
+		return search(ctx, args[1:])
 	case "load":
 		return load(ctx, args[1:])
 	default:
@@ -135,6 +140,35 @@ func rooms(ctx context.Context, args []string) error {
 		return err
 	}
 	return chatcli.Rooms(ctx, o)
+}
+
+func search(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("palaver search", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: palaver search --room ROOM [flags] QUERY...
+
+Prints the room's messages that contain every word of the query, newest
+first, like palaver chat prints messages, the matched words between
+asterisks. A word ending in * matches as a prefix (deploy* finds deployed).
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	o := chatcli.SearchOptions{Out: os.Stdout}
+	o.Conn.RegisterFlags(fs)
+	fs.StringVar(&o.Room, "room", "", "the room to search (required)")
+	fs.StringVar(&o.Sender, "sender", "", "only this sender's messages (a user id)")
+	fs.IntVar(&o.Limit, "limit", 20, "most results printed")
+	fs.BoolVar(&o.JSON, "json", false, "print JSON ({\"results\":[...]}) instead of lines")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &chatcli.UsageError{Msg: err.Error()}
+	}
+	o.Query = strings.Join(fs.Args(), " ")
+	return chatcli.Search(ctx, o)
 }
 
 func load(ctx context.Context, args []string) error {

@@ -232,7 +232,7 @@ func (s *Service) Search(ctx context.Context, name string, req SearchRequest) (S
 	if err != nil {
 		return SearchPage{}, err
 	}
-	rows, more, err := s.store.search(ctx, v.tag, terms, req.Sender, below, req.Limit)
+	rows, more, err := s.store.search(ctx, v.tag, v.parts, terms, req.Sender, below, req.Limit)
 	if err != nil {
 		return SearchPage{}, err
 	}

@@ -252,21 +252,30 @@ func parseSearchKey(s string) (searchKey, error) {
 
 // search returns up to limit messages of the room matching every term,
 // newest first, below key when set, from sender when set; and whether more
-// may follow.
-func (s *Store) search(ctx context.Context, tag int64, terms []term, sender string, below *searchKey, limit int) ([]row, bool, error) {
+// may follow. In a room of one partition, row ids are in offset order,
+// which is time order: the index then yields the newest matches first and
+// the search stops at limit; otherwise every match is sorted by time.
+func (s *Store) search(ctx context.Context, tag int64, partitions int, terms []term, sender string, below *searchKey, limit int) ([]row, bool, error) {
 	q := `SELECT m.rid, m.ts, m.id, m.sender_id, m.sender_name, m.text
 		FROM messages_text f JOIN messages m ON m.rid = f.rowid
 		WHERE messages_text MATCH ? AND f.rowid >= ? AND f.rowid < ?`
 	args := []any{matchExpr(terms), rowID(tag, 0, 0), rowID(tag+1, 0, 0)}
+	if partitions == 1 && below != nil {
+		args[2] = below.rid
+	}
 	if sender != "" {
 		q += ` AND m.sender_id = ?`
 		args = append(args, sender)
 	}
-	if below != nil {
-		q += ` AND (m.ts < ? OR m.ts = ? AND m.rid < ?)`
-		args = append(args, below.ts, below.ts, below.rid)
+	if partitions == 1 {
+		q += ` ORDER BY f.rowid DESC LIMIT ?`
+	} else {
+		if below != nil {
+			q += ` AND (m.ts < ? OR m.ts = ? AND m.rid < ?)`
+			args = append(args, below.ts, below.ts, below.rid)
+		}
+		q += ` ORDER BY m.ts DESC, m.rid DESC LIMIT ?`
 	}
-	q += ` ORDER BY m.ts DESC, m.rid DESC LIMIT ?`
 	args = append(args, limit+1)
 	rs, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {

@@ -77,16 +77,16 @@ func TestStoreApplyPagesSearchTrim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, more, err := st.search(ctx, tag, terms, "", nil, 10)
+	rows, more, err := st.search(ctx, tag, 1, terms, "", nil, 10)
 	if err != nil || !slices.Equal(texts(rows), []string{"hello number3"}) || more {
 		t.Fatalf("search: %q more %v err %v", texts(rows), more, err)
 	}
 	terms, _ = parseQuery(`hel*`)
-	rows, more, err = st.search(ctx, tag, terms, "", nil, 4)
+	rows, more, err = st.search(ctx, tag, 1, terms, "", nil, 4)
 	if err != nil || len(rows) != 4 || !more || rows[0].text != "hello number9" {
 		t.Fatalf("prefix search: %q more %v err %v", texts(rows), more, err)
 	}
-	rows, _, err = st.search(ctx, tag, terms, "", &searchKey{rows[3].ts, rows[3].rid}, 100)
+	rows, _, err = st.search(ctx, tag, 1, terms, "", &searchKey{rows[3].ts, rows[3].rid}, 100)
 	if err != nil || len(rows) != 6 {
 		t.Fatalf("second search page: %q %v", texts(rows), err)
 	}
@@ -96,7 +96,7 @@ func TestStoreApplyPagesSearchTrim(t *testing.T) {
 		t.Fatalf("trim: %v %v", trimmed, err)
 	}
 	terms, _ = parseQuery(`hello`)
-	rows, _, err = st.search(ctx, tag, terms, "", nil, 100)
+	rows, _, err = st.search(ctx, tag, 1, terms, "", nil, 100)
 	if err != nil || len(rows) != 5 || rows[4].text != "hello number5" {
 		t.Fatalf("search after trim: %q %v", texts(rows), err)
 	}
@@ -107,7 +107,7 @@ func TestStoreApplyPagesSearchTrim(t *testing.T) {
 	if err := st.DropRoom(ctx, "lobby"); err != nil {
 		t.Fatal(err)
 	}
-	rows, _, err = st.search(ctx, other, terms, "", nil, 100)
+	rows, _, err = st.search(ctx, other, 1, terms, "", nil, 100)
 	if err != nil || len(rows) != 1 {
 		t.Fatalf("other room after drop: %q %v", texts(rows), err)
 	}

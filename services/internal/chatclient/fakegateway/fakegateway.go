@@ -94,6 +94,7 @@ func New() *Server {
 	mux.HandleFunc("POST /v1/dev/login", s.devLogin)
 	mux.HandleFunc("GET /v1/rooms", s.listRooms)
 	mux.HandleFunc("GET /v1/rooms/{room}/messages", s.history)
+	mux.HandleFunc("GET /v1/rooms/{room}/search", s.search)
 	mux.HandleFunc("POST /v1/rooms/{room}/messages", s.post)
 	s.Server = httptest.NewServer(mux)
 	return s
@@ -297,6 +298,49 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	var before cursor.Cursor
 	before.Advance(0, int64(start)-1)
 	writeJSON(w, 200, map[string]any{"messages": msgs, "before": before.String()})
+}
+
+// search answers like the gateway, simply: messages whose space-separated
+// words include every word of q (case-insensitively), newest first, all in
+// one page, each with its highlight.
+func (s *Server) search(w http.ResponseWriter, r *http.Request) {
+	if _, _, _, ok := userOf(bearer(r)); !ok {
+		httpErr(w, 401, "unauthorized", "no valid token")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name := r.PathValue("room")
+	rm := s.rooms[name]
+	if rm == nil {
+		httpErr(w, 404, "not_found", "no such room")
+		return
+	}
+	want := strings.Fields(strings.ToLower(r.URL.Query().Get("q")))
+	if len(want) == 0 {
+		httpErr(w, 400, "bad_request", "no words to search for")
+		return
+	}
+	results := []map[string]any{}
+	for i := len(rm.messages) - 1; i >= 0; i-- {
+		m := rm.messages[i]
+		var segs []map[string]any
+		found := map[string]bool{}
+		for j, word := range strings.Split(m.Text, " ") {
+			if j > 0 {
+				segs = append(segs, map[string]any{"text": " "})
+			}
+			mark := slices.Contains(want, strings.ToLower(word))
+			found[strings.ToLower(word)] = found[strings.ToLower(word)] || mark
+			segs = append(segs, map[string]any{"text": word, "mark": mark})
+		}
+		if !slices.ContainsFunc(want, func(w string) bool { return !found[w] }) {
+			f := frameOf(name, i, m)
+			f["highlight"] = segs
+			results = append(results, f)
+		}
+	}
+	writeJSON(w, 200, map[string]any{"results": results})
 }
 
 func (s *Server) post(w http.ResponseWriter, r *http.Request) {
