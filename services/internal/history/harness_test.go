@@ -270,13 +270,13 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// waitReady waits for the service's readiness and for its committed
-// position in every partition of in to reach end.
+// waitCaughtUp waits until the service fetched every partition of in once
+// and committed up to end in each.
 func waitCaughtUp(t testing.TB, s *Service, in room.Info, end cursor.Cursor) {
 	t.Helper()
 	waitFor(t, "history to catch up with "+in.Name, func() bool {
 		v, _, err := s.view(in.Name)
-		if err != nil || v.parts < int(in.Partitions) {
+		if err != nil || v.parts < int(in.Partitions) || len(v.end) < v.parts {
 			return false
 		}
 		for p := range v.parts {

@@ -394,3 +394,57 @@ func TestSIGKILLMidBatchLosesAndDuplicatesNothing(t *testing.T) {
 		t.Fatalf("committed positions add up to %d, want %d", n, total)
 	}
 }
+
+// The replica follows the registry: partitions added to a room are
+// consumed, and a room deleted with its topic stops being served and leaves
+// the store.
+func TestFollowsNewPartitionsAndDeletedRooms(t *testing.T) {
+	e := sharedEnv(t)
+	pre := prefix(t)
+	in := e.newRoom(t, pre, 1)
+	e.produce(t, in, 0, 10, 1, func(i int) string { return fmt.Sprintf("before growing %d", i) })
+	s := startService(t, e, t.TempDir(), pre, nil)
+	waitCaughtUp(t, s.Service, in, e.ends(t, in))
+
+	if err := e.prov.GrowPartitions(t.Context(), in.Topic, 3); err != nil {
+		t.Fatal(err)
+	}
+	in.Partitions = 3
+	if err := room.Publish(t.Context(), e.writer, in); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the registry to show 3 partitions", func() bool {
+		got, err := e.rooms.Get(in.Name)
+		return err == nil && got.Partitions == 3
+	})
+	e.produce(t, in, 10, 30, 10, func(i int) string { return fmt.Sprintf("after growing %d", i) })
+	end := e.ends(t, in)
+	if len(end.Partitions()) != 3 {
+		t.Fatalf("ends %v", end.Partitions())
+	}
+	waitCaughtUp(t, s.Service, in, end)
+	if got, want := allBackward(t, s.Service, in.Name, 8), e.topicMessages(t, in); !slices.Equal(sorted(got), sorted(want)) || len(got) != 40 {
+		t.Fatalf("after growing: %d messages, the topic holds %d", len(got), len(want))
+	}
+
+	// Deleted: out of the registry, then its topic.
+	if err := room.Tombstone(t.Context(), e.writer, in.Name); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the room to stop being served", func() bool {
+		_, err := s.Messages(t.Context(), in.Name, PageRequest{Limit: 1})
+		return errors.Is(err, ErrNotServed)
+	})
+	if err := e.prov.DeleteTopics(t.Context(), in.Topic); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deleted room's rows to leave the store", func() bool {
+		rooms, err := s.store.Rooms(t.Context())
+		_, stored := rooms[in.Name]
+		return err == nil && !stored
+	})
+	var n int
+	if err := s.store.r.QueryRow(`SELECT count(*) FROM messages`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d rows left (%v)", n, err)
+	}
+}

@@ -45,7 +45,7 @@ func (s *Service) consume(ctx context.Context, name, topic string, tag int64, p 
 			return false
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = min(2*backoff, time.Second)
 		return true
 	}
 	for ctx.Err() == nil {
