@@ -292,6 +292,47 @@ describe('web UI', { timeout: 180000 }, () => {
     });
   });
 
+  test('search marks the matched words; a result and a date open the messages around them', async () => {
+    await step('search', async () => {
+      const room = 'engineering';
+      const texts = [`before the needle ${RUN}`, `the needle ${RUN} is here`, `after the needle ${RUN}`];
+      await postMessages(room, 'Archivist', texts);
+      const { page } = grace;
+      await page.locator(`a[data-room="${room}"]`).click();
+      await page.getByRole('heading', { name: 'Engineering', level: 2 }).waitFor();
+      await message(page, texts[2]).waitFor();
+
+      // History ingests within moments; search until it has the messages.
+      const results = page.locator('#finder-list li.msg');
+      for (let i = 0; i < 40 && (await results.count()) < 3; i++) {
+        await page.getByLabel('Search this room').fill(`NEEDLE ${RUN}`);
+        await page.getByRole('button', { name: 'Search', exact: true }).click();
+        await page.waitForTimeout(250);
+      }
+      assert.equal(await results.count(), 3, 'three messages match');
+      assert.deepEqual(await results.locator('p.text').allTextContents(), texts.toReversed(), 'newest first');
+      assert.deepEqual(await results.first().locator('mark').allTextContents(), ['needle', RUN], 'the matched words are marked');
+
+      await results.nth(1).getByRole('button', { name: 'Show in context' }).click();
+      await page.locator('#finder-title', { hasText: 'Around' }).waitFor();
+      const target = page.locator('#finder-list li.msg.target p.text');
+      await target.waitFor();
+      assert.equal(await target.textContent(), texts[1], 'the result is the message jumped to');
+      assert.equal(await page.locator('#finder-list mark').count(), 0);
+      assert.ok((await page.locator('#finder-list li.msg p.text').allTextContents()).includes(texts[0]), 'with what came before');
+
+      // Jump to a date through the control: now is after everything.
+      const now = new Date(Date.now() + 60000);
+      const local = new Date(now.getTime() - now.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+      await page.getByLabel('Jump to').fill(local);
+      await page.getByRole('button', { name: 'Go' }).click();
+      await page.locator('#finder-list li.msg p.text', { hasText: texts[2] }).waitFor();
+      await page.getByRole('button', { name: 'Back to the conversation' }).click();
+      assert.ok(await page.locator('#finder').isHidden());
+      assert.deepEqual(grace.problems, []);
+    });
+  });
+
   test('works on a 360 px wide screen', async () => {
     await step('narrow', async () => {
       const narrow = await signIn('narrow', 'Lin', { width: 360, height: 740 });

@@ -223,7 +223,8 @@ func (s *Service) control(ctx context.Context, fn func(*Store) error) error {
 // commits them in batches: what arrives within BatchLinger of a batch's
 // first op, up to BatchSize. A transaction costs far more than a row, so
 // under load the batches fill, and a lone message waits BatchLinger. It
-// returns when ctx is done and the queue is empty, or when a commit fails:
+// returns when ctx is done (the batch being filled is committed, what is
+// still queued is fetched again after a restart), or when a commit fails:
 // then the process must stop, and its restart reads again from the
 // committed positions.
 func (s *Service) write(ctx context.Context) error {
@@ -233,17 +234,9 @@ func (s *Service) write(ctx context.Context) error {
 		select {
 		case o = <-s.ops:
 		case <-ctx.Done():
-			// The consumers stopped before ctx was cancelled: drain.
-			for {
-				select {
-				case o = <-s.ops:
-					if err := s.handle(ctx, &batch, o); err != nil {
-						return err
-					}
-				default:
-					return s.flush(batch)
-				}
-			}
+			// What is still queued is not committed, so a restart fetches
+			// it again: nothing to drain.
+			return nil
 		}
 		if err := s.handle(ctx, &batch, o); err != nil {
 			return err

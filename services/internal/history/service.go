@@ -102,8 +102,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 // Close closes the store.
 func (s *Service) Close() error { return s.store.Close() }
 
-// Run ingests until ctx is done, then stops the consumers and commits what
-// they handed over.
+// Run ingests until ctx is done, then stops the consumers and the writer;
+// records fetched but not committed are fetched again at the next start.
 func (s *Service) Run(ctx context.Context) error {
 	stored, err := s.store.Rooms(ctx)
 	if err != nil {

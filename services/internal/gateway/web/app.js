@@ -16,6 +16,7 @@
 
 import {
   Connection, DisconnectedError, ProtocolError, devLogin, history as fetchHistory, listRooms, newMessageId,
+  page as fetchPage, search as fetchSearch,
 } from './protocol.js';
 
 const SESSION_KEY = 'palaver.session'; // localStorage: every tab of this origin, until the token expires
@@ -358,6 +359,8 @@ function openRoom(name) {
   $('room-description').textContent = room.info.description || '';
   $('composer-label').textContent = `Message ${room.info.display_name || room.info.name}`;
   $('room-error').textContent = room.error;
+  $('room-tools').hidden = false;
+  closeFinder();
   quietLog();
   renderAllMessages(room);
   lastScrollTop = 0;
@@ -863,6 +866,145 @@ async function loadOlder() {
   }
 }
 
+// ---------- search and jump to a date ----------
+
+// The finder shows search results or the messages around a date above the
+// conversation, which stays live underneath. Text is shown through
+// textContent only; matched words are <mark> elements built here.
+const finder = {
+  room: '',
+  mode: '', // 'search' or 'date'
+  query: '',
+  next: '', // search: the next page's token
+  before: '', // date: the cursors of the pages around
+  after: '',
+  target: 0, // date: the time jumped to (ms)
+  busy: false,
+};
+
+function closeFinder() {
+  $('finder').hidden = true;
+  $('finder-list').replaceChildren();
+  finder.mode = '';
+}
+
+function openFinder(mode, title) {
+  Object.assign(finder, { room: app.active, mode, next: '', before: '', after: '' });
+  $('finder-title').textContent = title;
+  for (const id of ['finder-more', 'finder-earlier', 'finder-later']) $(id).hidden = true;
+  $('finder-list').replaceChildren();
+  $('finder-state').textContent = '';
+  $('finder').hidden = false;
+}
+
+function finderItem(m, { marked, target }) {
+  const when = new Date(Date.parse(m.time));
+  const name = (m.sender && (m.sender.name || m.sender.id)) || 'unknown';
+  const text = Array.isArray(m.highlight) && marked
+    ? m.highlight.map((seg) => (seg && seg.mark ? h('mark', {}, String(seg.text ?? '')) : String((seg && seg.text) ?? '')))
+    : [String(m.text ?? '')];
+  return h('li', { class: target ? 'msg target' : 'msg', dataset: { key: key(m) } },
+    h('div', { class: 'meta' },
+      h('span', { class: 'sender' }, name),
+      ' ',
+      h('time', { datetime: m.time }, Number.isNaN(when.getTime()) ? '' : dateTimeFormat.format(when)),
+      marked ? [' ', h('button', { type: 'button', class: 'link-button', onclick: () => jumpTo(m.time) }, 'Show in context')] : null),
+    h('p', { class: 'text' }, ...text));
+}
+
+function finderFailed(err) {
+  if (err.code === 'unavailable') $('finder-state').textContent = 'Search and jumping to a date need the history service, which is not available now.';
+  else $('finder-state').textContent = `Could not load: ${err.message}`;
+}
+
+async function runSearch(more) {
+  const q = $('search-input').value.trim();
+  if (!more) {
+    if (!q) return;
+    openFinder('search', `Messages matching “${q}”`);
+    finder.query = q;
+  }
+  if (finder.busy) return;
+  const name = finder.room;
+  finder.busy = true;
+  $('finder-state').textContent = 'Searching…';
+  try {
+    const res = await fetchSearch(app.session.token, name, finder.query, finder.next);
+    if (finder.room !== name || finder.mode !== 'search') return;
+    $('finder-list').append(...res.results.filter((m) => m && typeof m === 'object').map((m) => finderItem(m, { marked: true })));
+    finder.next = res.next;
+    const count = $('finder-list').children.length;
+    $('finder-state').textContent = count === 0 ? 'No messages match.' : `${count} ${count === 1 ? 'message' : 'messages'}${res.next ? ' so far' : ''}.`;
+  } catch (err) {
+    if (err.code === 'unauthorized' && await renewToken()) return;
+    finderFailed(err);
+  } finally {
+    finder.busy = false;
+    $('finder-more').hidden = finder.mode !== 'search' || !finder.next;
+  }
+}
+
+async function jumpTo(time) {
+  const t = new Date(time);
+  if (Number.isNaN(t.getTime())) {
+    $('room-error').textContent = 'Choose a date and time to jump to.';
+    return;
+  }
+  openFinder('date', `Around ${dateTimeFormat.format(t)}`);
+  finder.target = t.getTime();
+  await loadAround({ around: t.toISOString() });
+}
+
+async function loadAround(params, where = 'replace') {
+  if (finder.busy) return;
+  const name = finder.room;
+  finder.busy = true;
+  $('finder-state').textContent = 'Loading…';
+  try {
+    const res = await fetchPage(app.session.token, name, params);
+    if (finder.room !== name || finder.mode !== 'date') return;
+    const items = res.messages.filter((m) => m && typeof m === 'object').map((m) => finderItem(m, { marked: false }));
+    if (where === 'replace') {
+      // The first message at or after the target is the one to look at.
+      const first = res.messages.findIndex((m) => Date.parse(m.time) >= finder.target);
+      if (first >= 0) items[first].classList.add('target');
+      $('finder-list').replaceChildren(...items);
+      finder.before = res.before;
+      finder.after = res.after;
+      const target = $('finder-list').querySelector('.target');
+      if (target) target.scrollIntoView({ block: 'center' });
+    } else {
+      $('finder-list').append(...items);
+      if (res.messages.length > 0) finder.after = res.after;
+    }
+    $('finder-state').textContent = $('finder-list').children.length === 0 ? 'No messages around that time.' : '';
+  } catch (err) {
+    if (err.code === 'unauthorized' && await renewToken()) return;
+    finderFailed(err);
+  } finally {
+    finder.busy = false;
+    $('finder-earlier').hidden = finder.mode !== 'date' || !finder.before;
+    $('finder-later').hidden = finder.mode !== 'date' || !finder.after;
+  }
+}
+
+async function loadEarlier() {
+  if (finder.busy || !finder.before) return;
+  const name = finder.room;
+  finder.busy = true;
+  try {
+    const res = await fetchHistory(app.session.token, name, finder.before, PAGE);
+    if (finder.room !== name || finder.mode !== 'date') return;
+    $('finder-list').prepend(...res.messages.filter((m) => m && typeof m === 'object').map((m) => finderItem(m, { marked: false })));
+    finder.before = res.before;
+  } catch (err) {
+    finderFailed(err);
+  } finally {
+    finder.busy = false;
+    $('finder-earlier').hidden = !finder.before;
+  }
+}
+
 // ---------- scrolling and live-region hygiene ----------
 
 function nearBottom() {
@@ -963,6 +1105,21 @@ function init() {
   });
   input.addEventListener('input', () => autoGrow(input));
   $('load-older').addEventListener('click', () => loadOlder());
+  $('search-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    runSearch(false);
+  });
+  $('finder-more').addEventListener('click', () => runSearch(true));
+  $('jump-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    jumpTo($('jump-date').value); // local time, as the control shows it
+  });
+  $('finder-earlier').addEventListener('click', () => loadEarlier());
+  $('finder-later').addEventListener('click', () => loadAround({ after: finder.after }, 'after'));
+  $('finder-close').addEventListener('click', () => {
+    closeFinder();
+    $('composer-input').focus();
+  });
   $('jump-latest').addEventListener('click', () => scrollToBottom());
   $('log-scroll').addEventListener('scroll', () => {
     const top = $('log-scroll').scrollTop;

@@ -18,6 +18,7 @@ import (
 
 	"palaver.dev/services/internal/auth"
 	"palaver.dev/services/internal/gateway"
+	"palaver.dev/services/internal/history"
 	"palaver.dev/services/internal/message"
 	"palaver.dev/services/internal/runner"
 	"palaver.dev/services/internal/testio"
@@ -81,10 +82,22 @@ func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway
 			t.Fatal(err)
 		}
 	}
+	// History in process, as in dev mode: search and jump to a date.
+	histCfg := history.DefaultConfig()
+	histCfg.Dir = t.TempDir()
+	hist, err := history.New(histCfg, history.Deps{Cluster: cluster, Rooms: rooms, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	histAPI, err := runner.Listen("127.0.0.1:0", &http.Server{Handler: hist.Handler()}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := gateway.DefaultConfig()
 	cfg.Dev = true
 	cfg.AllowedOrigins = []string{"*"}
 	cfg.StallCheck = 2 * time.Second // a topic created again is noticed within the browser test's waits
+	cfg.HistoryURLs = "http://" + histAPI.Addr().String()
 	gw, err := gateway.New(cfg, gateway.Deps{
 		Cluster: cluster, Rooms: rooms, Verifier: issuer.Verifier(), DevLogin: issuer.LoginHandler(), Logger: log,
 	})
@@ -101,7 +114,10 @@ func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway
 		done <- runner.Run(runCtx, log, 15*time.Second,
 			runner.Named{Name: "rooms", Part: rooms},
 			runner.Named{Name: "gateway", Part: gw},
-			runner.Named{Name: "http", Part: api})
+			runner.Named{Name: "http", Part: api},
+			runner.Named{Name: "history", Part: hist},
+			runner.Named{Name: "history-http", Part: histAPI})
+		_ = hist.Close()
 	}()
 	var once sync.Once
 	var stopErr error

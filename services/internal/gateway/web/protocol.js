@@ -85,6 +85,37 @@ export async function history(token, room, before, limit = 50) {
   };
 }
 
+/**
+ * GET /v1/rooms/{room}/messages with after= or around=: a page read forward
+ * from a cursor, or around an RFC 3339 time; oldest first, with the cursors
+ * of the pages before and after it.
+ */
+export async function page(token, room, { after, around, limit = 50 }) {
+  const q = new URLSearchParams({ limit: String(limit) });
+  if (around) q.set('around', around);
+  else q.set('after', after || '');
+  const data = await api('GET', `/v1/rooms/${encodeURIComponent(room)}/messages?${q}`, token);
+  return {
+    messages: Array.isArray(data.messages) ? data.messages : [],
+    before: typeof data.before === 'string' ? data.before : '',
+    after: typeof data.after === 'string' ? data.after : '',
+  };
+}
+
+/**
+ * GET /v1/rooms/{room}/search: messages matching every word of q, newest
+ * first, each with its highlight segments; next continues (empty at the end).
+ */
+export async function search(token, room, q, next = '', limit = 20) {
+  const params = new URLSearchParams({ q, limit: String(limit) });
+  if (next) params.set('next', next);
+  const data = await api('GET', `/v1/rooms/${encodeURIComponent(room)}/search?${params}`, token);
+  return {
+    results: Array.isArray(data.results) ? data.results : [],
+    next: typeof data.next === 'string' ? data.next : '',
+  };
+}
+
 /** A client message id: random, 1 to 64 bytes (no secure context needed). */
 export function newMessageId() {
   const b = new Uint8Array(12);
