@@ -1,12 +1,14 @@
 package history
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -354,6 +356,13 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, map[s
 // insertRows inserts the rows of ops, and indexes their text; a row
 // already stored (a replay) is neither inserted nor indexed again.
 func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op) error {
+	// In row id order: FTS5 writes its pending entries out as a new
+	// segment whenever a row id is not above the previous one, so rooms
+	// interleaved in a batch would cut it into a segment per row (and the
+	// table's B-tree likes ordered inserts too).
+	slices.SortFunc(ops, func(a, b *op) int {
+		return cmp.Compare(rowID(a.Tag, a.Partition, a.Offset), rowID(b.Tag, b.Partition, b.Offset))
+	})
 	args := make([]any, 0, 7*insertChunk)
 	texts := map[int64]string{}
 	var inserted []int64
