@@ -93,7 +93,7 @@ func TestHistoryRoutingAndFallback(t *testing.T) {
 	e := sharedEnv(t)
 	var rooms []room.Info
 	owners := map[int]bool{}
-	for len(rooms) < 6 && !(len(rooms) >= 2 && owners[0] && owners[1]) {
+	for len(rooms) < 6 && (len(rooms) < 2 || !owners[0] || !owners[1]) {
 		in := e.newRoom(t, 1)
 		rooms = append(rooms, in)
 		owners[shard.Of(in.Name, 2)] = true
