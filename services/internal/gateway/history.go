@@ -23,7 +23,7 @@ const (
 	sourceKafka    = "kafka"          // no history configured
 )
 
-// kafkaPage is a page read from Kafka, in the history API's shape.
+// kafkaPage is a page of messages, read from Kafka or from history.
 type kafkaPage struct {
 	Messages []MessageFrame `json:"messages"`
 	Before   string         `json:"before,omitempty"`
@@ -51,11 +51,12 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request, info room.Info) {
 		page, err := s.hist.Messages(ctx, info.Name, req)
 		if err == nil {
 			s.m.HistoryQueries.WithLabelValues(sourceHistory).Inc()
-			for i := range page.Messages {
-				page.Messages[i].Cursor = withEpoch(page.Messages[i].Cursor, epoch)
+			out := kafkaPage{Messages: make([]MessageFrame, len(page.Messages)),
+				Before: withEpoch(page.Before, epoch), After: withEpoch(page.After, epoch)}
+			for i, m := range page.Messages {
+				out.Messages[i] = historyFrame(m, epoch)
 			}
-			page.Before, page.After = withEpoch(page.Before, epoch), withEpoch(page.After, epoch)
-			writeJSON(w, http.StatusOK, page)
+			writeJSON(w, http.StatusOK, out)
 			return
 		}
 		if errors.Is(err, historyapi.ErrBadRequest) {
@@ -109,9 +110,6 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.hist.Search(ctx, info.Name, req)
-	for i := range res.Results {
-		res.Results[i].Cursor = withEpoch(res.Results[i].Cursor, epoch)
-	}
 	switch {
 	case errors.Is(err, historyapi.ErrBadRequest):
 		writeError(w, fail(codeBadRequest, badRequestText(err)))
@@ -119,7 +117,34 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("gateway: search failed", "room", info.Name, "err", err)
 		writeError(w, fail(codeUnavailable, "search is unavailable now; retry"))
 	default:
-		writeJSON(w, http.StatusOK, res)
+		out := searchPage{Results: make([]searchResult, len(res.Results)), Next: res.Next}
+		for i, m := range res.Results {
+			out.Results[i] = searchResult{MessageFrame: historyFrame(m, epoch), Highlight: m.Highlight}
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// searchPage is the answer to a search.
+type searchPage struct {
+	Results []searchResult `json:"results"`
+	Next    string         `json:"next,omitempty"`
+}
+
+// searchResult is a message frame with its text cut into segments, the
+// words the search matched marked.
+type searchResult struct {
+	MessageFrame
+	Highlight []historyapi.Segment `json:"highlight"`
+}
+
+// historyFrame is a message from the history service as a message frame,
+// its cursor stamped with the room's epoch.
+func historyFrame(m historyapi.Message, epoch cursor.Epoch) MessageFrame {
+	return MessageFrame{
+		Op: "message", Room: m.Room, ID: m.ID, Sender: user{ID: m.Sender.ID, Name: m.Sender.Name}, Text: m.Text,
+		Time: Time{m.Time}, Partition: m.Partition, Offset: m.Offset, Cursor: withEpoch(m.Cursor, epoch),
+		ClientTime: Time{m.ClientTime},
 	}
 }
 

@@ -32,6 +32,7 @@ type row struct {
 	ts                       int64
 	id, senderID, senderName string
 	text                     string
+	clientTS                 sql.NullInt64
 	partition                int
 	offset                   int64
 }
@@ -41,10 +42,14 @@ func (r *row) message(room string) Message {
 	if name == "" {
 		name = r.senderID
 	}
-	return Message{
+	m := Message{
 		Op: "message", Room: room, ID: r.id, Sender: Sender{ID: r.senderID, Name: name}, Text: r.text,
 		Time: msTime(r.ts), Partition: r.partition, Offset: r.offset,
 	}
+	if r.clientTS.Valid {
+		m.ClientTime = msTime(r.clientTS.Int64)
+	}
+	return m
 }
 
 func scanRows(rows *sql.Rows) ([]row, error) {
@@ -52,7 +57,7 @@ func scanRows(rows *sql.Rows) ([]row, error) {
 	var out []row
 	for rows.Next() {
 		var r row
-		if err := rows.Scan(&r.rid, &r.ts, &r.id, &r.senderID, &r.senderName, &r.text); err != nil {
+		if err := rows.Scan(&r.rid, &r.ts, &r.id, &r.senderID, &r.senderName, &r.text, &r.clientTS); err != nil {
 			return nil, err
 		}
 		r.partition, r.offset = splitRowID(r.rid)
@@ -61,7 +66,7 @@ func scanRows(rows *sql.Rows) ([]row, error) {
 	return out, rows.Err()
 }
 
-const rowColumns = `rid, ts, id, sender_id, sender_name, text`
+const rowColumns = `rid, ts, id, sender_id, sender_name, text, client_ts`
 
 // byTime orders rows as readers order a room: by (time, partition, offset).
 func byTime(a, b row) int {
@@ -256,7 +261,7 @@ func parseSearchKey(s string) (searchKey, error) {
 // which is time order: the index then yields the newest matches first and
 // the search stops at limit; otherwise every match is sorted by time.
 func (s *Store) search(ctx context.Context, tag int64, partitions int, terms []term, sender string, below *searchKey, limit int) ([]row, bool, error) {
-	q := `SELECT m.rid, m.ts, m.id, m.sender_id, m.sender_name, m.text
+	q := `SELECT m.rid, m.ts, m.id, m.sender_id, m.sender_name, m.text, m.client_ts
 		FROM messages_text f JOIN messages m ON m.rid = f.rowid
 		WHERE messages_text MATCH ? AND f.rowid >= ? AND f.rowid < ?`
 	args := []any{matchExpr(terms), rowID(tag, 0, 0), rowID(tag+1, 0, 0)}

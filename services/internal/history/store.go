@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS messages (
 	id          TEXT NOT NULL,
 	sender_id   TEXT NOT NULL,
 	sender_name TEXT NOT NULL,
-	text        TEXT NOT NULL
+	text        TEXT NOT NULL,
+	client_ts   INTEGER -- the sender's clock, ms; NULL when it did not say
 );
 CREATE INDEX IF NOT EXISTS messages_time ON messages (tag, ts);
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_text USING fts5 (
@@ -115,8 +116,8 @@ func OpenStore(dir string) (*Store, error) {
 	r.SetMaxIdleConns(4)
 	s := &Store{path: path, w: w, r: r}
 	for i, n := range []int{1, insertChunk} {
-		if s.insert[i], err = w.Prepare(`INSERT INTO messages (rid, tag, ts, id, sender_id, sender_name, text) VALUES ` +
-			values(n, 7) + ` ON CONFLICT DO NOTHING RETURNING rid`); err != nil {
+		if s.insert[i], err = w.Prepare(`INSERT INTO messages (rid, tag, ts, id, sender_id, sender_name, text, client_ts) VALUES ` +
+			values(n, 8) + ` ON CONFLICT DO NOTHING RETURNING rid`); err != nil {
 			break
 		}
 		if s.index[i], err = w.Prepare(`INSERT INTO messages_text (rowid, text) VALUES ` + values(n, 2)); err != nil {
@@ -363,7 +364,7 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op) error {
 	slices.SortFunc(ops, func(a, b *op) int {
 		return cmp.Compare(rowID(a.Tag, a.Partition, a.Offset), rowID(b.Tag, b.Partition, b.Offset))
 	})
-	args := make([]any, 0, 7*insertChunk)
+	args := make([]any, 0, 8*insertChunk)
 	texts := map[int64]string{}
 	var inserted []int64
 	for len(ops) > 0 {
@@ -375,7 +376,11 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op) error {
 		for _, o := range ops[:n] {
 			m := o.Msg
 			rid := rowID(o.Tag, o.Partition, o.Offset)
-			args = append(args, rid, o.Tag, m.Time.UnixMilli(), m.ID, m.SenderID, m.SenderName, m.Text)
+			var client any // NULL
+			if !m.ClientTime.IsZero() {
+				client = m.ClientTime.UnixMilli()
+			}
+			args = append(args, rid, o.Tag, m.Time.UnixMilli(), m.ID, m.SenderID, m.SenderName, m.Text, client)
 			texts[rid] = m.Text
 		}
 		rs, err := tx.StmtContext(ctx, stmt).QueryContext(ctx, args...)

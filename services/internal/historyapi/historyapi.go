@@ -54,6 +54,9 @@ type Message struct {
 	Partition int       `json:"partition"`
 	Offset    int64     `json:"offset"`
 	Cursor    string    `json:"cursor"`
+	// ClientTime is the sender's clock at the send, as it said; zero when
+	// it did not say.
+	ClientTime time.Time `json:"client_time,omitzero"`
 	// Highlight is Text cut into segments, the words the search matched
 	// marked; only in search results.
 	Highlight []Segment `json:"highlight,omitempty"`
