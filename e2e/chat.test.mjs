@@ -298,6 +298,7 @@ describe('web UI', { timeout: 180000 }, () => {
       const texts = [`before the needle ${RUN}`, `the needle ${RUN} is here`, `after the needle ${RUN}`];
       await postMessages(room, 'Archivist', texts);
       const { page } = grace;
+      const back = await page.locator('a.room-link[aria-current="page"]').getAttribute('data-room');
       await page.locator(`a[data-room="${room}"]`).click();
       await page.getByRole('heading', { name: 'Engineering', level: 2 }).waitFor();
       await message(page, texts[2]).waitFor();
@@ -330,6 +331,8 @@ describe('web UI', { timeout: 180000 }, () => {
       await page.getByRole('button', { name: 'Back to the conversation' }).click();
       assert.ok(await page.locator('#finder').isHidden());
       assert.deepEqual(grace.problems, []);
+      await page.locator(`a[data-room="${back}"]`).click(); // where the next tests expect her
+      await page.locator(`a[data-room="${back}"][aria-current="page"]`).waitFor();
     });
   });
 
