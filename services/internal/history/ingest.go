@@ -78,6 +78,10 @@ func (s *Service) consume(ctx context.Context, name, topic string, tag int64, p 
 					return
 				}
 				next, trimmed = first, first
+			default: // in range after all: the answer raced a change of leader
+				if !retry(err) {
+					return
+				}
 			}
 			continue
 		}
