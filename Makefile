@@ -78,7 +78,7 @@ vet: prereqs-go ## go vet both modules.
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## golangci-lint both modules.
-	for m in $(MODULES); do (cd $$m && $(GOLANGCI_LINT) run ./...); done
+	for m in $(MODULES); do (cd $$m && $(GOLANGCI_LINT) run --allow-parallel-runners ./...); done
 
 .PHONY: fuzz
 fuzz: prereqs-go ## Run every fuzz target for FUZZTIME (default 10s) each.
