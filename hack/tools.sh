@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the command-line tools the deployment tests run, from Go modules,
+# once per machine, outside the clone:
+#
+#   hack/tools.sh helm      # prints the path of the helm binary
+#
+# The version is pinned in the tool's scratch module (hack/helm/go.mod, not
+# part of go.work, built with GOWORK=off). The binary goes to
+# ${XDG_CACHE_HOME:-$HOME/.cache}/palaver/tools/<tool>-<version>; progress
+# goes to stderr, stdout gets only the path. A binary already there is kept;
+# a build is written under a temporary name and moved into place, so an
+# interrupted build leaves nothing half-written.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export GOWORK=off CGO_ENABLED=0
+
+tool=${1:?usage: hack/tools.sh helm}
+case $tool in
+helm)
+	dir=$here/helm
+	module=helm.sh/helm/v3
+	pkg=helm.sh/helm/v3/cmd/helm
+	version=$(go -C "$dir" list -m -f '{{.Version}}' "$module")
+	ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$version"
+	;;
+*)
+	echo "hack/tools.sh: unknown tool $tool (known: helm)" >&2
+	exit 2
+	;;
+esac
+
+out=${XDG_CACHE_HOME:-$HOME/.cache}/palaver/tools
+bin=$out/$tool-$version
+if [[ ! -x $bin ]]; then
+	mkdir -p "$out"
+	echo "building $tool $version from Go modules (about 2 minutes, once)..." >&2
+	start=$SECONDS
+	tmp=$(mktemp "$bin.XXXXXX")
+	trap 'rm -f "$tmp"' EXIT
+	go -C "$dir" build -mod=readonly -trimpath -buildvcs=false -ldflags "$ldflags" -o "$tmp" "$pkg"
+	mv -f "$tmp" "$bin"
+	echo "built $tool $version in $((SECONDS - start))s: $bin" >&2
+fi
+echo "$bin"

@@ -1,0 +1,211 @@
+package deploy
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+)
+
+// TestChartCRDIsTheOperators: the chart installs exactly the CRD that
+// `make manifests` generates from the operator's types.
+func TestChartCRDIsTheOperators(t *testing.T) {
+	const name = "chat.palaver.dev_chatrooms.yaml"
+	generated, err := os.ReadFile(filepath.Join(repoRoot, "operator", "config", "crd", "bases", name))
+	require.NoError(t, err)
+	inChart, err := os.ReadFile(filepath.Join(chartDir, "crds", name))
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(generated, inChart),
+		"charts/palaver/crds/%s differs from operator/config/crd/bases/%s: copy it (cp operator/config/crd/bases/%s charts/palaver/crds/)", name, name, name)
+}
+
+// TestChartRBACIsTheOperators: the chart grants the operator the rules
+// generated from its +kubebuilder:rbac markers (config/rbac/role.yaml) and
+// the leader election Role, no more and no less.
+func TestChartRBACIsTheOperators(t *testing.T) {
+	_, objs := render(t, "palaver", "")
+	for _, c := range []struct{ kind, name, file string }{
+		{"ClusterRole", "palaver-operator", "role.yaml"},
+		{"Role", "palaver-operator-leader-election", "leader_election_role.yaml"},
+	} {
+		var want rbacv1.ClusterRole // Role and ClusterRole rules decode alike
+		b, err := os.ReadFile(filepath.Join(repoRoot, "operator", "config", "rbac", c.file))
+		require.NoError(t, err)
+		require.NoError(t, yaml.Unmarshal(b, &want))
+		o := find(objs, c.kind, c.name)
+		require.NotNil(t, o, "%s %s", c.kind, c.name)
+		var got rbacv1.ClusterRole
+		require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &got))
+		require.Equal(t, normalizeRules(want.Rules), normalizeRules(got.Rules), "%s %s against config/rbac/%s", c.kind, c.name, c.file)
+	}
+}
+
+// normalizeRules sorts every list so that equal permissions compare equal.
+func normalizeRules(rules []rbacv1.PolicyRule) []string {
+	var out []string
+	for _, r := range rules {
+		for _, l := range [][]string{r.APIGroups, r.Resources, r.Verbs} {
+			slices.Sort(l)
+		}
+		out = append(out, fmt.Sprintf("%q %q %q", r.APIGroups, r.Resources, r.Verbs))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestChartLint runs helm lint --strict over every value combination.
+func TestChartLint(t *testing.T) {
+	for _, vs := range valueSets {
+		t.Run(vs.name, func(t *testing.T) {
+			out := helm(t, "lint", "--strict", chartDir, "--namespace", "palaver", "--values", valuesFile(t, vs.values))
+			require.Contains(t, out, "1 chart(s) linted, 0 chart(s) failed")
+		})
+	}
+}
+
+// TestChartRefusesBadValues: values.schema.json and the templates refuse
+// settings that cannot work or are unsafe, with a message saying why.
+func TestChartRefusesBadValues(t *testing.T) {
+	for _, c := range []struct{ name, values, want string }{
+		{"unknown key", "gateway: {replica: 3}", "additional properties 'replica' not allowed"},
+		{"wrong type", "gateway: {replicas: two}", "replicas"},
+		{"bad auth mode", "gateway: {auth: {mode: open}}", "mode"},
+		{"jwt without a key", "gateway: {auth: {hs256: {create: false}}}", "gateway.auth.mode=jwt needs a key"},
+		{"any origin outside dev", `gateway: {allowedOrigins: ["*"]}`, `"*" only with gateway.auth.mode=dev`},
+		{"bad SASL mechanism", "kafka: {sasl: {mechanism: PLAIN}}", "mechanism"},
+		{"a short WebSocket timeout", `gateway: {httpRoute: {timeouts: {request: 30s}}}`, "request"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := tryHelm(t, "template", release, chartDir, "--values", valuesFile(t, c.values))
+			require.Error(t, err)
+			require.Contains(t, err.Error(), c.want)
+		})
+	}
+}
+
+// TestChartTemplates checks what every value combination renders: hardened
+// pods, probes on declared ports, the labels, and the toggles.
+func TestChartTemplates(t *testing.T) {
+	for _, vs := range valueSets {
+		t.Run(vs.name, func(t *testing.T) {
+			_, objs := render(t, "palaver", vs.values)
+			values := map[string]any{}
+			require.NoError(t, yaml.Unmarshal([]byte(vs.values), &values))
+			for _, o := range objs {
+				if o.GetKind() == "CustomResourceDefinition" {
+					continue
+				}
+				labels := o.GetLabels()
+				require.Equal(t, "palaver", labels["app.kubernetes.io/part-of"], "%s %s", o.GetKind(), o.GetName())
+				require.NotEmpty(t, labels["app.kubernetes.io/component"], "%s %s", o.GetKind(), o.GetName())
+			}
+			deployments := kinds(objs, "Deployment")
+			require.NotEmpty(t, deployments)
+			for _, d := range deployments {
+				checkPod(t, d)
+			}
+			enabled := func(path ...string) bool { return lookupBool(values, true, path...) }
+			for _, c := range []struct {
+				kind, name string
+				on         bool
+			}{
+				{"Deployment", "palaver-gateway", enabled("gateway", "enabled")},
+				{"Deployment", "palaver-operator", enabled("operator", "enabled")},
+				{"HorizontalPodAutoscaler", "palaver-gateway", enabled("gateway", "enabled") && enabled("gateway", "autoscaling", "enabled")},
+				{"PodDisruptionBudget", "palaver-gateway", enabled("gateway", "enabled") && enabled("gateway", "podDisruptionBudget", "enabled")},
+				{"Ingress", "palaver-gateway", enabled("gateway", "enabled") && enabled("gateway", "ingress", "enabled")},
+				{"HTTPRoute", "palaver-gateway", enabled("gateway", "enabled") && lookupBool(values, false, "gateway", "httpRoute", "enabled")},
+				{"ServiceMonitor", "palaver-gateway", enabled("gateway", "enabled") && enabled("metrics", "serviceMonitor", "enabled")},
+				{"ServiceMonitor", "palaver-operator", enabled("operator", "enabled") && enabled("metrics", "serviceMonitor", "enabled")},
+				{"NetworkPolicy", "palaver-gateway", enabled("gateway", "enabled") && enabled("networkPolicy", "enabled")},
+				{"NetworkPolicy", "palaver-operator", enabled("operator", "enabled") && enabled("networkPolicy", "enabled")},
+				{"ClusterRole", "palaver-operator", enabled("operator", "enabled")},
+				{"Role", "palaver-operator-leader-election", enabled("operator", "enabled")},
+				{"CustomResourceDefinition", "chatrooms.chat.palaver.dev", true},
+				{"ConfigMap", "palaver-dashboard-palaver-throughput", enabled("metrics", "dashboards", "enabled")},
+				{"ConfigMap", "palaver-dashboard-palaver-kafka", enabled("metrics", "dashboards", "enabled")},
+			} {
+				require.Equal(t, c.on, find(objs, c.kind, c.name) != nil, "%s %s rendered", c.kind, c.name)
+			}
+			if gw := find(objs, "Deployment", "palaver-gateway"); gw != nil {
+				_, hasReplicas, _ := unstructured.NestedFieldNoCopy(gw.Object, "spec", "replicas")
+				require.Equal(t, find(objs, "HorizontalPodAutoscaler", "palaver-gateway") == nil, hasReplicas,
+					"replicas are set exactly when no HPA manages them")
+			}
+			if r := find(objs, "HTTPRoute", "palaver-gateway"); r != nil {
+				rules, _, _ := unstructured.NestedSlice(r.Object, "spec", "rules")
+				require.NotEmpty(t, rules)
+				timeout, _, _ := unstructured.NestedString(rules[0].(map[string]any), "timeouts", "request")
+				require.Equal(t, "0s", timeout, "WebSockets must not be cut by a request timeout")
+			}
+			for _, cm := range kinds(objs, "ConfigMap") {
+				if strings.HasPrefix(cm.GetName(), "palaver-dashboard-") {
+					require.Equal(t, "1", cm.GetLabels()["grafana_dashboard"], "the Grafana sidecar's label")
+				}
+			}
+			if np := find(objs, "NetworkPolicy", "palaver-operator"); np != nil {
+				ingress, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
+				for _, rule := range ingress {
+					_, hasFrom := rule.(map[string]any)["from"]
+					require.True(t, hasFrom, "only the gateway is reachable from anywhere")
+				}
+			}
+		})
+	}
+}
+
+// checkPod requires a hardened pod whose probes use declared ports.
+func checkPod(t *testing.T, d *unstructured.Unstructured) {
+	t.Helper()
+	spec, _, _ := unstructured.NestedMap(d.Object, "spec", "template", "spec")
+	require.Equal(t, true, spec["securityContext"].(map[string]any)["runAsNonRoot"], d.GetName())
+	seccomp, _, _ := unstructured.NestedString(spec, "securityContext", "seccompProfile", "type")
+	require.Equal(t, "RuntimeDefault", seccomp, d.GetName())
+	containers, _, _ := unstructured.NestedSlice(spec, "containers")
+	require.NotEmpty(t, containers)
+	for _, c := range containers {
+		c := c.(map[string]any)
+		sc := c["securityContext"].(map[string]any)
+		require.Equal(t, true, sc["readOnlyRootFilesystem"], "%s: read-only root filesystem", d.GetName())
+		require.Equal(t, false, sc["allowPrivilegeEscalation"], d.GetName())
+		drop, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "drop")
+		require.Equal(t, []string{"ALL"}, drop, "%s: no capabilities", d.GetName())
+		require.NotEmpty(t, c["resources"], d.GetName())
+		ports := map[string]bool{}
+		for _, p := range c["ports"].([]any) {
+			ports[p.(map[string]any)["name"].(string)] = true
+		}
+		for _, probe := range []string{"livenessProbe", "readinessProbe"} {
+			port, _, _ := unstructured.NestedString(c, probe, "httpGet", "port")
+			require.True(t, ports[port], "%s: %s on undeclared port %q", d.GetName(), probe, port)
+		}
+	}
+}
+
+// lookupBool reads a boolean at path in values, or def when it is unset.
+func lookupBool(values map[string]any, def bool, path ...string) bool {
+	var cur any = values
+	for _, p := range path {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return def
+		}
+		if cur, ok = m[p]; !ok {
+			return def
+		}
+	}
+	b, ok := cur.(bool)
+	if !ok {
+		return def
+	}
+	return b
+}

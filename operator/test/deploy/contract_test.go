@@ -1,0 +1,487 @@
+package deploy
+
+import (
+	"bufio"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	chatv1alpha1 "palaver.dev/operator/api/v1alpha1"
+	"palaver.dev/services/kafkatest"
+)
+
+// TestChartRunsTheBinaries is the chart's contract with the binaries. It
+// renders the chart against a real Kafka broker (plaintext: the harness has
+// no TLS listener), then runs every container the chart renders as a
+// process of the binary its command names, with the rendered arguments and
+// environment and the rendered Secrets as mounted files, and checks that it
+// becomes live and ready on the ports the chart declares. The operator runs
+// against the envtest API server as the chart's ServiceAccount, bound by
+// the chart's RBAC, and provisions a ChatRoom; a little load goes through
+// the gateway; and every Palaver and controller-runtime metric the
+// dashboards query is then exported by one of the processes.
+func TestChartRunsTheBinaries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binaries against a real Kafka broker: not in -short mode")
+	}
+	bins := buildBinaries(t, "gateway", "operator", "palaver")
+	bootstrap := kafkaBootstrap(t)
+	ns := newNamespace(t)
+
+	_, objs := render(t, ns, fmt.Sprintf(`
+kafka: {bootstrap: %q, tls: {enabled: false}, sasl: {mechanism: ""}}
+operator: {replicas: 1, defaultReplicationFactor: 1}
+gateway: {autoscaling: {enabled: false}, replicas: 1}
+`, bootstrap))
+
+	// The operator's identity: the chart's ServiceAccount with the chart's
+	// RBAC, nothing else.
+	var rbac []string
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
+			b, err := json.Marshal(o.Object)
+			require.NoError(t, err)
+			rbac = append(rbac, string(b))
+		}
+	}
+	kubectl(t, []byte(strings.Join(rbac, "\n")), "apply", "-f", "-")
+	saKubeconfig, err := writeKubeconfig(t.TempDir(), envtest.User{
+		Name:   "system:serviceaccount:" + ns + ":palaver-operator",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	})
+	require.NoError(t, err)
+
+	secrets := map[string]map[string][]byte{}
+	for _, o := range kinds(objs, "Secret") {
+		var s corev1.Secret
+		require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &s))
+		secrets[s.Name] = s.Data
+	}
+
+	procs := map[string]*process{}
+	for _, d := range kinds(objs, "Deployment") {
+		var pod corev1.PodTemplateSpec
+		spec, _, _ := unstructured.NestedMap(d.Object, "spec", "template")
+		require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(spec, &pod))
+		for _, c := range pod.Spec.Containers {
+			extra := map[string]string{}
+			if c.Name == "operator" {
+				extra["KUBECONFIG"] = saKubeconfig
+			}
+			procs[c.Name] = startContainer(t, bins, ns, pod.Spec, c, secrets, extra)
+		}
+	}
+	require.Contains(t, procs, "gateway")
+	require.Contains(t, procs, "operator")
+	for _, p := range procs {
+		p.waitProbes(t)
+	}
+
+	// The operator provisions a room; the gateway learns of it and carries
+	// a little load (every message delivered once to every member).
+	roomName := fmt.Sprintf("contract-%d", time.Now().UnixNano()%1e9)
+	cr := &chatv1alpha1.ChatRoom{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: roomName}}
+	require.NoError(t, k8sClient.Create(t.Context(), cr))
+	waitFor(t, 2*time.Minute, "ChatRoom "+roomName+" Ready", func() error {
+		if err := k8sClient.Get(t.Context(), client.ObjectKeyFromObject(cr), cr); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(cr.Status.Conditions, chatv1alpha1.ConditionReady) {
+			return fmt.Errorf("conditions %+v", cr.Status.Conditions)
+		}
+		return nil
+	})
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte(hs256Token(t, secrets["palaver-gateway-auth"]["hs256-secret"], "contract")), 0o600))
+	gatewayURL := "http://" + procs["gateway"].ports["http"]
+	waitFor(t, 2*time.Minute, "palaver load through the gateway", func() error {
+		_, err := tryCommand(t, nil, bins["palaver"], "load", "--url", gatewayURL, "--token-file", tokenFile,
+			"--room", roomName, "--members", "2", "--rate", "10", "--count", "20", "--warmup", "1s", "--drain", "10s")
+		return err
+	})
+
+	// What the dashboards query is exported.
+	exported := map[string]bool{}
+	for _, p := range procs {
+		for _, n := range p.metricNames(t) {
+			exported[n] = true
+		}
+	}
+	for file, names := range dashboardMetrics(t) {
+		for _, n := range names {
+			if strings.HasPrefix(n, "palaver_") || strings.HasPrefix(n, "controller_runtime_") {
+				require.True(t, exported[n], "%s queries %s, which no Palaver binary exports", file, n)
+			}
+		}
+	}
+}
+
+// buildBinaries builds the named binaries (the base names of the chart's
+// container commands) from the repository.
+func buildBinaries(t *testing.T, names ...string) map[string]string {
+	t.Helper()
+	pkgs := map[string]string{"operator": "./operator/cmd"}
+	dir := t.TempDir()
+	out := map[string]string{}
+	for _, n := range names {
+		pkg, ok := pkgs[n]
+		if !ok {
+			pkg = "./services/cmd/" + n
+		}
+		out[n] = filepath.Join(dir, n)
+		cmd := exec.CommandContext(t.Context(), "go", "build", "-o", out[n], pkg)
+		cmd.Dir = repoRoot
+		b, err := cmd.CombinedOutput()
+		require.NoError(t, err, "go build %s: %s", pkg, b)
+	}
+	return out
+}
+
+// kafkaBootstrap returns a running broker: $PALAVER_KAFKA_BOOTSTRAP, or a
+// single node started for this test.
+func kafkaBootstrap(t *testing.T) string {
+	t.Helper()
+	if bs := os.Getenv(kafkatest.EnvBootstrap); bs != "" {
+		return bs
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	kc, err := kafkatest.Start(ctx, kafkatest.Options{Nodes: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if err := kc.Stop(); err != nil {
+			t.Errorf("stop Kafka: %v", err)
+		}
+		if !t.Failed() {
+			_ = os.RemoveAll(kc.Dir())
+		}
+	})
+	return kc.Bootstrap()
+}
+
+// process is a container of the chart run as a local process.
+type process struct {
+	name      string
+	container corev1.Container
+	ports     map[string]string // container port name -> the loopback address it was moved to
+	log       string
+	exited    chan struct{}
+	waitErr   error
+}
+
+// startContainer runs container c of pod as a process. Its command's base
+// name picks the binary; declared ports move to free loopback ports (as a
+// pod's network namespace would make them free); mount paths move under a
+// temporary root, with the rendered Secrets' items written there.
+func startContainer(t *testing.T, bins map[string]string, ns string, pod corev1.PodSpec, c corev1.Container,
+	secrets map[string]map[string][]byte, extra map[string]string) *process {
+	t.Helper()
+	require.NotEmpty(t, c.Command, "container %s names its binary", c.Name)
+	bin, ok := bins[filepath.Base(c.Command[0])]
+	require.True(t, ok, "container %s runs %s, which is not a Palaver binary", c.Name, c.Command[0])
+	p := &process{name: c.Name, container: c, ports: map[string]string{}, exited: make(chan struct{})}
+
+	moved := map[string]string{} // ":8080" -> "127.0.0.1:NNNN"
+	for _, port := range c.Ports {
+		addr := freeAddr(t)
+		p.ports[port.Name] = addr
+		moved[":"+strconv.Itoa(int(port.ContainerPort))] = addr
+	}
+	root := t.TempDir()
+	volumes := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		volumes[v.Name] = v
+	}
+	var mounts []string
+	for _, m := range c.VolumeMounts {
+		v, ok := volumes[m.Name]
+		require.True(t, ok, "container %s mounts undeclared volume %s", c.Name, m.Name)
+		require.NotNil(t, v.Secret, "volume %s: only Secret volumes are expected", v.Name)
+		data, ok := secrets[v.Secret.SecretName]
+		require.True(t, ok, "volume %s: Secret %s is not rendered by the chart", v.Name, v.Secret.SecretName)
+		dir := filepath.Join(root, m.MountPath)
+		require.NoError(t, os.MkdirAll(dir, 0o700))
+		for _, item := range v.Secret.Items {
+			b, ok := data[item.Key]
+			require.True(t, ok, "Secret %s has no key %s", v.Secret.SecretName, item.Key)
+			require.NoError(t, os.WriteFile(filepath.Join(dir, item.Path), b, 0o600))
+		}
+		mounts = append(mounts, m.MountPath)
+	}
+	// rewrite applies the moves to a value: a listen address ":port" and a
+	// path under a mount.
+	rewrite := func(s string) string {
+		if addr, ok := moved[s]; ok {
+			return addr
+		}
+		for _, m := range mounts {
+			if s == m || strings.HasPrefix(s, m+"/") {
+				return filepath.Join(root, s)
+			}
+		}
+		return s
+	}
+
+	env := map[string]string{}
+	var names []string
+	for _, e := range c.Env {
+		var v string
+		switch {
+		case e.ValueFrom == nil:
+			v = expand(e.Value, env)
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
+			v = ns
+		case e.ValueFrom.ResourceFieldRef != nil:
+			v = resourceValue(t, c, e.ValueFrom.ResourceFieldRef)
+		default:
+			t.Fatalf("container %s: env %s: a source the test does not know", c.Name, e.Name)
+		}
+		env[e.Name] = rewrite(v)
+		names = append(names, e.Name)
+	}
+	var args []string
+	for _, a := range slices.Concat(c.Command[1:], c.Args) {
+		a = expand(a, env)
+		if flag, value, ok := strings.Cut(a, "="); ok && strings.HasPrefix(flag, "--") {
+			a = flag + "=" + rewrite(value)
+		}
+		args = append(args, a)
+	}
+
+	// Only the rendered environment (and what the API server connection
+	// needs), not the test's: a setting the chart forgot must show.
+	environ := []string{"HOME=" + root, "PATH=" + os.Getenv("PATH")}
+	for _, n := range names {
+		environ = append(environ, n+"="+env[n])
+	}
+	for k, v := range extra {
+		environ = append(environ, k+"="+v)
+	}
+	p.log = filepath.Join(root, c.Name+".log")
+	logFile, err := os.Create(p.log)
+	require.NoError(t, err)
+	cmd := exec.Command(bin, args...)
+	cmd.Env, cmd.Dir = environ, root
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	require.NoError(t, cmd.Start(), "start %s", c.Name)
+	t.Logf("started %s: %s %s", c.Name, filepath.Base(bin), strings.Join(args, " "))
+	go func() {
+		p.waitErr = cmd.Wait()
+		_ = logFile.Close()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-p.exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(p.log)
+			t.Logf("%s's log:\n%s", c.Name, tail(string(b), 60))
+		}
+	})
+	return p
+}
+
+// waitProbes waits for the container's liveness and readiness probes to
+// answer 200 on the ports the chart declares.
+func (p *process) waitProbes(t *testing.T) {
+	t.Helper()
+	for kind, probe := range map[string]*corev1.Probe{"liveness": p.container.LivenessProbe, "readiness": p.container.ReadinessProbe} {
+		require.NotNil(t, probe, "%s: no %s probe", p.name, kind)
+		require.NotNil(t, probe.HTTPGet, "%s: %s probe is not an HTTP GET", p.name, kind)
+		addr, ok := p.ports[probe.HTTPGet.Port.String()]
+		require.True(t, ok, "%s: %s probe on undeclared port %s", p.name, kind, probe.HTTPGet.Port.String())
+		url := "http://" + addr + probe.HTTPGet.Path
+		waitFor(t, 2*time.Minute, fmt.Sprintf("%s %s probe %s", p.name, kind, url), func() error {
+			select {
+			case <-p.exited:
+				return fmt.Errorf("exited: %v", p.waitErr)
+			default:
+			}
+			return get(url, nil)
+		})
+	}
+}
+
+// metricNames scrapes the container's metrics port (the one its
+// ServiceMonitor names) and returns the metric names it exports.
+func (p *process) metricNames(t *testing.T) []string {
+	t.Helper()
+	addr, ok := p.ports["metrics"]
+	require.True(t, ok, "%s declares no metrics port", p.name)
+	var body strings.Builder
+	require.NoError(t, get("http://"+addr+"/metrics", &body))
+	var names []string
+	sc := bufio.NewScanner(strings.NewReader(body.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.IndexAny(line, "{ "); i > 0 {
+			names = append(names, line[:i])
+		}
+	}
+	return names
+}
+
+func get(url string, body io.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if body == nil {
+		body = io.Discard
+	}
+	if _, err := io.Copy(body, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// waitFor polls check until it succeeds or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+var varRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// expand replaces $(VAR) with earlier variables, as the kubelet does.
+func expand(s string, env map[string]string) string {
+	return varRef.ReplaceAllStringFunc(s, func(m string) string {
+		if v, ok := env[m[2:len(m)-1]]; ok {
+			return v
+		}
+		return m
+	})
+}
+
+// resourceValue is what the kubelet puts in a resourceFieldRef variable:
+// the limit divided by the divisor, rounded up.
+func resourceValue(t *testing.T, c corev1.Container, ref *corev1.ResourceFieldSelector) string {
+	t.Helper()
+	name, ok := strings.CutPrefix(ref.Resource, "limits.")
+	require.True(t, ok, "resourceFieldRef %s", ref.Resource)
+	q, ok := c.Resources.Limits[corev1.ResourceName(name)]
+	require.True(t, ok, "container %s: %s refers to an unset limit", c.Name, ref.Resource)
+	divisor := ref.Divisor
+	if divisor.IsZero() {
+		divisor = resource.MustParse("1")
+	}
+	return strconv.FormatInt(int64(math.Ceil(q.AsApproximateFloat64()/divisor.AsApproximateFloat64())), 10)
+}
+
+// hs256Token signs a token for sub with key, as an identity provider
+// sharing the gateway's HS256 key would.
+func hs256Token(t *testing.T, key []byte, sub string) string {
+	t.Helper()
+	require.NotEmpty(t, key, "the chart's HS256 key")
+	enc := base64.RawURLEncoding
+	claims, err := json.Marshal(map[string]any{"sub": sub, "name": sub, "exp": time.Now().Add(time.Hour).Unix()})
+	require.NoError(t, err)
+	unsigned := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString(claims)
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(unsigned))
+	return unsigned + "." + enc.EncodeToString(mac.Sum(nil))
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// dashboardMetrics runs the dashboards' check (hack/dashboards: the
+// committed JSON matches its definitions and every query parses) and
+// returns the metric names each dashboard queries.
+var dashboardMetricsOnce = sync.OnceValues(func() (map[string][]string, error) {
+	cmd := exec.Command("go", "run", ".", "-check", filepath.Join("..", "..", "charts", "palaver", "dashboards"))
+	cmd.Dir = filepath.Join(repoRoot, "hack", "dashboards")
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("hack/dashboards -check: %w\n%s", err, stderr.String())
+	}
+	var names map[string][]string
+	return names, json.Unmarshal(out, &names)
+})
+
+func dashboardMetrics(t *testing.T) map[string][]string {
+	t.Helper()
+	names, err := dashboardMetricsOnce()
+	require.NoError(t, err)
+	require.NotEmpty(t, names)
+	return names
+}
