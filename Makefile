@@ -14,6 +14,9 @@ GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # clone so every checkout shares them. hack/envtest/*/go.mod pin the
 # versions; build.sh prints the directory (KUBEBUILDER_ASSETS).
 ENVTEST_BUILD := hack/envtest/build.sh
+# The Helm CLI the deployment tests run, built the same way (pinned in
+# hack/helm/go.mod) into ~/.cache/palaver/tools.
+TOOLS_BUILD := hack/tools.sh
 
 # The race detector runs in every test command: a data race is a bug.
 GO_TEST_FLAGS ?= -race -count=1 -timeout=30m
@@ -55,7 +58,7 @@ test-services: prereqs-kafka e2e-deps ## Unit and integration tests of the servi
 	cd services && go test -v $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-operator
-test-operator: envtest ## Operator tests against a real kube-apiserver, etcd and Kafka.
+test-operator: envtest helm ## Operator and deployment tests (chart, k8s/, dashboards, Tiltfile) against a real kube-apiserver, etcd and Kafka.
 	assets=$$($(ENVTEST_BUILD)) && cd operator && KUBEBUILDER_ASSETS=$$assets go test -v $(GO_TEST_FLAGS) ./...
 
 .PHONY: e2e-deps
@@ -98,13 +101,22 @@ build: prereqs-go ## Build the binaries into ./bin.
 envtest: prereqs-go ## Build etcd, kube-apiserver and kubectl for tests from Go modules (once, ~10 min, 3 GB build cache).
 	$(ENVTEST_BUILD) >/dev/null
 
+.PHONY: helm
+helm: prereqs-go ## Build the pinned Helm CLI for the deployment tests from its Go module (once, ~3 min).
+	$(TOOLS_BUILD) helm >/dev/null
+
+.PHONY: dashboards
+dashboards: prereqs-go ## Regenerate charts/palaver/dashboards from hack/dashboards.
+	cd hack/dashboards && GOWORK=off go run . -write ../../charts/palaver/dashboards
+
 .PHONY: generate
-generate: prereqs-go ## Regenerate the operator's CRD, RBAC and deepcopy code.
+generate: prereqs-go ## Regenerate the operator's CRD (and the chart's copy), RBAC and deepcopy code.
 	$(MAKE) -C operator manifests generate
+	cp operator/config/crd/bases/chat.palaver.dev_chatrooms.yaml charts/palaver/crds/
 
 .PHONY: verify-generated
 verify-generated: generate ## Fail if the generated operator files are out of date.
-	git diff --exit-code -- operator/config operator/api || { echo "generated files are stale: run 'make generate' and commit" >&2; exit 1; }
+	git diff --exit-code -- operator/config operator/api charts/palaver/crds || { echo "generated files are stale: run 'make generate' and commit" >&2; exit 1; }
 
 # Prerequisites: say what to install instead of failing obscurely.
 

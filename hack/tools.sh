@@ -22,7 +22,14 @@ helm)
 	module=helm.sh/helm/v3
 	pkg=helm.sh/helm/v3/cmd/helm
 	version=$(go -C "$dir" list -m -f '{{.Version}}' "$module")
+	# As Helm's own Makefile: the Kubernetes version helm template and lint
+	# assume is that of the client-go it is built with (v0.37 -> 1.37).
+	kube=$(go -C "$dir" list -m -f '{{.Version}}' k8s.io/client-go)
+	IFS=. read -r _ kube_minor _ <<<"${kube#v}"
 	ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$version"
+	for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+		ldflags+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$kube_minor"
+	done
 	;;
 *)
 	echo "hack/tools.sh: unknown tool $tool (known: helm)" >&2
@@ -34,12 +41,12 @@ out=${XDG_CACHE_HOME:-$HOME/.cache}/palaver/tools
 bin=$out/$tool-$version
 if [[ ! -x $bin ]]; then
 	mkdir -p "$out"
-	echo "building $tool $version from Go modules (about 2 minutes, once)..." >&2
+	echo "building $tool $version from Go modules (a few minutes, once)..." >&2
 	start=$SECONDS
-	tmp=$(mktemp "$bin.XXXXXX")
-	trap 'rm -f "$tmp"' EXIT
-	go -C "$dir" build -mod=readonly -trimpath -buildvcs=false -ldflags "$ldflags" -o "$tmp" "$pkg"
-	mv -f "$tmp" "$bin"
+	tmp=$(mktemp -d "$out/.build.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
+	go -C "$dir" build -mod=readonly -trimpath -buildvcs=false -ldflags "$ldflags" -o "$tmp/$tool" "$pkg"
+	mv -f "$tmp/$tool" "$bin"
 	echo "built $tool $version in $((SECONDS - start))s: $bin" >&2
 fi
 echo "$bin"

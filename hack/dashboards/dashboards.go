@@ -55,7 +55,7 @@ func timeseries(title, description, unit string, targets ...Target) Panel {
 func stat(title, description, unit string, targets ...Target) Panel {
 	return Panel{Type: "stat", Title: title, Description: description, Targets: targets,
 		FieldConfig: &FieldConfig{Defaults: FieldDefaults{Unit: unit}, Overrides: []any{}},
-		Options: map[string]any{"reduceOptions": map[string]any{"calcs": []string{"lastNotNull"}}, "graphMode": "area"}}
+		Options:     map[string]any{"reduceOptions": map[string]any{"calcs": []string{"lastNotNull"}}, "graphMode": "area"}}
 }
 
 func heatmap(title, description, expr string) Panel {

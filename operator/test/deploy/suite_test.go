@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -32,10 +33,8 @@ import (
 var (
 	// repoRoot is the repository's root directory.
 	repoRoot = filepath.Join("..", "..", "..")
-	// sharedCRDs holds the third-party CRDs; thirdPartyCRDs says whether
-	// they were found and installed.
-	sharedCRDs     = filepath.Join(repoRoot, "..", "shared", "crds")
-	thirdPartyCRDs bool
+	// sharedCRDs holds the third-party CRDs.
+	sharedCRDs = filepath.Join(repoRoot, "..", "shared", "crds")
 
 	testEnv    *envtest.Environment
 	adminCfg   *rest.Config
@@ -48,27 +47,51 @@ var (
 var thirdPartyCRDDirs = []string{"strimzi-1.2.0", "prometheus-operator-v0.93.0", "gateway-api-v1.6.1"}
 
 func TestMain(m *testing.M) {
-	os.Exit(runSuite(m))
+	flag.Parse()
+	if err := errors.Join(clientgoscheme.AddToScheme(scheme), chatv1alpha1.AddToScheme(scheme)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if testEnv != nil {
+		if err := testEnv.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop envtest: %v\n", err)
+		}
+	}
+	if kubeconfigDir != "" {
+		_ = os.RemoveAll(kubeconfigDir)
+	}
+	os.Exit(code)
 }
 
-func runSuite(m *testing.M) int {
-	flag.Parse()
+var (
+	apiServerOnce sync.Once
+	apiServerErr  error
+	kubeconfigDir string
+)
+
+// apiServer starts etcd and kube-apiserver (envtest) on first use, with
+// our CRD and, when present, the third-party ones. Tests that only render
+// the chart do not pay for it.
+func apiServer(t *testing.T) {
+	t.Helper()
+	apiServerOnce.Do(func() { apiServerErr = startAPIServer() })
+	if apiServerErr != nil {
+		t.Fatal(apiServerErr)
+	}
+}
+
+func startAPIServer() error {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	for _, name := range []string{"etcd", "kube-apiserver", "kubectl"} {
 		if _, err := os.Stat(filepath.Join(assets, name)); err != nil {
-			fmt.Fprintf(os.Stderr, "KUBEBUILDER_ASSETS=%q: %v\n"+
+			return fmt.Errorf("KUBEBUILDER_ASSETS=%q: %w\n"+
 				"The deployment tests run a real kube-apiserver and kubectl: build them once with `make envtest`\n"+
-				"and export KUBEBUILDER_ASSETS=<the directory it prints>, or run `make test-operator`.\n", assets, err)
-			return 1
+				"and export KUBEBUILDER_ASSETS=<the directory it prints>, or run `make test-operator`", assets, err)
 		}
-	}
-	if err := errors.Join(clientgoscheme.AddToScheme(scheme), chatv1alpha1.AddToScheme(scheme)); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
 	}
 	crdDirs := []string{filepath.Join(repoRoot, "operator", "config", "crd", "bases")}
 	if _, err := os.Stat(sharedCRDs); err == nil {
-		thirdPartyCRDs = true
 		for _, d := range thirdPartyCRDDirs {
 			crdDirs = append(crdDirs, filepath.Join(sharedCRDs, d))
 		}
@@ -76,30 +99,17 @@ func runSuite(m *testing.M) int {
 	testEnv = &envtest.Environment{CRDDirectoryPaths: crdDirs, ErrorIfCRDPathMissing: true}
 	cfg, err := testEnv.Start()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
-		return 1
+		return fmt.Errorf("start envtest: %w", err)
 	}
-	defer func() {
-		if err := testEnv.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop envtest: %v\n", err)
-		}
-	}()
 	adminCfg = cfg
 	if k8sClient, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-	dir, err := os.MkdirTemp("", "palaver-deploy-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	if kubeconfigDir, err = os.MkdirTemp("", "palaver-deploy-"); err != nil {
+		return err
 	}
-	defer os.RemoveAll(dir)
-	if kubeconfig, err = writeKubeconfig(dir, envtest.User{Name: "deploy-test", Groups: []string{"system:masters"}}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
+	kubeconfig, err = writeKubeconfig(kubeconfigDir, envtest.User{Name: "deploy-test", Groups: []string{"system:masters"}})
+	return err
 }
 
 // writeKubeconfig writes a kubeconfig of a new envtest user into dir.
@@ -120,7 +130,7 @@ func writeKubeconfig(dir string, u envtest.User) (string, error) {
 // Operator or Gateway API objects when their CRDs are not there.
 func requireThirdPartyCRDs(t *testing.T) {
 	t.Helper()
-	if !thirdPartyCRDs {
+	if _, err := os.Stat(sharedCRDs); err != nil {
 		t.Skipf("no third-party CRDs at %s (Strimzi 1.2.0, prometheus-operator v0.93.0, Gateway API v1.6.1): "+
 			"objects of those APIs cannot be checked against the API server", sharedCRDs)
 	}
@@ -131,6 +141,7 @@ func requireThirdPartyCRDs(t *testing.T) {
 // they are left for envtest's shutdown.)
 func newNamespace(t *testing.T) string {
 	t.Helper()
+	apiServer(t)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "deploy-test-"}}
 	if err := k8sClient.Create(t.Context(), ns); err != nil {
 		t.Fatalf("create namespace: %v", err)
@@ -141,6 +152,7 @@ func newNamespace(t *testing.T) string {
 // ensureNamespace creates the namespace name unless it exists.
 func ensureNamespace(t *testing.T, name string) {
 	t.Helper()
+	apiServer(t)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if err := client.IgnoreAlreadyExists(k8sClient.Create(t.Context(), ns)); err != nil {
 		t.Fatalf("create namespace %s: %v", name, err)
@@ -174,6 +186,7 @@ func tryCommand(t *testing.T, stdin []byte, name string, args ...string) (string
 // kubectl runs the envtest kubectl as an administrator.
 func kubectl(t *testing.T, stdin []byte, args ...string) string {
 	t.Helper()
+	apiServer(t)
 	return command(t, stdin, filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"),
 		append([]string{"--kubeconfig", kubeconfig}, args...)...)
 }

@@ -28,7 +28,10 @@ func TestTiltfile(t *testing.T) {
 	src, err := os.ReadFile(filepath.Join(repoRoot, "Tiltfile"))
 	require.NoError(t, err)
 	thread := &starlark.Thread{Name: "Tiltfile", Load: tf.load}
-	_, err = starlark.ExecFileOptions(&syntax.FileOptions{}, thread, "Tiltfile", src, tf.builtins())
+	// The dialect Tilt accepts: loops and ifs at the top level, while,
+	// sets, reassigned globals, recursion.
+	opts := &syntax.FileOptions{TopLevelControl: true, While: true, Set: true, GlobalReassign: true, Recursion: true}
+	_, err = starlark.ExecFileOptions(opts, thread, "Tiltfile", src, tf.builtins())
 	require.NoError(t, err)
 
 	// Every resource Tilt would show: workloads, renamed object groups,
