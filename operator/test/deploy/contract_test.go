@@ -3,14 +3,23 @@ package deploy
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -62,49 +71,13 @@ operator: {replicas: 1, defaultReplicationFactor: 1}
 gateway: {autoscaling: {enabled: false}, replicas: 1}
 `, bootstrap))
 
-	// The operator's identity: the chart's ServiceAccount with the chart's
-	// RBAC, nothing else.
-	var rbac []string
-	for _, o := range objs {
-		switch o.GetKind() {
-		case "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
-			b, err := json.Marshal(o.Object)
-			require.NoError(t, err)
-			rbac = append(rbac, string(b))
-		}
-	}
-	kubectl(t, []byte(strings.Join(rbac, "\n")), "apply", "-f", "-")
-	saKubeconfig, err := writeKubeconfig(t.TempDir(), envtest.User{
-		Name:   "system:serviceaccount:" + ns + ":palaver-operator",
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
-	})
-	require.NoError(t, err)
-
-	secrets := map[string]map[string][]byte{}
-	for _, o := range kinds(objs, "Secret") {
-		var s corev1.Secret
-		require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &s))
-		secrets[s.Name] = s.Data
-	}
-
-	procs := map[string]*process{}
-	for _, d := range kinds(objs, "Deployment") {
-		var pod corev1.PodTemplateSpec
-		spec, _, _ := unstructured.NestedMap(d.Object, "spec", "template")
-		require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(spec, &pod))
-		for _, c := range pod.Spec.Containers {
-			extra := map[string]string{}
-			if c.Name == "operator" {
-				extra["KUBECONFIG"] = saKubeconfig
-			}
-			procs[c.Name] = startContainer(t, bins, ns, pod.Spec, c, secrets, extra)
-		}
-	}
+	procs := runChart(t, bins, ns, objs, nil)
 	require.Contains(t, procs, "gateway")
 	require.Contains(t, procs, "operator")
 	for _, p := range procs {
-		p.waitProbes(t)
+		p.waitProbes(t, true)
 	}
+	secrets := renderedSecrets(t, objs)
 
 	// The operator provisions a room; the gateway learns of it and carries
 	// a little load (every message delivered once to every member).
@@ -143,6 +116,100 @@ gateway: {autoscaling: {enabled: false}, replicas: 1}
 			}
 		}
 	}
+}
+
+// TestChartRunsWithStrimziCredentials runs the binaries as the chart's
+// defaults render them: TLS with Strimzi's cluster CA and SCRAM-SHA-512
+// with each KafkaUser's password, from the mounted Secrets (made up here,
+// as Strimzi would make them). The test broker has no TLS listener, so the
+// processes cannot become ready; they must start, read every credential
+// file the chart points them at, and answer their probes.
+func TestChartRunsWithStrimziCredentials(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binaries: not in -short mode")
+	}
+	bins := buildBinaries(t, "gateway", "operator")
+	ns := newNamespace(t)
+	_, objs := render(t, ns, "")
+	procs := runChart(t, bins, ns, objs, map[string]map[string][]byte{
+		"palaver-cluster-ca-cert": {"ca.crt": selfSignedCA(t)},
+		"palaver-gateway":         {"password": []byte("gateway-password")},
+		"palaver-operator":        {"password": []byte("operator-password")},
+	})
+	require.Len(t, procs, 2)
+	for _, p := range procs {
+		require.Equal(t, "true", p.env["PALAVER_KAFKA_TLS"], p.name)
+		require.Equal(t, "SCRAM-SHA-512", p.env["PALAVER_KAFKA_SASL_MECHANISM"], p.name)
+		p.waitProbes(t, false)
+	}
+}
+
+// runChart applies the chart's ServiceAccounts and RBAC to the API server,
+// then runs every container of the rendered Deployments (see
+// startContainer). Secrets are the rendered ones plus extra (those Strimzi
+// would make). The operator authenticates as its ServiceAccount.
+func runChart(t *testing.T, bins map[string]string, ns string, objs []*unstructured.Unstructured,
+	extra map[string]map[string][]byte) map[string]*process {
+	t.Helper()
+	var rbac []string
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
+			b, err := json.Marshal(o.Object)
+			require.NoError(t, err)
+			rbac = append(rbac, string(b))
+		}
+	}
+	kubectl(t, []byte(strings.Join(rbac, "\n")), "apply", "-f", "-")
+	saKubeconfig, err := writeKubeconfig(t.TempDir(), envtest.User{
+		Name:   "system:serviceaccount:" + ns + ":palaver-operator",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	})
+	require.NoError(t, err)
+
+	secrets := renderedSecrets(t, objs)
+	maps.Copy(secrets, extra)
+	procs := map[string]*process{}
+	for _, d := range kinds(objs, "Deployment") {
+		var pod corev1.PodTemplateSpec
+		spec, _, _ := unstructured.NestedMap(d.Object, "spec", "template")
+		require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(spec, &pod))
+		for _, c := range pod.Spec.Containers {
+			env := map[string]string{}
+			if c.Name == "operator" {
+				env["KUBECONFIG"] = saKubeconfig
+			}
+			procs[c.Name] = startContainer(t, bins, ns, pod.Spec, c, secrets, env)
+		}
+	}
+	return procs
+}
+
+// renderedSecrets returns the data of the Secrets the chart renders.
+func renderedSecrets(t *testing.T, objs []*unstructured.Unstructured) map[string]map[string][]byte {
+	t.Helper()
+	secrets := map[string]map[string][]byte{}
+	for _, o := range kinds(objs, "Secret") {
+		var s corev1.Secret
+		require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &s))
+		secrets[s.Name] = s.Data
+	}
+	return secrets
+}
+
+// selfSignedCA returns a CA certificate in PEM, like Strimzi's cluster CA.
+func selfSignedCA(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cluster-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 // buildBinaries builds the named binaries (the base names of the chart's
@@ -193,6 +260,7 @@ type process struct {
 	name      string
 	container corev1.Container
 	ports     map[string]string // container port name -> the loopback address it was moved to
+	env       map[string]string // the environment it runs with (rendered, then moved)
 	log       string
 	exited    chan struct{}
 	waitErr   error
@@ -268,6 +336,7 @@ func startContainer(t *testing.T, bins map[string]string, ns string, pod corev1.
 		env[e.Name] = rewrite(v)
 		names = append(names, e.Name)
 	}
+	p.env = env
 	var args []string
 	for _, a := range slices.Concat(c.Command[1:], c.Args) {
 		a = expand(a, env)
@@ -315,9 +384,10 @@ func startContainer(t *testing.T, bins map[string]string, ns string, pod corev1.
 	return p
 }
 
-// waitProbes waits for the container's liveness and readiness probes to
-// answer 200 on the ports the chart declares.
-func (p *process) waitProbes(t *testing.T) {
+// waitProbes waits for the container's liveness probe to answer 200 on
+// the port the chart declares, and its readiness probe to answer: 200 when
+// ready is set, anything otherwise.
+func (p *process) waitProbes(t *testing.T, ready bool) {
 	t.Helper()
 	for kind, probe := range map[string]*corev1.Probe{"liveness": p.container.LivenessProbe, "readiness": p.container.ReadinessProbe} {
 		require.NotNil(t, probe, "%s: no %s probe", p.name, kind)
@@ -328,10 +398,14 @@ func (p *process) waitProbes(t *testing.T) {
 		waitFor(t, 2*time.Minute, fmt.Sprintf("%s %s probe %s", p.name, kind, url), func() error {
 			select {
 			case <-p.exited:
-				return fmt.Errorf("exited: %v", p.waitErr)
+				return fmt.Errorf("exited: %w", p.waitErr)
 			default:
 			}
-			return get(url, nil)
+			err := get(url, nil)
+			if kind == "readiness" && !ready && errors.As(err, new(*statusError)) {
+				return nil // it answered
+			}
+			return err
 		})
 	}
 }
@@ -378,10 +452,15 @@ func get(url string, body io.Writer) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
+		return &statusError{url: url, status: resp.Status}
 	}
 	return nil
 }
+
+// statusError is an HTTP answer other than 200 OK.
+type statusError struct{ url, status string }
+
+func (e *statusError) Error() string { return e.url + ": " + e.status }
 
 // waitFor polls check until it succeeds or the deadline passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, check func() error) {

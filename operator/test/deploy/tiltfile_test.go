@@ -154,15 +154,7 @@ func (tf *tiltfake) hasObject(selector string) bool {
 }
 
 func (tf *tiltfake) builtins() starlark.StringDict {
-	fn := func(name string, f func(args starlark.Tuple, kw map[string]starlark.Value) (starlark.Value, error)) *starlark.Builtin {
-		return starlark.NewBuiltin(name, func(_ *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-			kw := map[string]starlark.Value{}
-			for _, p := range kwargs {
-				kw[string(p[0].(starlark.String))] = p[1]
-			}
-			return f(args, kw)
-		})
-	}
+	fn := builtin
 	none := func(name string) *starlark.Builtin {
 		return fn(name, func(starlark.Tuple, map[string]starlark.Value) (starlark.Value, error) { return starlark.None, nil })
 	}
@@ -258,11 +250,7 @@ func (tf *tiltfake) builtins() starlark.StringDict {
 // load serves the Tilt extensions the Tiltfile uses.
 func (tf *tiltfake) load(_ *starlark.Thread, module string) (starlark.StringDict, error) {
 	kwfn := func(name string, f func(args starlark.Tuple, kw map[string]starlark.Value)) *starlark.Builtin {
-		return starlark.NewBuiltin(name, func(_ *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-			kw := map[string]starlark.Value{}
-			for _, p := range kwargs {
-				kw[string(p[0].(starlark.String))] = p[1]
-			}
+		return builtin(name, func(args starlark.Tuple, kw map[string]starlark.Value) (starlark.Value, error) {
 			f(args, kw)
 			return starlark.None, nil
 		})
@@ -299,6 +287,18 @@ func (tf *tiltfake) load(_ *starlark.Thread, module string) (starlark.StringDict
 		}, nil
 	}
 	return nil, fmt.Errorf("the test knows no module %q", module)
+}
+
+// builtin makes a Starlark builtin of f, which gets the keyword
+// arguments as a map.
+func builtin(name string, f func(args starlark.Tuple, kw map[string]starlark.Value) (starlark.Value, error)) *starlark.Builtin {
+	return starlark.NewBuiltin(name, func(_ *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		kw := map[string]starlark.Value{}
+		for _, p := range kwargs {
+			kw[string(p[0].(starlark.String))] = p[1]
+		}
+		return f(args, kw)
+	})
 }
 
 // str returns positional argument i (if i >= 0 and present) or keyword
