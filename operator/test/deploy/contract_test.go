@@ -75,12 +75,15 @@ gateway: {autoscaling: {enabled: false}, replicas: 1}
 	require.Contains(t, procs, "gateway")
 	require.Contains(t, procs, "operator")
 	for _, p := range procs {
-		p.waitProbes(t, true)
+		p.waitLive(t)
 	}
+	procs["operator"].waitReady(t, true)
 	secrets := renderedSecrets(t, objs)
 
-	// The operator provisions a room; the gateway learns of it and carries
-	// a little load (every message delivered once to every member).
+	// The operator provisions a room, and with it the room registry: the
+	// gateway is ready once it has read the registry (on a new cluster,
+	// after the first ChatRoom). Then a little load goes through it, every
+	// message delivered once to every member.
 	roomName := fmt.Sprintf("contract-%d", time.Now().UnixNano()%1e9)
 	cr := &chatv1alpha1.ChatRoom{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: roomName}}
 	require.NoError(t, k8sClient.Create(t.Context(), cr))
@@ -93,6 +96,7 @@ gateway: {autoscaling: {enabled: false}, replicas: 1}
 		}
 		return nil
 	})
+	procs["gateway"].waitReady(t, true)
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	require.NoError(t, os.WriteFile(tokenFile, []byte(hs256Token(t, secrets["palaver-gateway-auth"]["hs256-secret"], "contract")), 0o600))
 	gatewayURL := "http://" + procs["gateway"].ports["http"]
@@ -101,6 +105,19 @@ gateway: {autoscaling: {enabled: false}, replicas: 1}
 			"--room", roomName, "--members", "2", "--rate", "10", "--count", "20", "--warmup", "1s", "--drain", "10s")
 		return err
 	})
+
+	// And one send the gateway refuses (empty text), which the dashboard
+	// of rejected commands shows.
+	token, err := os.ReadFile(tokenFile)
+	require.NoError(t, err)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, gatewayURL+"/v1/rooms/"+roomName+"/messages",
+		strings.NewReader(`{"id":"contract-empty","text":""}`))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+string(token))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "an empty message is refused")
 
 	// What the dashboards query is exported.
 	exported := map[string]bool{}
@@ -140,7 +157,8 @@ func TestChartRunsWithStrimziCredentials(t *testing.T) {
 	for _, p := range procs {
 		require.Equal(t, "true", p.env["PALAVER_KAFKA_TLS"], p.name)
 		require.Equal(t, "SCRAM-SHA-512", p.env["PALAVER_KAFKA_SASL_MECHANISM"], p.name)
-		p.waitProbes(t, false)
+		p.waitLive(t)
+		p.waitReady(t, false)
 	}
 }
 
@@ -384,30 +402,39 @@ func startContainer(t *testing.T, bins map[string]string, ns string, pod corev1.
 	return p
 }
 
-// waitProbes waits for the container's liveness probe to answer 200 on
-// the port the chart declares, and its readiness probe to answer: 200 when
-// ready is set, anything otherwise.
-func (p *process) waitProbes(t *testing.T, ready bool) {
+// waitLive waits for the container's liveness probe to answer 200 on the
+// port the chart declares.
+func (p *process) waitLive(t *testing.T) {
 	t.Helper()
-	for kind, probe := range map[string]*corev1.Probe{"liveness": p.container.LivenessProbe, "readiness": p.container.ReadinessProbe} {
-		require.NotNil(t, probe, "%s: no %s probe", p.name, kind)
-		require.NotNil(t, probe.HTTPGet, "%s: %s probe is not an HTTP GET", p.name, kind)
-		addr, ok := p.ports[probe.HTTPGet.Port.String()]
-		require.True(t, ok, "%s: %s probe on undeclared port %s", p.name, kind, probe.HTTPGet.Port.String())
-		url := "http://" + addr + probe.HTTPGet.Path
-		waitFor(t, 2*time.Minute, fmt.Sprintf("%s %s probe %s", p.name, kind, url), func() error {
-			select {
-			case <-p.exited:
-				return fmt.Errorf("exited: %w", p.waitErr)
-			default:
-			}
-			err := get(url, nil)
-			if kind == "readiness" && !ready && errors.As(err, new(*statusError)) {
-				return nil // it answered
-			}
-			return err
-		})
-	}
+	p.waitProbe(t, "liveness", p.container.LivenessProbe, true)
+}
+
+// waitReady waits for the container's readiness probe to answer: 200 when
+// ok is set, anything otherwise.
+func (p *process) waitReady(t *testing.T, ok bool) {
+	t.Helper()
+	p.waitProbe(t, "readiness", p.container.ReadinessProbe, ok)
+}
+
+func (p *process) waitProbe(t *testing.T, kind string, probe *corev1.Probe, ok bool) {
+	t.Helper()
+	require.NotNil(t, probe, "%s: no %s probe", p.name, kind)
+	require.NotNil(t, probe.HTTPGet, "%s: %s probe is not an HTTP GET", p.name, kind)
+	addr, declared := p.ports[probe.HTTPGet.Port.String()]
+	require.True(t, declared, "%s: %s probe on undeclared port %s", p.name, kind, probe.HTTPGet.Port.String())
+	url := "http://" + addr + probe.HTTPGet.Path
+	waitFor(t, 2*time.Minute, fmt.Sprintf("%s %s probe %s", p.name, kind, url), func() error {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("exited: %w", p.waitErr)
+		default:
+		}
+		err := get(url, nil)
+		if !ok && errors.As(err, new(*statusError)) {
+			return nil // it answered
+		}
+		return err
+	})
 }
 
 // metricNames scrapes the container's metrics port (the one its

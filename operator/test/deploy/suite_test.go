@@ -19,6 +19,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	chatv1alpha1 "palaver.dev/operator/api/v1alpha1"
 )
@@ -48,6 +50,7 @@ var thirdPartyCRDDirs = []string{"strimzi-1.2.0", "prometheus-operator-v0.93.0",
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	logf.SetLogger(logr.Discard()) // envtest's own messages
 	if err := errors.Join(clientgoscheme.AddToScheme(scheme), chatv1alpha1.AddToScheme(scheme)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
