@@ -102,7 +102,7 @@ envtest: prereqs-go ## Build etcd, kube-apiserver and kubectl for tests from Go 
 	$(ENVTEST_BUILD) >/dev/null
 
 .PHONY: helm
-helm: prereqs-go ## Build the pinned Helm CLI for the deployment tests from its Go module (once, ~3 min).
+helm: prereqs-go ## Build the pinned Helm CLI for the deployment tests from its Go module (once, a few minutes).
 	$(TOOLS_BUILD) helm >/dev/null
 
 .PHONY: dashboards

@@ -42,6 +42,9 @@ func helm(t *testing.T, args ...string) string {
 
 func tryHelm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs the Helm CLI, built once from its Go module (make helm): skipped in -short mode")
+	}
 	bin, err := helmBinary()
 	if err != nil {
 		t.Fatal(err)

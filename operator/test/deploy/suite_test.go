@@ -78,6 +78,9 @@ var (
 // the chart do not pay for it.
 func apiServer(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a kube-apiserver and etcd (envtest): skipped in -short mode")
+	}
 	apiServerOnce.Do(func() { apiServerErr = startAPIServer() })
 	if apiServerErr != nil {
 		t.Fatal(apiServerErr)
