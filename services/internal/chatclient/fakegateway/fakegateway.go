@@ -193,6 +193,21 @@ func (s *Server) Conns() int {
 	return len(s.conns)
 }
 
+// WaitConns waits until n WebSocket connections are open, failing t after
+// 10 s. A client's close reaches the fake's reader after the client has
+// returned, so a count read right then may still hold connections that
+// are already closing.
+func (s *Server) WaitConns(t testing.TB, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for got := s.Conns(); got != n; got = s.Conns() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d WebSocket connections open after 10 s, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func userOf(token string) (id, name, rooms string, ok bool) {
 	name, ok = strings.CutPrefix(token, tokenPrefix)
 	if !ok || name == "" {
