@@ -91,7 +91,7 @@ func recordCDS(ctx context.Context, java, libs, archive string, log *slog.Logger
 	c := &Cluster{
 		opts: Options{
 			Nodes:        1,
-			StartTimeout: 90 * time.Second,
+			StartTimeout: DefaultStartTimeout,
 			StopTimeout:  60 * time.Second, // the dump runs during exit
 		},
 		dir:           dir,

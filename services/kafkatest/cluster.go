@@ -34,6 +34,9 @@ import (
 // tests see the broker production sees. hack/kafka/pom.xml pins the same version.
 const Version = "4.3.1"
 
+// DefaultStartTimeout is Options.StartTimeout when it is zero.
+const DefaultStartTimeout = 3 * time.Minute
+
 // Errors returned by the harness. Each message says what to do about it, since the person
 // reading it is usually running `make test` on a machine that lacks something.
 var (
@@ -87,8 +90,10 @@ type Options struct {
 	Logger *slog.Logger
 
 	// StartTimeout bounds Start and StartNode once the jars are present: formatting,
-	// launching and waiting until every node serves metadata. Default 90 s, generous
-	// because tests often start brokers while other packages compile.
+	// launching and waiting until every node serves metadata. Default 3 min, generous
+	// because tests often start brokers while other packages compile and test: on a
+	// loaded 2-core machine three JVMs take a minute before they log anything. A node
+	// whose process exits fails the start at once.
 	StartTimeout time.Duration
 
 	// StopTimeout bounds the graceful shutdown after SIGTERM, before SIGKILL. Default 15 s.
@@ -160,7 +165,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("kafkatest: %d ports for %d nodes", len(opts.Ports), opts.Nodes)
 	}
 	if opts.StartTimeout <= 0 {
-		opts.StartTimeout = 90 * time.Second
+		opts.StartTimeout = DefaultStartTimeout
 	}
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = 15 * time.Second
@@ -406,15 +411,17 @@ func (c *Cluster) launch(nd *node) error {
 // waitReady polls until each of the given nodes answers a metadata request that lists
 // all of them as brokers and names a controller: a broker appears in metadata only once
 // the controller has unfenced it, so this is the point where clients can use it. A node
-// whose process exits fails the wait at once with its log.
+// whose process exits fails the wait at once with its log. At the deadline the error
+// says what each node answered last and how long the wait took.
 func (c *Cluster) waitReady(ctx context.Context, want []*node) error {
+	began := time.Now()
 	ids := make([]int, len(want))
 	for i, nd := range want {
 		ids[i] = nd.id
 	}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	var lastErr error
+	var probes []string // the last round's failures
 	for {
 		for _, nd := range want {
 			select {
@@ -423,19 +430,29 @@ func (c *Cluster) waitReady(ctx context.Context, want []*node) error {
 			default:
 			}
 		}
-		lastErr = nil
-		for _, nd := range want {
-			if err := probe(ctx, nd.addr(), ids); err != nil {
-				lastErr = fmt.Errorf("node %d (%s): %w", nd.id, nd.addr(), err)
-				break
+		errs := make([]error, len(want))
+		var wg sync.WaitGroup
+		for i, nd := range want {
+			wg.Go(func() { errs[i] = probe(ctx, nd.addr(), ids) })
+		}
+		wg.Wait()
+		var failed []string
+		for i, nd := range want {
+			if errs[i] != nil {
+				failed = append(failed, fmt.Sprintf("node %d (%s): %v", nd.id, nd.addr(), errs[i]))
 			}
 		}
-		if lastErr == nil {
+		if len(failed) == 0 {
 			return nil
+		}
+		if ctx.Err() == nil || probes == nil {
+			probes = failed // a round cut short by the deadline says less than the one before
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %w (last probe: %w)\n%s", ErrNotReady, ctx.Err(), lastErr, c.logTails(want, 20))
+			return fmt.Errorf("%w: %w after %s waiting for %d nodes to serve (last probes: %s)\n%s",
+				ErrNotReady, ctx.Err(), time.Since(began).Round(time.Second), len(want),
+				strings.Join(probes, "; "), c.logTails(want, 20))
 		case <-tick.C:
 		}
 	}

@@ -66,11 +66,14 @@ func brokerConfig(i int, nodes []*node, dataDir string, extra map[string]string)
 		"log.retention.check.interval.ms":   "10000",
 		"log.initial.task.delay.ms":         "1000",
 
-		// Failover in seconds, not tens of seconds: a killed broker is fenced (and its
-		// partitions get new leaders) after the session timeout. 6 s keeps a broker starved
-		// of CPU by a concurrent build from being fenced by mistake.
-		"broker.heartbeat.interval.ms": "500",
-		"broker.session.timeout.ms":    "6000",
+		// A killed broker is fenced (and its partitions get new leaders) after the session
+		// timeout. The heartbeat interval is also the timeout of the broker's registration
+		// and heartbeat requests, and half of it the controller's deadline for answering a
+		// heartbeat: shorter than Kafka's 2 s, a CPU-starved machine (tests beside a build
+		// on 2 cores) times them out over and over, and the nodes stay fenced for minutes.
+		// Kafka's defaults, 2 s and 9 s, tolerate a few late beats per session.
+		"broker.heartbeat.interval.ms": "2000",
+		"broker.session.timeout.ms":    "9000",
 		"replica.lag.time.max.ms":      "10000",
 		"replica.fetch.wait.max.ms":    "100",
 	}

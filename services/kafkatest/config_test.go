@@ -1,9 +1,14 @@
 package kafkatest
 
 import (
+	"context"
+	"errors"
+	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestClusterIDNeverLooksLikeAnOption(t *testing.T) {
@@ -29,5 +34,59 @@ func TestJVMArgsPickOneCollector(t *testing.T) {
 		if collectors != 1 || zgc != long || c1 == long || !strings.HasSuffix(args, "-Xmx1g") {
 			t.Errorf("LongLived=%v: %s", long, args)
 		}
+	}
+}
+
+// TestBrokerConfigToleratesASlowController: the heartbeat interval is also
+// the timeout of a broker's registration and heartbeat requests, and half of
+// it the controller's deadline for answering a heartbeat. Below Kafka's 2 s,
+// a loaded 2-core machine times them out over and over and a 3-node cluster
+// stays fenced past the start deadline.
+func TestBrokerConfigToleratesASlowController(t *testing.T) {
+	nodes := []*node{{port: 1, controllerPort: 2}, {port: 3, controllerPort: 4}, {port: 5, controllerPort: 6}}
+	c := brokerConfig(0, nodes, "/data", nil)
+	interval, _ := strconv.Atoi(c["broker.heartbeat.interval.ms"])
+	session, _ := strconv.Atoi(c["broker.session.timeout.ms"])
+	if interval < 2000 || session < 4*interval {
+		t.Fatalf("broker.heartbeat.interval.ms=%d, broker.session.timeout.ms=%d: want at least 2000 and 4 intervals",
+			interval, session)
+	}
+}
+
+// TestWaitReadyNamesEveryNodesLastProbe: a node that accepts connections but
+// never answers fails the wait at the deadline with what each node answered
+// last, not with the deadline cutting the last probe short.
+func TestWaitReadyNamesEveryNodesLastProbe(t *testing.T) {
+	var want []*node
+	for i := range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() { // accepts and stays silent, like a broker starved of CPU
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { conn.Close() })
+			}
+		}()
+		want = append(want, &node{id: i, dir: t.TempDir(), port: ln.Addr().(*net.TCPAddr).Port, done: make(chan struct{})})
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	err := (&Cluster{}).waitReady(ctx, want)
+	if !errors.Is(err, ErrNotReady) {
+		t.Fatalf("waitReady = %v, want ErrNotReady", err)
+	}
+	for _, nd := range want {
+		if s := "node " + strconv.Itoa(nd.id) + " (" + nd.addr() + "): metadata: "; !strings.Contains(err.Error(), s) {
+			t.Errorf("the error does not say what %q answered:\n%v", s, err)
+		}
+	}
+	if strings.Contains(err.Error(), "metadata: context deadline exceeded") {
+		t.Errorf("the error reports a probe the deadline cut short:\n%v", err)
 	}
 }
