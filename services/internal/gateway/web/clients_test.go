@@ -176,7 +176,7 @@ func TestChatRecoversWhenItsGatewayRestarts(t *testing.T) {
 			MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
 		})
 	}()
-	waitFor(t, "Ada's join", 30*time.Second, func() bool { return strings.Contains(errw.String(), "joined "+room) })
+	waitFor(t, "Ada's join", 30*time.Second, func() bool { return strings.Contains(errw.String(), "you are Ada in "+room) })
 	say("before")
 	waitFor(t, "the first message", 30*time.Second, func() bool { return len(printed(out.String(), run)) == 1 })
 
