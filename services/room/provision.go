@@ -229,7 +229,11 @@ func (p *Provisioner) Describe(ctx context.Context, topics ...string) (Descripti
 }
 
 // Create creates the topics of specs in one request. It returns each
-// topic's error (nil when created) keyed by topic, and the new topic ids.
+// topic's error (nil when created) keyed by topic, and the new topic ids,
+// once every broker knows the created topics and their partitions have
+// leaders, so that a producer can write to them at once. A non-nil err
+// with non-empty ids means the topics were created but did not become
+// writable within 30 seconds.
 func (p *Provisioner) Create(ctx context.Context, specs ...Spec) (ids map[string]string, errs map[string]error, err error) {
 	req := kmsg.NewPtrCreateTopicsRequest()
 	req.TimeoutMillis = 30_000
@@ -263,6 +267,9 @@ func (p *Provisioner) Create(ctx context.Context, specs ...Spec) (ids map[string
 		}
 		errs[t.Topic] = nil
 		ids[t.Topic] = TopicID(t.TopicID)
+	}
+	if err := p.awaitWritable(ctx, slices.Sorted(maps.Keys(ids))); err != nil {
+		return ids, errs, err
 	}
 	return ids, errs, nil
 }
@@ -401,7 +408,8 @@ func topicErr(code int16, msg *string, format string, args ...any) error {
 	return fmt.Errorf("room: "+format+": %w", append(args, err)...)
 }
 
-// EnsureRegistry creates the compacted registry topic if it is missing.
+// EnsureRegistry creates the compacted registry topic if it is missing, and
+// returns once every broker can take writes to it.
 func (p *Provisioner) EnsureRegistry(ctx context.Context, rf int16) error {
 	configs := map[string]*string{
 		"cleanup.policy":      kmsg.StringPtr("compact"),
@@ -414,7 +422,9 @@ func (p *Provisioner) EnsureRegistry(ctx context.Context, rf int16) error {
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		return fmt.Errorf("room: create registry topic %s: %w", RegistryTopic, err)
 	}
-	return nil
+	// Also when it already exists: another process may have created it a
+	// moment ago.
+	return p.awaitWritable(ctx, []string{RegistryTopic})
 }
 
 // Ensure makes every spec's topic exist with its partitions and configs,
@@ -493,4 +503,71 @@ func (p *Provisioner) awaitVisible(ctx context.Context, topics []string) (map[st
 		case <-time.After(wait):
 		}
 	}
+}
+
+// awaitWritable waits until every live broker's metadata has each topic
+// with a leader for every partition. CreateTopics answers once the
+// controller has the topic; the brokers learn of it a moment later, and a
+// producer asking one of them before then is told UNKNOWN_TOPIC_OR_PARTITION
+// and may keep that answer in its metadata cache. Asking every broker, not
+// just one, is what lets any client's next metadata refresh find the topic.
+func (p *Provisioner) awaitWritable(ctx context.Context, topics []string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req := kmsg.NewPtrMetadataRequest()
+	for _, t := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	for wait := 20 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		pending, err := p.notWritable(ctx, req, topics)
+		if err != nil {
+			return err
+		}
+		if pending == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("room: created topics not writable yet: %s: %w", pending, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+// notWritable asks every broker for the topics' metadata and describes the
+// first one that lacks a topic or a partition leader ("" when none does).
+func (p *Provisioner) notWritable(ctx context.Context, req *kmsg.MetadataRequest, topics []string) (string, error) {
+	resp, err := req.RequestWith(ctx, p.client)
+	if err != nil {
+		return "", fmt.Errorf("room: metadata of %d topics: %w", len(topics), err)
+	}
+	for _, b := range resp.Brokers {
+		r, err := p.client.Broker(int(b.NodeID)).Request(ctx, req)
+		if err != nil {
+			return "", fmt.Errorf("room: metadata of %d topics from broker %d: %w", len(topics), b.NodeID, err)
+		}
+		seen := map[string]bool{}
+		for _, md := range r.(*kmsg.MetadataResponse).Topics {
+			if md.Topic == nil || md.ErrorCode != 0 || len(md.Partitions) == 0 {
+				continue
+			}
+			seen[*md.Topic] = true
+			for _, pd := range md.Partitions {
+				if pd.ErrorCode != 0 || pd.Leader < 0 {
+					return fmt.Sprintf("%s/%d has no leader on broker %d", *md.Topic, pd.Partition, b.NodeID), nil
+				}
+			}
+		}
+		for _, t := range topics {
+			if !seen[t] {
+				return fmt.Sprintf("%s unknown to broker %d", t, b.NodeID), nil
+			}
+		}
+	}
+	return "", nil
 }

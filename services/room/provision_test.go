@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"palaver.dev/services/internal/devbroker"
 	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/kafkatest"
@@ -276,6 +279,58 @@ func TestRegistryFollowsPublishAndTombstone(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestCreateReturnsWritable checks that a topic Create or EnsureRegistry
+// just made can take a write at once from a client that has never seen it.
+func TestCreateReturnsWritable(t *testing.T) {
+	brokers(t, func(t *testing.T, bootstrap string) {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+		defer cancel()
+		p, _ := newProvisioner(t, bootstrap)
+		if err := p.EnsureRegistry(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		assertWritable(ctx, t, p, bootstrap, RegistryTopic, false)
+		for i := range 3 {
+			s := Spec{Name: fmt.Sprintf("%sw%d", uniqueName(t), i)}.WithDefaults(1)
+			_, errs, err := p.Create(ctx, s)
+			if err == nil {
+				err = errs[s.Topic]
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertWritable(ctx, t, p, bootstrap, s.Topic, true)
+		}
+	})
+}
+
+// assertWritable asks every broker about topic once, with no wait, and
+// (with write) then writes to it through a new writer, whose first metadata
+// is fetched now. The registry is left alone: other tests read it.
+func assertWritable(ctx context.Context, t *testing.T, p *Provisioner, bootstrap, topic string, write bool) {
+	t.Helper()
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	if pending, err := p.notWritable(ctx, req, []string{topic}); err != nil || pending != "" {
+		t.Fatalf("right after creation: %s %v", pending, err)
+	}
+	if !write {
+		return
+	}
+	cl, err := kafkabus.New(kafkabus.Config{Brokers: strings.Split(bootstrap, ","), ClientID: "room-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	w := cl.Writer()
+	defer w.Close()
+	if err := w.WriteMessages(ctx, kafka.Message{Topic: topic, Key: []byte("k"), Value: []byte("v")}); err != nil {
+		t.Fatalf("write to %s right after creation: %v", topic, err)
+	}
 }
 
 func observe(ctx context.Context, t *testing.T, p *Provisioner, topic string) TopicState {
