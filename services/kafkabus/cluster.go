@@ -41,7 +41,9 @@ func (c *Cluster) Dialer() *kafka.Dialer { return c.dialer }
 // replicas (kafka-go's default is no acks at all), and batches close after
 // 1 ms instead of the default 1 s, which would add a second to every
 // synchronous send. Records name their own topic, so one writer serves every
-// room. The writer never creates topics: rooms are provisioned.
+// room. The writer never creates topics: rooms are provisioned. Its
+// WriteMessages fails at once for a topic its metadata does not know yet;
+// Write waits out the metadata refresh instead.
 //
 // BatchSize is small because kafka-go allocates a whole batch's worth of
 // Message structs (152 bytes each) for every batch it opens, even one that

@@ -180,7 +180,7 @@ func (c *Config) Dialer() (*kafka.Dialer, error) {
 // Create one per process and share it: it pools connections. Its metadata
 // is refreshed every second (kafka-go's default is 6 s) so that after a
 // leader moves, or a room's topic is created, writes find the partition
-// within a second instead of failing for up to six.
+// within a second instead of six (Write waits for that refresh).
 func (c *Config) Transport() (*kafka.Transport, error) {
 	tlsConfig, mech, err := c.kafkaGoSecurity()
 	if err != nil {
@@ -190,7 +190,7 @@ func (c *Config) Transport() (*kafka.Transport, error) {
 		ClientID:    c.ClientID,
 		DialTimeout: 10 * time.Second,
 		IdleTimeout: 5 * time.Minute,
-		MetadataTTL: time.Second,
+		MetadataTTL: metadataTTL,
 		TLS:         tlsConfig,
 		SASL:        mech,
 	}, nil

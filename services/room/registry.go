@@ -47,7 +47,8 @@ func (s Spec) Info() Info {
 }
 
 // Publish writes room entries to the registry; a nil Info value is never
-// written. Use Tombstone to remove a room.
+// written. Use Tombstone to remove a room. Both wait out a writer whose
+// metadata predates the registry topic (kafkabus.Write).
 func Publish(ctx context.Context, w *kafka.Writer, infos ...Info) error {
 	msgs := make([]kafka.Message, 0, len(infos))
 	for _, in := range infos {
@@ -57,7 +58,7 @@ func Publish(ctx context.Context, w *kafka.Writer, infos ...Info) error {
 		}
 		msgs = append(msgs, kafka.Message{Topic: RegistryTopic, Key: []byte(in.Name), Value: b})
 	}
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
+	if err := kafkabus.Write(ctx, w, msgs...); err != nil {
 		return fmt.Errorf("room: publish %d registry entries: %w", len(infos), err)
 	}
 	return nil
@@ -70,7 +71,7 @@ func Tombstone(ctx context.Context, w *kafka.Writer, names ...string) error {
 	for _, n := range names {
 		msgs = append(msgs, kafka.Message{Topic: RegistryTopic, Key: []byte(n)})
 	}
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
+	if err := kafkabus.Write(ctx, w, msgs...); err != nil {
 		return fmt.Errorf("room: tombstone %v: %w", names, err)
 	}
 	return nil
