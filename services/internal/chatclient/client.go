@@ -240,9 +240,7 @@ func (c *Client) Err() error {
 
 // Cursor returns the latest cursor of room: of the last message delivered
 // on Messages, or of the join if none was. It is "" for a room never joined.
-// It is updated just after a message is handed to Messages, so right after
-// a receive it may still name the message before; a reader that needs the
-// exact position of what it has read uses that Message's own Cursor.
+// A message counts as delivered once it is in the Messages channel.
 func (c *Client) Cursor(room string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -418,26 +416,31 @@ func (c *Client) handle(f frame) bool {
 	switch f.Op {
 	case "message":
 		m := f.message()
+		// Positions move before the hand-over, so that Cursor never lags a
+		// message the reader already has; a hand-over cut short by Close
+		// puts the cursor back, so nothing undelivered is skipped on resume.
 		c.mu.Lock()
 		r := c.room(m.Room)
-		dup := r.seen.Covers(m.Partition, m.Offset)
-		c.mu.Unlock()
-		if dup {
+		if r.seen.Covers(m.Partition, m.Offset) {
+			c.mu.Unlock()
 			c.log.Debug("dropping a message delivered before", "room", m.Room, "partition", m.Partition, "offset", m.Offset)
 			return true
 		}
-		select {
-		case c.msgs <- m:
-		case <-c.closing:
-			return false
-		}
-		c.mu.Lock()
+		prev := r.cursor
 		r.seen.Advance(m.Partition, m.Offset)
 		if m.Cursor != "" {
 			r.cursor = m.Cursor
 		}
 		c.mu.Unlock()
-		return true
+		select {
+		case c.msgs <- m:
+			return true
+		case <-c.closing:
+			c.mu.Lock()
+			r.cursor = prev
+			c.mu.Unlock()
+			return false
+		}
 	case "presence":
 		p := Presence{Room: f.Room, Users: f.Users}
 		c.mu.Lock()
