@@ -6,10 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -82,6 +85,8 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{"jwt without a key", "gateway: {auth: {hs256: {create: false}}}", "gateway.auth.mode=jwt needs a key"},
 		{"any origin outside dev", `gateway: {allowedOrigins: ["*"]}`, `"*" only with gateway.auth.mode=dev`},
 		{"bad SASL mechanism", "kafka: {sasl: {mechanism: PLAIN}}", "mechanism"},
+		{"no history shard", "history: {shards: 0}", "shards"},
+		{"history storage not a quantity", "history: {storage: {size: ten}}", "size"},
 		{"a short WebSocket timeout", `gateway: {httpRoute: {timeouts: {request: 30s}}}`, "request"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -113,6 +118,9 @@ func TestChartTemplates(t *testing.T) {
 			for _, d := range deployments {
 				checkPod(t, d)
 			}
+			for _, s := range kinds(objs, "StatefulSet") {
+				checkPod(t, s)
+			}
 			enabled := func(path ...string) bool { return lookupBool(values, true, path...) }
 			for _, c := range []struct {
 				kind, name string
@@ -128,6 +136,11 @@ func TestChartTemplates(t *testing.T) {
 				{"ServiceMonitor", "palaver-operator", enabled("operator", "enabled") && enabled("metrics", "serviceMonitor", "enabled")},
 				{"NetworkPolicy", "palaver-gateway", enabled("gateway", "enabled") && enabled("networkPolicy", "enabled")},
 				{"NetworkPolicy", "palaver-operator", enabled("operator", "enabled") && enabled("networkPolicy", "enabled")},
+				{"StatefulSet", "palaver-history", enabled("history", "enabled")},
+				{"Service", "palaver-history", enabled("history", "enabled")},
+				{"PodDisruptionBudget", "palaver-history", enabled("history", "enabled") && enabled("history", "podDisruptionBudget", "enabled")},
+				{"ServiceMonitor", "palaver-history", enabled("history", "enabled") && enabled("metrics", "serviceMonitor", "enabled")},
+				{"NetworkPolicy", "palaver-history", enabled("history", "enabled") && enabled("networkPolicy", "enabled")},
 				{"ClusterRole", "palaver-operator", enabled("operator", "enabled")},
 				{"Role", "palaver-operator-leader-election", enabled("operator", "enabled")},
 				{"CustomResourceDefinition", "chatrooms.chat.palaver.dev", true},
@@ -152,6 +165,7 @@ func TestChartTemplates(t *testing.T) {
 					require.Equal(t, "1", cm.GetLabels()["grafana_dashboard"], "the Grafana sidecar's label")
 				}
 			}
+			checkHistory(t, objs)
 			if np := find(objs, "NetworkPolicy", "palaver-operator"); np != nil {
 				ingress, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
 				for _, rule := range ingress {
@@ -161,6 +175,113 @@ func TestChartTemplates(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkHistory requires the history StatefulSet to run shards × copies
+// pods on a volume each, and the gateways to list them per shard (pod k
+// serves shard k mod shards) through the headless Service, reachable
+// through both NetworkPolicies.
+func checkHistory(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	sts := find(objs, "StatefulSet", "palaver-history")
+	gw := find(objs, "Deployment", "palaver-gateway")
+	var gwEnv map[string]string
+	if gw != nil {
+		gwEnv = containerEnv(t, gw, "gateway")
+		_, hasURLs := gwEnv["PALAVER_HISTORY_URLS"]
+		require.Equal(t, sts != nil, hasURLs, "the gateway lists history exactly when it runs")
+	}
+	if sts == nil {
+		return
+	}
+	var set appsv1.StatefulSet
+	require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(sts.Object, &set))
+	svc := find(objs, "Service", "palaver-history")
+	require.NotNil(t, svc)
+	clusterIP, _, _ := unstructured.NestedString(svc.Object, "spec", "clusterIP")
+	require.Equal(t, "None", clusterIP, "the Service is headless: each pod has a name")
+	require.Equal(t, "palaver-history", set.Spec.ServiceName)
+
+	env := containerEnv(t, sts, "history")
+	shards, err := strconv.Atoi(env["PALAVER_HISTORY_SHARDS"])
+	require.NoError(t, err)
+	require.Equal(t, "ordinal", env["PALAVER_HISTORY_SHARD"])
+	require.NotNil(t, set.Spec.Replicas)
+	replicas := int(*set.Spec.Replicas)
+	require.Zero(t, replicas%shards, "every shard has as many copies")
+
+	dataDir := env["PALAVER_HISTORY_DATA_DIR"]
+	require.NotEmpty(t, dataDir)
+	require.Len(t, set.Spec.VolumeClaimTemplates, 1)
+	claim := set.Spec.VolumeClaimTemplates[0]
+	mounted := false
+	for _, m := range set.Spec.Template.Spec.Containers[0].VolumeMounts {
+		mounted = mounted || (m.Name == claim.Name && m.MountPath == dataDir && !m.ReadOnly)
+	}
+	require.True(t, mounted, "the store's directory %s is the claim %s", dataDir, claim.Name)
+
+	if gw == nil {
+		return
+	}
+	entries := strings.Split(gwEnv["PALAVER_HISTORY_URLS"], ",")
+	require.Len(t, entries, shards, "one entry per shard")
+	ns := sts.GetNamespace()
+	seen := map[int]bool{}
+	for s, entry := range entries {
+		urls := strings.Split(entry, "|")
+		require.Len(t, urls, replicas/shards, "shard %d: one URL per copy", s)
+		for _, u := range urls {
+			var k int
+			_, err := fmt.Sscanf(u, "http://palaver-history-%d.palaver-history."+ns+".svc:8081", &k)
+			require.NoError(t, err, "shard %d: %s", s, u)
+			require.Equal(t, fmt.Sprintf("http://palaver-history-%d.palaver-history.%s.svc:8081", k, ns), u)
+			require.Equal(t, s, k%shards, "%s serves shard %d", u, k%shards)
+			require.Less(t, k, replicas)
+			require.False(t, seen[k], "%s listed twice", u)
+			seen[k] = true
+		}
+	}
+	if np := find(objs, "NetworkPolicy", "palaver-history"); np != nil {
+		ingress, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
+		for _, rule := range ingress {
+			_, hasFrom := rule.(map[string]any)["from"]
+			require.True(t, hasFrom, "the history API is for the gateways only")
+		}
+		from, _, _ := unstructured.NestedSlice(ingress[0].(map[string]any), "from")
+		component, _, _ := unstructured.NestedString(from[0].(map[string]any), "podSelector", "matchLabels", "app.kubernetes.io/component")
+		require.Equal(t, "gateway", component)
+		gwNP := find(objs, "NetworkPolicy", "palaver-gateway")
+		require.NotNil(t, gwNP)
+		egress, _, _ := unstructured.NestedSlice(gwNP.Object, "spec", "egress")
+		toHistory := false
+		for _, rule := range egress {
+			to, _, _ := unstructured.NestedSlice(rule.(map[string]any), "to")
+			for _, peer := range to {
+				c, _, _ := unstructured.NestedString(peer.(map[string]any), "podSelector", "matchLabels", "app.kubernetes.io/component")
+				toHistory = toHistory || c == "history"
+			}
+		}
+		require.True(t, toHistory, "the gateway may reach history")
+	}
+}
+
+// containerEnv returns the literal environment of a workload's container.
+func containerEnv(t *testing.T, o *unstructured.Unstructured, name string) map[string]string {
+	t.Helper()
+	var pod corev1.PodTemplateSpec
+	spec, _, _ := unstructured.NestedMap(o.Object, "spec", "template")
+	require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(spec, &pod))
+	for _, c := range pod.Spec.Containers {
+		if c.Name == name {
+			env := map[string]string{}
+			for _, e := range c.Env {
+				env[e.Name] = e.Value
+			}
+			return env
+		}
+	}
+	t.Fatalf("%s %s has no container %s", o.GetKind(), o.GetName(), name)
+	return nil
 }
 
 // checkPod requires a hardened pod whose probes use declared ports.

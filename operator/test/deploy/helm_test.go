@@ -159,6 +159,19 @@ gateway:
   ingress: {enabled: false}
 operator: {enabled: false}
 `},
+	{"history-sharded", `
+history:
+  shards: 2
+  copies: 2
+  storage: {size: 50Gi, storageClassName: fast-ssd}
+  env: {PALAVER_HISTORY_READY_LAG: "500"}
+  resources:
+    requests: {cpu: 500m, memory: 1Gi}
+    limits: {cpu: "4", memory: 4Gi}
+`},
+	{"without-history", `
+history: {enabled: false}
+`},
 	{"operator-only", `
 gateway: {enabled: false}
 kafka: {tls: {enabled: false}, sasl: {mechanism: ""}, bootstrap: "kafka:9092", networkPolicyPorts: [9092]}
