@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -61,7 +62,7 @@ func TestChartRunsTheBinaries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binaries against a real Kafka broker: not in -short mode")
 	}
-	bins := buildBinaries(t, "gateway", "operator", "palaver")
+	bins := buildBinaries(t, "gateway", "operator", "history", "palaver")
 	bootstrap := kafkaBootstrap(t)
 	ns := newNamespace(t)
 
@@ -69,11 +70,14 @@ func TestChartRunsTheBinaries(t *testing.T) {
 kafka: {bootstrap: %q, tls: {enabled: false}, sasl: {mechanism: ""}}
 operator: {replicas: 1, defaultReplicationFactor: 1}
 gateway: {autoscaling: {enabled: false}, replicas: 1}
+history: {shards: 2, copies: 1}
 `, bootstrap))
 
 	procs := runChart(t, bins, ns, objs, nil)
 	require.Contains(t, procs, "gateway")
 	require.Contains(t, procs, "operator")
+	require.Contains(t, procs, "palaver-history-0")
+	require.Contains(t, procs, "palaver-history-1")
 	for _, p := range procs {
 		p.waitLive(t)
 	}
@@ -97,6 +101,9 @@ gateway: {autoscaling: {enabled: false}, replicas: 1}
 		return nil
 	})
 	procs["gateway"].waitReady(t, true)
+	for _, k := range []string{"palaver-history-0", "palaver-history-1"} {
+		procs[k].waitReady(t, true)
+	}
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	require.NoError(t, os.WriteFile(tokenFile, []byte(hs256Token(t, secrets["palaver-gateway-auth"]["hs256-secret"], "contract")), 0o600))
 	gatewayURL := "http://" + procs["gateway"].ports["http"]
@@ -118,6 +125,26 @@ gateway: {autoscaling: {enabled: false}, replicas: 1}
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "an empty message is refused")
+
+	// Search exists only in history: the gateway reaches the replica of
+	// the room's shard through the URLs the chart gives it.
+	waitFor(t, time.Minute, "search through the gateway", func() error {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, gatewayURL+"/v1/rooms/"+roomName+"/search?q=a", nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+string(token))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", resp.Status, b)
+		}
+		return nil
+	})
 
 	// What the dashboards query is exported.
 	exported := map[string]bool{}
@@ -145,15 +172,16 @@ func TestChartRunsWithStrimziCredentials(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binaries: not in -short mode")
 	}
-	bins := buildBinaries(t, "gateway", "operator")
+	bins := buildBinaries(t, "gateway", "operator", "history")
 	ns := newNamespace(t)
-	_, objs := render(t, ns, "")
+	_, objs := render(t, ns, "history: {copies: 1}")
 	procs := runChart(t, bins, ns, objs, map[string]map[string][]byte{
 		"palaver-cluster-ca-cert": {"ca.crt": selfSignedCA(t)},
 		"palaver-gateway":         {"password": []byte("gateway-password")},
 		"palaver-operator":        {"password": []byte("operator-password")},
+		"palaver-history":         {"password": []byte("history-password")},
 	})
-	require.Len(t, procs, 2)
+	require.Len(t, procs, 3)
 	for _, p := range procs {
 		require.Equal(t, "true", p.env["PALAVER_KAFKA_TLS"], p.name)
 		require.Equal(t, "SCRAM-SHA-512", p.env["PALAVER_KAFKA_SASL_MECHANISM"], p.name)
@@ -163,9 +191,13 @@ func TestChartRunsWithStrimziCredentials(t *testing.T) {
 }
 
 // runChart applies the chart's ServiceAccounts and RBAC to the API server,
-// then runs every container of the rendered Deployments (see
-// startContainer). Secrets are the rendered ones plus extra (those Strimzi
-// would make). The operator authenticates as its ServiceAccount.
+// then runs every container of the rendered StatefulSets' pods, then of
+// the rendered Deployments (see startContainer). Secrets are the rendered
+// ones plus extra (those Strimzi would make). The operator authenticates
+// as its ServiceAccount. A StatefulSet pod runs under its pod name as host
+// name, and its ports are known to the Deployments' containers under the
+// pod's DNS name through the headless Service; its processes are keyed by
+// pod name, the Deployments' by container name.
 func runChart(t *testing.T, bins map[string]string, ns string, objs []*unstructured.Unstructured,
 	extra map[string]map[string][]byte) map[string]*process {
 	t.Helper()
@@ -188,6 +220,27 @@ func runChart(t *testing.T, bins map[string]string, ns string, objs []*unstructu
 	secrets := renderedSecrets(t, objs)
 	maps.Copy(secrets, extra)
 	procs := map[string]*process{}
+	dns := map[string]string{} // "pod.service.ns.svc:port" -> the loopback address it moved to
+	for _, o := range kinds(objs, "StatefulSet") {
+		var set appsv1.StatefulSet
+		require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &set))
+		require.NotNil(t, set.Spec.Replicas)
+		for k := range int(*set.Spec.Replicas) {
+			pod := fmt.Sprintf("%s-%d", set.Name, k)
+			claims := map[string]bool{}
+			for _, c := range set.Spec.VolumeClaimTemplates {
+				claims[c.Name] = true
+			}
+			for _, c := range set.Spec.Template.Spec.Containers {
+				p := startContainer(t, bins, ns, set.Spec.Template.Spec, c, secrets, nil,
+					podSetup{hostname: pod, claims: claims})
+				procs[pod] = p
+				for _, port := range c.Ports {
+					dns[fmt.Sprintf("%s.%s.%s.svc:%d", pod, set.Spec.ServiceName, ns, port.ContainerPort)] = p.ports[port.Name]
+				}
+			}
+		}
+	}
 	for _, d := range kinds(objs, "Deployment") {
 		var pod corev1.PodTemplateSpec
 		spec, _, _ := unstructured.NestedMap(d.Object, "spec", "template")
@@ -197,7 +250,7 @@ func runChart(t *testing.T, bins map[string]string, ns string, objs []*unstructu
 			if c.Name == "operator" {
 				env["KUBECONFIG"] = saKubeconfig
 			}
-			procs[c.Name] = startContainer(t, bins, ns, pod.Spec, c, secrets, env)
+			procs[c.Name] = startContainer(t, bins, ns, pod.Spec, c, secrets, env, podSetup{dns: dns})
 		}
 	}
 	return procs
@@ -284,12 +337,23 @@ type process struct {
 	waitErr   error
 }
 
+// podSetup is what a pod has besides its containers' specs.
+type podSetup struct {
+	hostname string            // the host name (a StatefulSet pod's name); empty keeps the machine's
+	claims   map[string]bool   // volume claim templates (a StatefulSet's), mounted as empty directories
+	dns      map[string]string // "host:port" -> the loopback address that serves it
+}
+
 // startContainer runs container c of pod as a process. Its command's base
 // name picks the binary; declared ports move to free loopback ports (as a
 // pod's network namespace would make them free); mount paths move under a
-// temporary root, with the rendered Secrets' items written there.
+// temporary root, with the rendered Secrets' items written there, and
+// emptyDir volumes and volume claims as empty directories; host:port
+// names of setup.dns in the environment move to their loopback addresses.
+// With setup.hostname, the process runs in a UTS namespace of its own
+// under that host name (unshare, as an unprivileged user).
 func startContainer(t *testing.T, bins map[string]string, ns string, pod corev1.PodSpec, c corev1.Container,
-	secrets map[string]map[string][]byte, extra map[string]string) *process {
+	secrets map[string]map[string][]byte, extra map[string]string, setup podSetup) *process {
 	t.Helper()
 	require.NotEmpty(t, c.Command, "container %s names its binary", c.Name)
 	bin, ok := bins[filepath.Base(c.Command[0])]
@@ -309,25 +373,34 @@ func startContainer(t *testing.T, bins map[string]string, ns string, pod corev1.
 	}
 	var mounts []string
 	for _, m := range c.VolumeMounts {
-		v, ok := volumes[m.Name]
-		require.True(t, ok, "container %s mounts undeclared volume %s", c.Name, m.Name)
-		require.NotNil(t, v.Secret, "volume %s: only Secret volumes are expected", v.Name)
-		data, ok := secrets[v.Secret.SecretName]
-		require.True(t, ok, "volume %s: Secret %s is not rendered by the chart", v.Name, v.Secret.SecretName)
 		dir := filepath.Join(root, m.MountPath)
 		require.NoError(t, os.MkdirAll(dir, 0o700))
+		mounts = append(mounts, m.MountPath)
+		if setup.claims[m.Name] {
+			continue
+		}
+		v, ok := volumes[m.Name]
+		require.True(t, ok, "container %s mounts undeclared volume %s", c.Name, m.Name)
+		if v.EmptyDir != nil {
+			continue
+		}
+		require.NotNil(t, v.Secret, "volume %s: only Secret, emptyDir and claimed volumes are expected", v.Name)
+		data, ok := secrets[v.Secret.SecretName]
+		require.True(t, ok, "volume %s: Secret %s is not rendered by the chart", v.Name, v.Secret.SecretName)
 		for _, item := range v.Secret.Items {
 			b, ok := data[item.Key]
 			require.True(t, ok, "Secret %s has no key %s", v.Secret.SecretName, item.Key)
 			require.NoError(t, os.WriteFile(filepath.Join(dir, item.Path), b, 0o600))
 		}
-		mounts = append(mounts, m.MountPath)
 	}
-	// rewrite applies the moves to a value: a listen address ":port" and a
-	// path under a mount.
+	// rewrite applies the moves to a value: a listen address ":port", a
+	// path under a mount, and the DNS names of other pods' ports.
 	rewrite := func(s string) string {
 		if addr, ok := moved[s]; ok {
 			return addr
+		}
+		for name, addr := range setup.dns {
+			s = strings.ReplaceAll(s, "//"+name, "//"+addr)
 		}
 		for _, m := range mounts {
 			if s == m || strings.HasPrefix(s, m+"/") {
@@ -377,6 +450,10 @@ func startContainer(t *testing.T, bins map[string]string, ns string, pod corev1.
 	logFile, err := os.Create(p.log)
 	require.NoError(t, err)
 	cmd := exec.Command(bin, args...)
+	if setup.hostname != "" {
+		cmd = exec.Command("unshare", slices.Concat([]string{"--user", "--map-root-user", "--uts", "--",
+			"sh", "-c", `hostname "$0" && exec "$@"`, setup.hostname, bin}, args)...)
+	}
 	cmd.Env, cmd.Dir = environ, root
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	require.NoError(t, cmd.Start(), "start %s", c.Name)

@@ -47,6 +47,7 @@ func TestK8sManifestsApplyToAPIServer(t *testing.T) {
 			"kafkanodepool.kafka.strimzi.io/dual created (server dry run)",
 			"kafkauser.kafka.strimzi.io/palaver-operator created (server dry run)",
 			"kafkauser.kafka.strimzi.io/palaver-gateway created (server dry run)",
+			"kafkauser.kafka.strimzi.io/palaver-history created (server dry run)",
 			"configmap/palaver-kafka-metrics created (server dry run)",
 		}},
 		{"monitoring", []string{
