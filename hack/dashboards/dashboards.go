@@ -88,7 +88,7 @@ func queryVar(name, label, metric string) Variable {
 		Query: map[string]any{"query": fmt.Sprintf("label_values(%s, %s)", metric, name), "refId": "vars"}}
 }
 
-// gw selects the gateway series of the chosen namespaces.
+// gw selects the Palaver series of the chosen namespaces.
 const gw = `namespace=~"$namespace"`
 
 func palaverDashboard() Dashboard {
@@ -151,8 +151,22 @@ func palaverDashboard() Dashboard {
 	b.add(8, 6, timeseries("Reconcile errors", "Reconciles that returned an error, per second.", "short",
 		q(`sum(rate(controller_runtime_reconcile_errors_total{controller="chatroom", namespace=~"$namespace"}[$__rate_interval]))`, "errors")))
 
+	b.row("History")
+	b.add(8, 8, timeseries("Messages stored per room", "Messages history stored per second (replays and skipped records excluded), one copy per shard replica.", "short",
+		q(fmt.Sprintf(`sum by (room) (rate(palaver_history_ingested_messages_total{%s}[$__rate_interval]))`, gw), "{{room}}")))
+	b.add(8, 8, timeseries("Lag per room partition", "Records of a room partition not yet stored, at the replica furthest behind.", "short",
+		q(fmt.Sprintf(`max by (room, partition) (palaver_history_lag_messages{%s})`, gw), "{{room}}/{{partition}}")))
+	b.add(8, 8, timeseries("Rebuild remaining", "Records each replica still has to store before it first caught up (0 once it has).", "short",
+		q(fmt.Sprintf(`sum by (pod) (palaver_history_rebuild_remaining_messages{%s})`, gw), "{{pod}}")))
+	b.add(8, 8, timeseries("Query latency, p99", "Scroll-back (before, after, around) and search, waits for read-your-writes included.", "s",
+		q(fmt.Sprintf(`histogram_quantile(0.99, sum by (le, kind) (rate(palaver_history_query_duration_seconds_bucket{%s}[$__rate_interval])))`, gw), "{{kind}}")))
+	b.add(8, 8, timeseries("Commit latency, p99", "Time to write one batch and its positions in one transaction.", "s",
+		q(quantile("0.99", "palaver_history_commit_duration_seconds"), "p99")))
+	b.add(8, 8, timeseries("Store size", "The store on disk (database and write-ahead log) per replica: keep it under its volume's size.", "bytes",
+		q(fmt.Sprintf(`sum by (pod) (palaver_history_store_bytes{%s})`, gw), "{{pod}}")))
+
 	return dashboard("palaver-throughput", "Palaver",
-		"Messages in and out per room, end-to-end latency, connections, and the operator's rooms.",
+		"Messages in and out per room, end-to-end latency, connections, history's ingest and queries, and the operator's rooms.",
 		[]string{"palaver"}, []Variable{queryVar("namespace", "Namespace", "palaver_gateway_connections")}, &b)
 }
 
