@@ -3,6 +3,7 @@
 # Build from the repository root, naming the binary:
 #
 #   docker build --build-arg BINARY=gateway  -t palaver/gateway  .
+#   docker build --build-arg BINARY=history  -t palaver/history  .
 #   docker build --build-arg BINARY=operator -t palaver/operator .
 #
 # The binary is /usr/local/bin/<BINARY>; charts/palaver names it as the
