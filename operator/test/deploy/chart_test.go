@@ -200,6 +200,8 @@ func checkHistory(t *testing.T, objs []*unstructured.Unstructured) {
 	require.NotNil(t, svc)
 	clusterIP, _, _ := unstructured.NestedString(svc.Object, "spec", "clusterIP")
 	require.Equal(t, "None", clusterIP, "the Service is headless: each pod has a name")
+	notReady, _, _ := unstructured.NestedBool(svc.Object, "spec", "publishNotReadyAddresses")
+	require.True(t, notReady, "a rebuilding replica is scraped (its rebuild progress) and keeps its name")
 	require.Equal(t, "palaver-history", set.Spec.ServiceName)
 
 	env := containerEnv(t, sts, "history")
