@@ -242,7 +242,8 @@ func (e *env) gateway(id string) *proc {
 	e.t.Helper()
 	return e.start(id, "gateway", "--kafka-bootstrap", e.bootstrap, "--listen", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0",
 		"--auth-hs256-secret-file", e.secret, "--gateway-id", id,
-		"--presence-events-topic", e.events, "--presence-state-topic", e.state, "--presence-heartbeat", heartbeat.String())
+		"--presence-events-topic", e.events, "--presence-state-topic", e.state, "--presence-heartbeat", heartbeat.String(),
+		"--presence-typing-interval", typingTTL.String())
 }
 
 func token(t *testing.T, sub string) string {

@@ -121,6 +121,7 @@ func (c *PresenceConfig) registerFlags(fs *flag.FlagSet, env *envflag.Vars, def 
 	fs.StringVar(&c.EventsTopic, "presence-events-topic", envflag.String("PALAVER_PRESENCE_EVENTS_TOPIC", cmp.Or(def.EventsTopic, presence.EventsTopic)), "topic of presence events ($PALAVER_PRESENCE_EVENTS_TOPIC)")
 	fs.StringVar(&c.StateTopic, "presence-state-topic", envflag.String("PALAVER_PRESENCE_STATE_TOPIC", cmp.Or(def.StateTopic, presence.StateTopic)), "compacted topic of room presence ($PALAVER_PRESENCE_STATE_TOPIC)")
 	env.Duration(fs, &c.Heartbeat, "presence-heartbeat", "PALAVER_PRESENCE_HEARTBEAT", def.Heartbeat, "period of this gateway's heartbeat; keep it under a third of the presence service's --gateway-timeout")
+	env.Duration(fs, &c.TypingInterval, "presence-typing-interval", "PALAVER_PRESENCE_TYPING_INTERVAL", def.TypingInterval, "least time between two typing events of one connection in one room relayed to the presence service; the rest are coalesced")
 	env.Int(fs, &c.MembersCap, "presence-members-cap", "PALAVER_PRESENCE_MEMBERS_CAP", def.MembersCap, "most members listed in a presence snapshot")
 }
 
@@ -515,11 +516,14 @@ func (h *presenceHub) changed(prev, next *presence.Room) {
 			j++
 		}
 	}
-	r.count = next.Count
 	if !slices.Equal(typingBefore, next.Typing) {
 		r.typed = true
 	}
 	r.typing = typists(next)
+	if r.count == next.Count && len(r.joined) == 0 && len(r.left) == 0 && !r.typed {
+		return // another tab of someone already here: nothing to tell
+	}
+	r.count = next.Count
 	if r.pending {
 		h.m.Coalesced.Inc()
 		return

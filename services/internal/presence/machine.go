@@ -152,14 +152,12 @@ func (m *machine) apply(e Event, offset int64, at time.Time) string {
 		if u == nil {
 			u = &userState{name: e.Name}
 			r.users[e.User] = u
-			m.markDirty(r, offset, at)
-		} else if u.name != e.Name {
-			u.name = e.Name
-			m.markDirty(r, offset, at)
 		}
+		u.name = e.Name
 		u.conns++
-		// The connection count is published too, but alone it is not worth
-		// a publication: it goes out with the next change.
+		// A new tab changes no one's view, but the published state must
+		// hold every connection: a replica taking over resumes from it.
+		m.markDirty(r, offset, at)
 	case TypeLeave:
 		id, ok := r.conns[key]
 		if !ok || id != e.User {
@@ -187,14 +185,12 @@ func (m *machine) apply(e Event, offset int64, at time.Time) string {
 func (m *machine) dropConn(r *roomState, key string, offset int64, at time.Time) {
 	id := r.conns[key]
 	delete(r.conns, key)
-	u := r.users[id]
-	if u == nil {
-		return
-	}
-	u.conns--
-	if u.conns <= 0 {
-		delete(r.users, id)
-		m.markDirty(r, offset, at)
+	m.markDirty(r, offset, at)
+	if u := r.users[id]; u != nil {
+		u.conns--
+		if u.conns <= 0 {
+			delete(r.users, id)
+		}
 	}
 }
 

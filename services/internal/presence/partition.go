@@ -65,6 +65,11 @@ func (s *Service) runPartition(ctx context.Context, gen *kafka.Generation, p int
 
 	pt := &partitionRun{s: s, p: p, m: m, gen: gen, caughtUp: start >= end, restored: start >= end, lastCP: s.now()}
 	defer pt.release()
+	restored := make([]*roomState, 0, len(m.rooms))
+	for _, r := range m.rooms {
+		restored = append(restored, r)
+	}
+	pt.gauges(restored)
 	tick := time.NewTicker(s.cfg.Tick)
 	defer tick.Stop()
 	for {
