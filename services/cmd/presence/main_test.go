@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -293,4 +294,28 @@ func TestBadEventsCountedAndDropped(t *testing.T) {
 	bob := dial(t, gw, "bob", e.room)
 	ada.online("ada", "bob")
 	bob.online("ada", "bob")
+}
+
+// A gateway that shuts down cleanly says so: its users leave at once, not
+// at the heartbeat timeout.
+func TestGatewayShutdownSaysSo(t *testing.T) {
+	e := newEnv(t)
+	e.presence("presence-1")
+	gwA, gwB := e.gateway("gw-a"), e.gateway("gw-b")
+	bob := dial(t, gwB, "bob", e.room)
+	dial(t, gwA, "ada", e.room)
+	dial(t, gwA, "carol", e.room)
+	bob.online("ada", "bob", "carol")
+	stopped := time.Now()
+	gwA.signal(syscall.SIGTERM)
+	bob.online("bob")
+	took := time.Since(stopped)
+	t.Logf("Ada and Carol left %v after their gateway was told to stop", took)
+	if took >= gatewayTimeout-heartbeat {
+		t.Fatalf("they left %v after the shutdown: by expiry (timeout %v), not by the shutdown event", took, gatewayTimeout)
+	}
+	<-gwA.done
+	if n := bob.leftCount("ada"); n != 1 {
+		t.Fatalf("Ada left %d times", n)
+	}
 }
