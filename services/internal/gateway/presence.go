@@ -202,6 +202,11 @@ type presenceHub struct {
 	adm  *kafka.Client
 
 	parts    atomic.Int32 // partitions of the events topic
+	outMu    sync.RWMutex
+	closed   bool // out is closed: the gateway stopped
+	out      chan []kafka.Message
+	lastWarn time.Time // of the heartbeat loop's warning
+	pumped   chan struct{} // closed when the pump has written everything
 	stopping atomic.Bool  // shutting down: the shutdown event replaces the leaves
 	nextConn atomic.Uint64
 
@@ -236,7 +241,8 @@ type presRoom struct {
 
 func newPresenceHub(cfg PresenceConfig, cluster *kafkabus.Cluster, m *presenceMetrics, log *slog.Logger) *presenceHub {
 	h := &presenceHub{cfg: cfg, log: log, m: m, view: presence.NewView(cluster, cfg.StateTopic, log),
-		adm: cluster.Admin(), rooms: map[string]*presRoom{}, conns: map[*conn]*presConn{}}
+		adm: cluster.Admin(), rooms: map[string]*presRoom{}, conns: map[*conn]*presConn{},
+		out: make(chan []kafka.Message, outboxSize), pumped: make(chan struct{})}
 	h.view.OnChange = h.changed
 	w := cluster.Writer()
 	w.Balancer = &presence.EventBalancer{}
@@ -250,7 +256,50 @@ func newPresenceHub(cfg PresenceConfig, cluster *kafkabus.Cluster, m *presenceMe
 		}
 	}
 	h.w = w
+	go h.pump()
 	return h
+}
+
+// outboxSize bounds the batches of events waiting to be handed to the
+// writer (while the events topic is unknown to it, say).
+const outboxSize = 16384
+
+// pump hands events to the writer in order. The writer refuses a write at
+// once while it cannot find the topic's partitions (the topic was just
+// created, or the presence service is not running yet): such a write is
+// retried, and the events after it wait, so a leave never overtakes its
+// join.
+func (h *presenceHub) pump() {
+	defer close(h.pumped)
+	for msgs := range h.out {
+		for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+			err := h.w.WriteMessages(context.Background(), msgs...)
+			if err == nil {
+				break
+			}
+			if h.stopping.Load() && len(h.out) == 0 && backoff >= time.Second {
+				h.m.EventErrors.Add(float64(len(msgs)))
+				break // shutting down: do not hold the drain for long
+			}
+			h.log.Warn("gateway: presence events not accepted by the writer; retrying", "events", len(msgs), "err", err, "in", backoff)
+			time.Sleep(backoff)
+		}
+	}
+}
+
+// send queues events for the pump; when the outbox is full they are
+// dropped and counted.
+func (h *presenceHub) send(msgs ...kafka.Message) {
+	h.outMu.RLock()
+	defer h.outMu.RUnlock()
+	if h.closed {
+		return
+	}
+	select {
+	case h.out <- msgs:
+	default:
+		h.m.EventErrors.Add(float64(len(msgs)))
+	}
 }
 
 // run follows the presence state and sends the heartbeats until ctx ends.
@@ -261,6 +310,15 @@ func (h *presenceHub) run(ctx context.Context) {
 	for i := 0; ; i++ {
 		if i%12 == 0 || h.parts.Load() == 0 {
 			h.refreshPartitions(ctx)
+		}
+		if h.parts.Load() == 0 {
+			// The topic is not there yet: look again soon.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
 		}
 		h.broadcast(presence.TypeHeartbeat)
 		select {
@@ -276,7 +334,8 @@ func (h *presenceHub) refreshPartitions(ctx context.Context) {
 	defer cancel()
 	md, err := h.adm.Metadata(mctx, &kafka.MetadataRequest{Topics: []string{h.cfg.EventsTopic}})
 	if err != nil || len(md.Topics) != 1 || md.Topics[0].Error != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && time.Since(h.lastWarn) > time.Minute {
+			h.lastWarn = time.Now()
 			h.log.Warn("gateway: the presence events topic cannot be described (is the presence service running?)", "topic", h.cfg.EventsTopic, "err", err)
 		}
 		return
@@ -297,13 +356,13 @@ func (h *presenceHub) broadcast(typ string) {
 	for p := range msgs {
 		msgs[p] = kafka.Message{Topic: h.cfg.EventsTopic, Partition: p, Value: v, Time: now}
 	}
-	_ = h.w.WriteMessages(context.Background(), msgs...)
+	h.send(msgs...)
 	h.m.Events.WithLabelValues(typ).Add(float64(n))
 }
 
 func (h *presenceHub) event(typ, room, connID string, id user) {
 	e := presence.Event{V: presence.EventVersion, Type: typ, Gateway: h.cfg.GatewayID, Room: room, Conn: connID, User: id.ID, Name: id.Name}
-	_ = h.w.WriteMessages(context.Background(), kafka.Message{Topic: h.cfg.EventsTopic, Key: []byte(room), Value: e.Encode(), Time: time.Now()})
+	h.send(kafka.Message{Topic: h.cfg.EventsTopic, Key: []byte(room), Value: e.Encode(), Time: time.Now()})
 	h.m.Events.WithLabelValues(typ).Inc()
 }
 
@@ -323,6 +382,11 @@ func (h *presenceHub) shutdown() error {
 	}
 	h.stopping.Store(true)
 	h.broadcast(presence.TypeShutdown)
+	h.outMu.Lock()
+	h.closed = true
+	close(h.out)
+	h.outMu.Unlock()
+	<-h.pumped
 	return h.w.Close()
 }
 

@@ -204,6 +204,7 @@ func (pt *partitionRun) publish(ctx context.Context, all bool) error {
 		return nil
 	}
 	pt.failures = 0
+	s.log.Debug("presence: states published", "partition", pt.p, "rooms", len(due), "checkpoint", cp != nil)
 	stored := s.now()
 	for _, r := range due {
 		s.m.PublishLatency.Observe(stored.Sub(r.dirtySince).Seconds())
