@@ -205,9 +205,9 @@ type presenceHub struct {
 	outMu    sync.RWMutex
 	closed   bool // out is closed: the gateway stopped
 	out      chan []kafka.Message
-	lastWarn time.Time // of the heartbeat loop's warning
+	lastWarn time.Time     // of the heartbeat loop's warning
 	pumped   chan struct{} // closed when the pump has written everything
-	stopping atomic.Bool  // shutting down: the shutdown event replaces the leaves
+	stopping atomic.Bool   // shutting down: the shutdown event replaces the leaves
 	nextConn atomic.Uint64
 
 	mu    sync.Mutex
