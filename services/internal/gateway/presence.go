@@ -43,8 +43,13 @@ type PresenceConfig struct {
 	// MembersCap bounds the members listed in a presence snapshot (100).
 	MembersCap int
 	// FrameInterval is the least time between two presence frames of one
-	// room to one connection (250 ms: at most 4 a second).
-	FrameInterval time.Duration
+	// room to one connection (250 ms: at most 4 a second); in rooms of
+	// LargeRoom users or more, LargeFrameInterval (1 s, for 1,000): there
+	// the count matters more than each face, and every frame goes to
+	// every member.
+	FrameInterval      time.Duration
+	LargeRoom          int
+	LargeFrameInterval time.Duration
 	// TypingInterval is the least time between two typing events of one
 	// connection in one room that are relayed (2 s); the rest are
 	// coalesced.
@@ -56,6 +61,7 @@ func DefaultPresenceConfig() PresenceConfig {
 	return PresenceConfig{
 		EventsTopic: presence.EventsTopic, StateTopic: presence.StateTopic,
 		Heartbeat: 5 * time.Second, MembersCap: 100, FrameInterval: 250 * time.Millisecond, TypingInterval: 2 * time.Second,
+		LargeRoom: 1000, LargeFrameInterval: time.Second,
 	}
 }
 
@@ -78,6 +84,12 @@ func (c PresenceConfig) withDefaults() PresenceConfig {
 	}
 	if c.TypingInterval <= 0 {
 		c.TypingInterval = d.TypingInterval
+	}
+	if c.LargeRoom <= 0 {
+		c.LargeRoom = d.LargeRoom
+	}
+	if c.LargeFrameInterval <= 0 {
+		c.LargeFrameInterval = d.LargeFrameInterval
 	}
 	if c.GatewayID == "" {
 		c.GatewayID = defaultGatewayID()
@@ -593,7 +605,11 @@ func (h *presenceHub) changed(prev, next *presence.Room) {
 		return
 	}
 	r.pending = true
-	wait := h.cfg.FrameInterval - time.Since(r.last)
+	interval := h.cfg.FrameInterval
+	if next.Count >= h.cfg.LargeRoom {
+		interval = h.cfg.LargeFrameInterval
+	}
+	wait := interval - time.Since(r.last)
 	if wait <= 0 {
 		go h.flush(r)
 		return

@@ -26,7 +26,8 @@ type Config struct {
 	// PublishInterval is the least time between two publications of a
 	// room's state (100 ms); the first change after a quiet spell is
 	// published at once. LargeRoomInterval applies to rooms of LargeRoom
-	// users or more (250 ms, 1,000).
+	// users or more (1 s, 1,000): gateways send their members at most a
+	// frame a second of those.
 	PublishInterval   time.Duration
 	LargeRoomInterval time.Duration
 	LargeRoom         int
@@ -47,7 +48,7 @@ func DefaultConfig() Config {
 	return Config{
 		Group: "palaver-presence", EventsTopic: EventsTopic, StateTopic: StateTopic,
 		Partitions: 12, ReplicationFactor: 3, Timing: DefaultTiming(),
-		PublishInterval: 100 * time.Millisecond, LargeRoomInterval: 250 * time.Millisecond, LargeRoom: 1000,
+		PublishInterval: 100 * time.Millisecond, LargeRoomInterval: time.Second, LargeRoom: 1000,
 		CheckpointInterval: time.Second, Tick: 100 * time.Millisecond, SessionTimeout: 10 * time.Second,
 	}
 }
