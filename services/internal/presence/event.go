@@ -127,7 +127,8 @@ func validToken(field, s string, maxLen int) error {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-'
+		if !ok {
 			return fmt.Errorf("%w: %s has a character other than letters, digits and . _ : -", ErrMalformed, field)
 		}
 	}
