@@ -117,6 +117,14 @@ func TestChatPresenceAndWho(t *testing.T) {
 			t.Errorf("palaver who does not show %q:\n%s", name, out)
 		}
 	}
+	var rooms testio.SyncBuffer
+	if err := Rooms(ctx, RoomsOptions{Conn: Conn{URL: url, Name: "Carol"}, Out: &rooms}); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^NAME\s+DISPLAY NAME\s+ONLINE\s+DESCRIPTION$`).MatchString(rooms.String()) ||
+		!regexp.MustCompile(`(?m)^lobby\s+Lobby\s+3\s+Say hello`).MatchString(rooms.String()) {
+		t.Errorf("palaver rooms does not show 3 online in the lobby:\n%s", rooms.String())
+	}
 	ada.Close()
 	eventually(t, `"Ada left" on Grace's stderr`, func() bool { return strings.Contains(grace.String(), "palaver: Ada left\n") })
 	if strings.Contains(grace.String(), "Grace joined") {

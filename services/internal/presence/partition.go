@@ -63,8 +63,17 @@ func (s *Service) runPartition(ctx context.Context, gen *kafka.Generation, p int
 		}
 	}()
 
-	pt := &partitionRun{s: s, p: p, m: m, gen: gen, caughtUp: start >= end, restored: start >= end, lastCP: s.now()}
+	pt := &partitionRun{s: s, p: p, m: m, caughtUp: start >= end, restored: start >= end, lastCP: s.now()}
 	defer pt.release()
+	if gen != nil {
+		pt.commits = make(chan int64, 1)
+		defer close(pt.commits)
+		go func() {
+			for off := range pt.commits {
+				_ = gen.CommitOffsets(map[string]map[int]int64{s.cfg.EventsTopic: {p: off}})
+			}
+		}()
+	}
 	restored := make([]*roomState, 0, len(m.rooms))
 	for _, r := range m.rooms {
 		restored = append(restored, r)
@@ -116,12 +125,12 @@ type partitionRun struct {
 	s        *Service
 	p        int
 	m        *machine
-	gen      *kafka.Generation
 	caughtUp bool // the events read reach the partition's end
 	restored bool // caught up at least once since the takeover: publish
 	lastCP   time.Time
 	cpOffset int64
 	rooms    map[string]bool // rooms with gauges set
+	commits  chan int64      // offsets for the group's committer
 	failures int
 }
 
@@ -214,10 +223,14 @@ func (pt *partitionRun) publish(ctx context.Context, all bool) error {
 	pt.gauges(due)
 	if cp != nil {
 		pt.lastCP, pt.cpOffset = now, cp.Offset
-		if pt.gen != nil && cp.Offset >= 0 {
+		if pt.commits != nil && cp.Offset >= 0 {
 			// The group's committed offset is for monitoring (lag); a
-			// replica resumes from the checkpoint, not from it.
-			_ = pt.gen.CommitOffsets(map[string]map[int]int64{s.cfg.EventsTopic: {pt.p: cp.Offset + 1}})
+			// replica resumes from the checkpoint, not from it. Committed
+			// off the events' path: a slow coordinator delays no one.
+			select {
+			case pt.commits <- cp.Offset + 1:
+			default: // the previous commit is still going: the next one covers this
+			}
 		}
 	}
 	return nil
