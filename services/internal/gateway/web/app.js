@@ -1088,6 +1088,10 @@ function scrollHint() {
 function renderPresence() {
   const room = app.rooms.get(app.active);
   const users = room && room.presence ? [...room.presence].map(([id, name]) => ({ id, name })) : [];
+  // You are here once joined, even before presence reports your own join.
+  if (room && room.presence && room.joined && app.me && !room.presence.has(app.me.id)) {
+    users.push({ id: app.me.id, name: app.me.name || app.me.id });
+  }
   users.sort((a, b) => a.name.localeCompare(b.name) || (a.id < b.id ? -1 : 1));
   const me = app.me && app.me.id;
   $('people-list').replaceChildren(...users.map((u) => h('li', { class: u.id === me ? 'me' : null },
