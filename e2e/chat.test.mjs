@@ -214,6 +214,29 @@ describe('web UI', { timeout: 180000 }, () => {
     });
   });
 
+  test('the people panel shows who is here, live, and who is typing', async () => {
+    await step('people', async () => {
+      const people = (page) => page.locator('#people-list');
+      await people(ada.page).getByText('Grace', { exact: true }).waitFor();
+      await people(ada.page).getByText('Ada (you)').waitFor();
+      await people(grace.page).getByText('Ada', { exact: true }).waitFor();
+      const lin = await signIn('lin', 'Lin');
+      await people(ada.page).getByText('Lin', { exact: true }).waitFor();
+      await lin.context.close();
+      pages.delete('lin');
+      await people(ada.page).getByText('Lin', { exact: true }).waitFor({ state: 'detached' });
+    });
+    await step('typing', async () => {
+      await composer(grace.page).pressSequentially('I am wri');
+      await ada.page.locator('#typing', { hasText: 'Grace is typing…' }).waitFor();
+      assert.ok(!(await grace.page.locator('#typing').textContent()).includes('Grace'), 'nobody is told of their own typing');
+      await composer(grace.page).fill('');
+      // The indicator ends by itself when the typing stops.
+      await ada.page.locator('#typing', { hasText: 'typing' }).waitFor({ state: 'detached', timeout: 30000 });
+      await ada.page.waitForFunction(() => document.getElementById('typing').textContent === '', null, { timeout: 30000 });
+    });
+  });
+
   test('a page that was offline shows what it missed, once and in order', async () => {
     await step('offline', async () => {
       const statesBefore = (await grace.page.evaluate(() => window.__states)).length;
@@ -468,7 +491,9 @@ describe('web UI', { timeout: 180000 }, () => {
         await page.locator('#older-state', { hasText: 'This is the beginning of the room.' }).waitFor();
         assert.ok(await page.locator('#load-older').isHidden(), 'no "Load older messages" with nothing older');
       }
-      assert.ok(await page.locator('#people').isHidden(), 'no empty "People here" panel');
+      // Hidden until presence tells who is here; then it lists at least you.
+      assert.ok(await page.locator('#people').isHidden() || (await page.locator('#people-list li').count()) > 0,
+        'no empty "People here" panel');
     });
   });
 

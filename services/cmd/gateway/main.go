@@ -45,7 +45,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	kafkaCfg.RegisterFlags(fs, kafkabus.Config{Brokers: []string{"127.0.0.1:9092"}, ClientID: "palaver-gateway"})
 	logCfg.RegisterFlags(fs, ops.LogConfig{Format: "json", Level: "info"})
 	authCfg.RegisterFlags(fs, auth.Config{})
-	gwCfg.RegisterFlags(fs, gateway.DefaultConfig())
+	gwDef := gateway.DefaultConfig()
+	gwDef.Presence.Enabled = true
+	gwCfg.RegisterFlags(fs, gwDef)
 	listen := fs.String("listen", envflag.String("PALAVER_LISTEN", ":8080"), "address of the WebSocket endpoint, HTTP API and web UI ($PALAVER_LISTEN)")
 	opsAddr := fs.String("ops-addr", envflag.String("PALAVER_OPS_ADDR", ":9090"), "address of /metrics, /healthz and /readyz ($PALAVER_OPS_ADDR)")
 	if err := fs.Parse(args); err != nil {

@@ -28,9 +28,10 @@ Usage:
   palaver rooms            list the rooms you may join
   palaver search --room R QUERY
                            search a room's messages (needs the history service)
+  palaver who --room R     list who is online in a room
   palaver load --room R    load-test a gateway: members send and time every delivery
 
-chat, rooms, search and load talk to the gateway at --url (default $PALAVER_URL or
+chat, rooms, search, who and load talk to the gateway at --url (default $PALAVER_URL or
 http://127.0.0.1:8080, where 'make dev' serves it), as --name NAME (dev login),
 with --token-file FILE, or with the token in $PALAVER_TOKEN.
 
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string) error {
 		return search(ctx, args[1:])
 	case "load":
 		return load(ctx, args[1:])
+	case "who":
+		return who(ctx, args[1:])
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		return &chatcli.UsageError{Msg: fmt.Sprintf("unknown command %q", args[0])}
@@ -119,6 +122,7 @@ Flags:
 	fs.IntVar(&o.Last, "last", 0, "first print the latest N messages (at most 500)")
 	fs.BoolVar(&o.FromBeginning, "from-beginning", false, "first print the room's stored history")
 	fs.BoolVar(&o.Verbose, "verbose", false, "report each ack (partition and offset) and every retry on stderr")
+	fs.BoolVar(&o.Quiet, "quiet", false, "do not report others joining and leaving on stderr")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -169,6 +173,22 @@ Flags:
 	}
 	o.Query = strings.Join(fs.Args(), " ")
 	return chatcli.Search(ctx, o)
+}
+
+func who(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("palaver who", flag.ContinueOnError)
+	o := chatcli.WhoOptions{Out: os.Stdout}
+	o.Conn.RegisterFlags(fs)
+	fs.StringVar(&o.Room, "room", "", "the room (required)")
+	fs.BoolVar(&o.JSON, "json", false, "print JSON ({\"count\":2,\"users\":[...],\"typing\":[...]}) instead of a table")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if o.Room == "" {
+		fs.Usage()
+		return &chatcli.UsageError{Msg: "who: --room is required"}
+	}
+	return chatcli.Who(ctx, o)
 }
 
 func load(ctx context.Context, args []string) error {

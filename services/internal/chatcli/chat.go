@@ -36,6 +36,8 @@ type ChatOptions struct {
 	FromBeginning bool
 	// Verbose reports acks (partition/offset) and retries on Err.
 	Verbose bool
+	// Quiet does not report other users joining and leaving on Err.
+	Quiet bool
 
 	In  io.Reader // lines to send
 	Out io.Writer // the room's messages
@@ -95,6 +97,9 @@ func Chat(ctx context.Context, o ChatOptions) error {
 		src = o.Editor
 	}
 	s := &chat{o: o, token: token, lines: readLines(src), errw: &lockedWriter{w: o.Err}, progress: make(chan struct{}, 1)}
+	if !o.Quiet {
+		s.notices = &presenceNotices{room: o.Room, say: s.say}
+	}
 	return s.run(ctx)
 }
 
@@ -115,9 +120,10 @@ type chat struct {
 	mu       sync.Mutex
 	printed  cursor.Cursor
 	goal     cursor.Cursor
-	planned  bool          // goal was read
-	progress chan struct{} // a message was printed
-	presence bool          // the gateway sent presence on this connection
+	planned  bool             // goal was read
+	progress chan struct{}    // a message was printed
+	presence bool             // the gateway sent presence on this connection
+	notices  *presenceNotices // others joining and leaving, printed; nil with Quiet
 }
 
 type outgoing struct {
@@ -241,10 +247,12 @@ func (s *chat) connect(ctx context.Context, first bool) (*chatclient.Client, err
 			s.presence = true
 			s.mu.Unlock()
 		}
+		s.notices.notice(p)
 	}})
 	if err != nil {
 		return nil, err
 	}
+	s.notices.connected(c)
 	from, last := s.cursor, s.o.Last
 	switch {
 	case from != "":

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 
 	"palaver.dev/services/internal/chatclient"
@@ -39,9 +40,23 @@ func Rooms(ctx context.Context, o RoomsOptions) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(map[string]any{"rooms": rooms})
 	}
+	// The users online, when the gateway runs presence.
+	online := slices.ContainsFunc(rooms, func(r chatclient.Room) bool { return r.Online != nil })
 	tw := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tDISPLAY NAME\tDESCRIPTION")
+	if online {
+		fmt.Fprintln(tw, "NAME\tDISPLAY NAME\tONLINE\tDESCRIPTION")
+	} else {
+		fmt.Fprintln(tw, "NAME\tDISPLAY NAME\tDESCRIPTION")
+	}
 	for _, r := range rooms {
+		if online {
+			n := 0
+			if r.Online != nil {
+				n = *r.Online
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", clean(r.Name), clean(r.DisplayName), n, clean(r.Description))
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", clean(r.Name), clean(r.DisplayName), clean(r.Description))
 	}
 	return tw.Flush()

@@ -52,6 +52,28 @@ func (a *API) Rooms(ctx context.Context) ([]Room, error) {
 	return out.Rooms, nil
 }
 
+// Presence returns a page of who is online in room, by user id, after the
+// user id after ("" for the first page); Next names the next page's after
+// (GET /v1/rooms/{room}/presence).
+func (a *API) Presence(ctx context.Context, room, after string, limit int) (Online, error) {
+	q := url.Values{}
+	if after != "" {
+		q.Set("after", after)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	path := "/v1/rooms/" + url.PathEscape(room) + "/presence"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out Online
+	if err := a.do(ctx, http.MethodGet, path, nil, &out); err != nil {
+		return Online{}, fmt.Errorf("presence of %s: %w", room, err)
+	}
+	return out, nil
+}
+
 // History returns up to limit messages stored before the cursor before,
 // oldest first (GET /v1/rooms/{room}/messages).
 func (a *API) History(ctx context.Context, room, before string, limit int) (Page, error) {

@@ -182,10 +182,28 @@ type Message struct {
 	ClientTime time.Time `json:"client_time,omitzero"`
 }
 
-// Presence lists who is in a room.
+// Presence is a presence frame of a room: a snapshot (op presence: Users
+// is who is online, up to the server's cap) or, with Diff, a change (op
+// presence_diff: Joined and Left; Typing is set when TypingChanged).
 type Presence struct {
-	Room  string `json:"room"`
-	Users []User `json:"users"`
+	Room          string `json:"room"`
+	Diff          bool   `json:"-"`
+	Count         int    `json:"count"`
+	Users         []User `json:"users,omitempty"`
+	Truncated     bool   `json:"truncated,omitempty"`
+	Joined        []User `json:"joined,omitempty"`
+	Left          []User `json:"left,omitempty"`
+	Typing        []User `json:"typing,omitempty"`
+	TypingChanged bool   `json:"-"`
+}
+
+// Online is a page of GET /v1/rooms/{room}/presence.
+type Online struct {
+	Room   string `json:"room"`
+	Count  int    `json:"count"`
+	Users  []User `json:"users"`
+	Typing []User `json:"typing"`
+	Next   string `json:"next,omitempty"`
 }
 
 // Room is an entry of GET /v1/rooms.
@@ -193,6 +211,7 @@ type Room struct {
 	Name        string `json:"name"`
 	DisplayName string `json:"display_name,omitempty"`
 	Description string `json:"description,omitempty"`
+	Online      *int   `json:"online,omitempty"` // users online; nil when the gateway runs without presence
 }
 
 // Page is a page of scroll-back: Messages oldest first, and the cursor to

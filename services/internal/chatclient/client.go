@@ -250,7 +250,35 @@ func (c *Client) Cursor(room string) string {
 	return ""
 }
 
-// Presence returns who was in room according to the latest presence frame.
+// applyPresence applies a change to a list of users, as sets.
+func applyPresence(users, joined, left []User) []User {
+	out := make([]User, 0, len(users)+len(joined))
+	gone := make(map[string]bool, len(left)+len(joined))
+	for _, u := range left {
+		gone[u.ID] = true
+	}
+	for _, u := range joined {
+		gone[u.ID] = true // replaced below, once
+	}
+	for _, u := range users {
+		if !gone[u.ID] {
+			out = append(out, u)
+		}
+	}
+	return append(out, joined...)
+}
+
+// Typing tells the room's members that the user is typing (the typing
+// command); the server answers typed.
+func (c *Client) Typing(ctx context.Context, room string) error {
+	if _, err := c.call(ctx, clientFrame{Op: "typing", Room: room}, "typed"); err != nil {
+		return fmt.Errorf("typing in %s: %w", room, err)
+	}
+	return nil
+}
+
+// Presence returns who was in room according to the presence frames:
+// the latest snapshot with the changes since applied.
 func (c *Client) Presence(room string) []User {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -441,10 +469,19 @@ func (c *Client) handle(f frame) bool {
 			c.mu.Unlock()
 			return false
 		}
-	case "presence":
-		p := Presence{Room: f.Room, Users: f.Users}
+	case "presence", "presence_diff":
+		p := Presence{Room: f.Room, Diff: f.Op == "presence_diff", Count: f.Count, Users: f.Users, Truncated: f.Truncated,
+			Joined: f.Joined, Left: f.Left, TypingChanged: f.Typing != nil || f.Op == "presence"}
+		if f.Typing != nil {
+			p.Typing = *f.Typing
+		}
 		c.mu.Lock()
-		c.room(p.Room).presence = p.Users
+		r := c.room(p.Room)
+		if p.Diff {
+			r.presence = applyPresence(r.presence, p.Joined, p.Left)
+		} else {
+			r.presence = p.Users
+		}
 		c.mu.Unlock()
 		if c.onPres != nil {
 			c.onPres(p)

@@ -44,6 +44,12 @@ type frame struct {
 	Duplicate  bool      `json:"duplicate"`
 	Users      []User    `json:"users"`
 	ClientTime time.Time `json:"client_time"`
+	// presence, presence_diff
+	Count     int     `json:"count"`
+	Truncated bool    `json:"truncated"`
+	Joined    []User  `json:"joined"`
+	Left      []User  `json:"left"`
+	Typing    *[]User `json:"typing"`
 	// error
 	Code      string `json:"code"`
 	Message   string `json:"message"`

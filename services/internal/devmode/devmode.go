@@ -19,6 +19,7 @@ import (
 	"palaver.dev/services/internal/gateway"
 	"palaver.dev/services/internal/history"
 	"palaver.dev/services/internal/ops"
+	"palaver.dev/services/internal/presence"
 	"palaver.dev/services/internal/runner"
 	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/room"
@@ -142,6 +143,25 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	gwCfg := gateway.DefaultConfig()
 	gwCfg.Dev = true
 	gwCfg.HistoryURLs = "http://" + histAPI.Addr().String()
+	gwCfg.Presence.Enabled = true
+
+	// Presence, in the same process: its topics exist before the gateway
+	// writes to them.
+	presCfg := presence.DefaultConfig()
+	presCfg.Partitions, presCfg.ReplicationFactor = 4, 1
+	admin, err := cluster.AdminClient()
+	if err != nil {
+		return err
+	}
+	_, err = presence.EnsureTopics(ctx, admin, presCfg)
+	admin.Close()
+	if err != nil {
+		return err
+	}
+	pres, err := presence.New(presCfg, cluster, rooms, presence.NewMetrics(reg), log)
+	if err != nil {
+		return err
+	}
 	gw, err := gateway.New(gwCfg, gateway.Deps{
 		Cluster: cluster, Rooms: rooms, Verifier: issuer.Verifier(), DevLogin: issuer.LoginHandler(),
 		Metrics: gateway.NewMetrics(reg), Logger: log,
@@ -195,6 +215,7 @@ Press Ctrl-C to stop.
 	return runner.Run(ctx, log, 15*time.Second,
 		runner.Named{Name: "ops", Part: opsServer},
 		runner.Named{Name: "rooms", Part: rooms},
+		runner.Named{Name: "presence", Part: pres},
 		runner.Named{Name: "gateway", Part: runner.Func(func(ctx context.Context) error {
 			defer close(gwDone)
 			return gw.Run(ctx)

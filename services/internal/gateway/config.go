@@ -63,6 +63,8 @@ type Config struct {
 	HistoryURLs    string
 	HistoryTimeout time.Duration // one history replica's answer must come within this, else the next one or Kafka (5 s)
 
+	Presence PresenceConfig // presence events and frames (presence.go)
+
 	env envflag.Vars // remembers malformed environment values for Validate
 }
 
@@ -91,6 +93,7 @@ func DefaultConfig() Config {
 		ReadBufferBytes:  512,
 		SocketSendBuffer: 64 << 10,
 		HistoryTimeout:   5 * time.Second,
+		Presence:         DefaultPresenceConfig(),
 	}
 }
 
@@ -143,6 +146,9 @@ func (c Config) Validate() error {
 	if slices.Contains(c.AllowedOrigins, "*") && !c.Dev {
 		return fmt.Errorf("%w: --allowed-origins=* lets any web page use your users' sessions; list the origins (only dev mode accepts *)", ErrConfig)
 	}
+	if err := c.Presence.validate(); err != nil {
+		return err
+	}
 	if c.Limits.MaxTextBytes > message.MaxTextBytes {
 		return fmt.Errorf("%w: max text bytes %d over the envelope's limit %d", ErrConfig, c.Limits.MaxTextBytes, message.MaxTextBytes)
 	}
@@ -183,5 +189,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	c.env.Duration(fs, &c.SendTimeout, "send-timeout", "PALAVER_SEND_TIMEOUT", def.SendTimeout, "a send Kafka has not acknowledged within this is answered unavailable")
 	fs.StringVar(&c.HistoryURLs, "history-urls", envflag.String("PALAVER_HISTORY_URLS", def.HistoryURLs), "history service replicas: one comma-separated entry per shard, in shard order, each the |-separated base URLs of its replicas; empty reads scroll-back from Kafka ($PALAVER_HISTORY_URLS)")
 	c.env.Duration(fs, &c.HistoryTimeout, "history-timeout", "PALAVER_HISTORY_TIMEOUT", def.HistoryTimeout, "a history replica that has not answered in this is skipped (the next one, then Kafka)")
+	c.Presence.registerFlags(fs, &c.env, def.Presence)
 	c.env.Duration(fs, &c.DrainTimeout, "drain-timeout", "PALAVER_DRAIN_TIMEOUT", def.DrainTimeout, "bound on the graceful shutdown (acks of in-flight sends, then 1001 to every connection)")
 }

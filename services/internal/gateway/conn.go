@@ -232,6 +232,8 @@ func (c *conn) handle(f Frame) {
 		err = c.send(f)
 	case opPing:
 		c.reply(pongFrame{Op: "pong", Ref: f.Ref})
+	case opTyping:
+		err = c.s.presence.typing(c, f)
 	}
 	if err != nil {
 		c.replyError(f.Ref, err.code, err.msg, f.Room)
@@ -380,6 +382,7 @@ func (c *conn) join(f Frame) *protoError {
 	c.s.m.Joins.Inc()
 	c.reply(joinedFrame{Op: "joined", Ref: f.Ref, Room: f.Room, Cursor: sub.Cursor().String(), Recovering: sub.Recovering(), Reset: sub.Reset()})
 	sub.Start()
+	c.s.presence.joined(c, f.Room)
 	return nil
 }
 
@@ -405,6 +408,7 @@ func (c *conn) dropRoom(rs *roomSub) {
 	}
 	c.mu.Unlock()
 	rs.sub.Leave()
+	c.s.presence.left(c, rs.name)
 }
 
 func (c *conn) joined() []*roomSub {
@@ -806,6 +810,7 @@ func (c *conn) finish() {
 	for _, rs := range rooms {
 		rs.sub.Leave()
 	}
+	c.s.presence.gone(c)
 	_ = c.nc.Close()
 	c.cancel()
 	c.s.removeConn(c)
@@ -847,6 +852,7 @@ func (rs *roomSub) Dropped(err error) {
 		delete(c.rooms, rs.name)
 	}
 	c.mu.Unlock()
+	c.s.presence.left(c, rs.name)
 	if errors.Is(err, roomhub.ErrRoomGone) {
 		c.replyError("", codeNotFound, "the room was deleted; you are no longer a member", rs.name)
 		return

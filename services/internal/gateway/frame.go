@@ -10,11 +10,12 @@ import (
 
 // Client ops of protocol version 1.
 const (
-	opHello = "hello"
-	opJoin  = "join"
-	opLeave = "leave"
-	opSend  = "send"
-	opPing  = "ping"
+	opHello  = "hello"
+	opJoin   = "join"
+	opLeave  = "leave"
+	opSend   = "send"
+	opPing   = "ping"
+	opTyping = "typing"
 )
 
 // MaxRefBytes bounds a frame's ref, which the server copies into its answer.
@@ -27,7 +28,7 @@ type Frame struct {
 	Ref        string `json:"ref"`
 	Versions   []int  `json:"versions"`    // hello
 	Token      string `json:"token"`       // hello
-	Room       string `json:"room"`        // join, leave, send
+	Room       string `json:"room"`        // join, leave, send, typing
 	Cursor     string `json:"cursor"`      // join
 	Last       int    `json:"last"`        // join
 	ID         string `json:"id"`          // send
@@ -75,7 +76,7 @@ func DecodeFrame(b []byte) (Frame, error) {
 		return Frame{}, &FrameError{Code: codeBadFrame, Msg: fmt.Sprintf("ref is %d bytes, limit %d", len(f.Ref), MaxRefBytes)}
 	}
 	switch f.Op {
-	case opHello, opJoin, opLeave, opSend, opPing:
+	case opHello, opJoin, opLeave, opSend, opPing, opTyping:
 		return f, nil
 	case "":
 		return Frame{}, &FrameError{Code: codeBadFrame, Ref: f.Ref, Msg: "the frame has no op"}

@@ -53,6 +53,7 @@ type roomJSON struct {
 	Name        string `json:"name"`
 	DisplayName string `json:"display_name,omitempty"`
 	Description string `json:"description,omitempty"`
+	Online      *int   `json:"online,omitempty"` // users online; absent when presence is off
 }
 
 // listRooms serves GET /v1/rooms: the rooms the caller may join.
@@ -70,7 +71,7 @@ func (s *Server) listRooms(w http.ResponseWriter, r *http.Request) {
 	out := []roomJSON{}
 	for _, in := range rooms {
 		if id.MayJoin(in.Name) {
-			out = append(out, roomJSON{Name: in.Name, DisplayName: in.DisplayName, Description: in.Description})
+			out = append(out, roomJSON{Name: in.Name, DisplayName: in.DisplayName, Description: in.Description, Online: s.presence.count(in.Name)})
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"rooms": out})

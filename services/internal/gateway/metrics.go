@@ -35,6 +35,8 @@ type Metrics struct {
 	Undecodable       *prometheus.CounterVec // room
 	Rooms             prometheus.Gauge
 	HistoryQueries    *prometheus.CounterVec // source: history, kafka_fallback or kafka
+
+	presence *presenceMetrics
 }
 
 // NewMetrics makes the gateway's metrics and registers them with reg (nil:
@@ -82,6 +84,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		codeNotFound, codeNotJoined, codeBadRequest, codeTooLarge, codeInvalidUTF8, codeRateLimited, codeUnavailable, codeInternal} {
 		m.RejectedFrames.WithLabelValues(c)
 	}
+	m.presence = newPresenceMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Joins, m.MessagesReceived, m.MessagesDelivered, m.ProduceLatency,
 			m.DeliveryLatency, m.Recoveries, m.Disconnects, m.RejectedFrames, m.TailRestarts, m.DedupHits,

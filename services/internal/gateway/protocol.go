@@ -147,14 +147,6 @@ func (t Time) MarshalJSON() ([]byte, error) {
 	return []byte(`"` + t.UTC().Format(TimeLayout) + `"`), nil
 }
 
-// PresenceFrame tells who is in a room. The gateway does not send it yet:
-// the presence service will fill it (docs/DESIGN.md).
-type PresenceFrame struct {
-	Op    string `json:"op"` // "presence"
-	Room  string `json:"room"`
-	Users []user `json:"users"`
-}
-
 type errorFrame struct {
 	Op        string `json:"op"`
 	Ref       string `json:"ref,omitempty"`

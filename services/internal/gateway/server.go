@@ -69,8 +69,9 @@ type Server struct {
 	conns    map[*conn]struct{}
 	connWG   sync.WaitGroup
 
-	bots *botLimits
-	hist *historyapi.Client // nil without the history service
+	bots     *botLimits
+	hist     *historyapi.Client // nil without the history service
+	presence *presenceHub       // nil when presence is off
 }
 
 // New builds a gateway. It dials nothing: the writer and tails connect on
@@ -113,6 +114,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	w.ErrorLogger = kafka.LoggerFunc(func(msg string, args ...any) {
 		log.Warn("gateway: kafka writer: " + fmt.Sprintf(msg, args...))
 	})
+	if cfg.Presence.Enabled {
+		s.presence = newPresenceHub(cfg.Presence.withDefaults(), deps.Cluster, m.presence, log)
+	}
 	s.prod = newProducer(w, newDedupCache(cfg.DedupWindow, cfg.DedupEntries), s.hub.Recent, cfg.SendTimeout, m)
 	s.origins = slices.DeleteFunc(slices.Clone(cfg.AllowedOrigins), func(o string) bool { return o == "*" })
 	s.anyOrigin = cfg.Dev && slices.Contains(cfg.AllowedOrigins, "*") // dev mode only; Validate refuses it otherwise
@@ -126,6 +130,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if shards, _ := historyapi.ParseURLs(cfg.HistoryURLs); len(shards) > 0 {
 		s.hist = historyapi.NewClient(shards, cfg.HistoryTimeout)
 	}
+	mux.HandleFunc("GET /v1/rooms/{room}/presence", s.getPresence)
 	if deps.DevLogin != nil {
 		mux.Handle("POST /v1/dev/login", deps.DevLogin)
 	}
@@ -163,6 +168,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	go s.watchWrites(hubCtx)
 	go s.followRooms(hubCtx)
+	if s.presence != nil {
+		go s.presence.run(hubCtx)
+	}
 	<-ctx.Done()
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
 	defer cancel()
@@ -236,6 +244,7 @@ func (s *Server) watchWrites(ctx context.Context) {
 // returns when done or when ctx ends (then it closes what is left at once).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	s.presence.drain()
 	s.connMu.Lock()
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
@@ -260,6 +269,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, c := range conns {
 			_ = c.nc.Close()
 		}
+	}
+	if perr := s.presence.shutdown(); perr != nil {
+		err = errors.Join(err, fmt.Errorf("gateway: presence: %w", perr))
 	}
 	if cerr := s.prod.close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("gateway: close the Kafka writer: %w", cerr))

@@ -86,7 +86,9 @@ function newRoom(info) {
     joined: false,
     error: '',
     unread: 0,
-    presence: null,
+    presence: null, // Map of user id -> name, once a snapshot came
+    online: 0, // users online (the server's count)
+    typing: [], // users typing, [{id, name}]
   };
 }
 
@@ -436,11 +438,32 @@ function onJoinError({ room: name, error, retrying }) {
   if (name === app.active) $('room-error').textContent = text;
 }
 
+// onPresence applies a presence snapshot or change (docs/protocol.md).
 function onPresence(p) {
   const room = app.rooms.get(p.room);
-  if (!room || !Array.isArray(p.users)) return;
-  room.presence = p.users;
+  if (!room) return;
+  const list = (v) => (Array.isArray(v) ? v.filter((u) => u && typeof u.id === 'string') : []);
+  if (p.op === 'presence') {
+    room.presence = new Map(list(p.users).map((u) => [u.id, u.name || u.id]));
+    room.typing = list(p.typing);
+  } else {
+    if (!room.presence) room.presence = new Map();
+    for (const u of list(p.left)) room.presence.delete(u.id);
+    for (const u of list(p.joined)) room.presence.set(u.id, u.name || u.id);
+    if (Array.isArray(p.typing)) room.typing = list(p.typing);
+  }
+  if (typeof p.count === 'number') room.online = p.count;
   if (p.room === app.active) renderPresence();
+}
+
+// Typing: tell the room at most every 2 seconds while the user types.
+let lastTyping = 0;
+function userTyped() {
+  const room = app.rooms.get(app.active);
+  const now = Date.now();
+  if (!room || !room.joined || !app.conn || now - lastTyping < 2000 || !$('composer-input').value.trim()) return;
+  lastTyping = now;
+  app.conn.typing(app.active).catch(() => {});
 }
 
 function key(m) {
@@ -1064,15 +1087,30 @@ function scrollHint() {
 
 function renderPresence() {
   const room = app.rooms.get(app.active);
-  const users = room && room.presence ? room.presence : [];
-  $('people-list').replaceChildren(...users.map((u) => h('li', { class: app.me && u.id === app.me.id ? 'me' : null },
-    String((u && (u.name || u.id)) || 'unknown'),
-    app.me && u.id === app.me.id ? h('span', { class: 'hint' }, ' (you)') : null)));
+  const users = room && room.presence ? [...room.presence].map(([id, name]) => ({ id, name })) : [];
+  // You are here once joined, even before presence reports your own join.
+  if (room && room.presence && room.joined && app.me && !room.presence.has(app.me.id)) {
+    users.push({ id: app.me.id, name: app.me.name || app.me.id });
+  }
+  users.sort((a, b) => a.name.localeCompare(b.name) || (a.id < b.id ? -1 : 1));
+  const me = app.me && app.me.id;
+  $('people-list').replaceChildren(...users.map((u) => h('li', { class: u.id === me ? 'me' : null },
+    String(u.name || u.id),
+    u.id === me ? h('span', { class: 'hint' }, ' (you)') : null)));
+  const online = room ? Math.max(room.online, users.length) : 0;
+  $('people-count').textContent = online > 0 ? `(${online})` : '';
+  $('people-more').textContent = online > users.length ? `and ${online - users.length} more` : '';
   // The panel shows once presence tells who is here.
   const known = !!(room && room.presence);
   $('people').hidden = !known;
   $('chat').classList.toggle('no-people', !known);
   $('people-empty').hidden = users.length > 0;
+  const typists = room ? room.typing.filter((u) => u.id !== me).map((u) => String(u.name || u.id)) : [];
+  let text = '';
+  if (typists.length === 1) text = `${typists[0]} is typing…`;
+  else if (typists.length === 2) text = `${typists[0]} and ${typists[1]} are typing…`;
+  else if (typists.length > 2) text = 'Several people are typing…';
+  $('typing').textContent = text;
 }
 
 // ---------- composer ----------
@@ -1103,7 +1141,10 @@ function init() {
       submitComposer();
     }
   });
-  input.addEventListener('input', () => autoGrow(input));
+  input.addEventListener('input', () => {
+    autoGrow(input);
+    userTyped();
+  });
   $('load-older').addEventListener('click', () => loadOlder());
   $('search-form').addEventListener('submit', (e) => {
     e.preventDefault();

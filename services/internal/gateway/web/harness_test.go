@@ -20,6 +20,7 @@ import (
 	"palaver.dev/services/internal/gateway"
 	"palaver.dev/services/internal/history"
 	"palaver.dev/services/internal/message"
+	"palaver.dev/services/internal/presence"
 	"palaver.dev/services/internal/runner"
 	"palaver.dev/services/internal/testio"
 	"palaver.dev/services/kafkabus"
@@ -93,11 +94,32 @@ func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Presence in the same process, as in dev mode, on topics of this run.
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	presCfg := presence.DefaultConfig()
+	presCfg.EventsTopic, presCfg.StateTopic, presCfg.Group = "e2e.presence.events."+run, "e2e.presence.state."+run, "e2e-presence-"+run
+	presCfg.Partitions, presCfg.ReplicationFactor = 2, 1
+	presCfg.Timing.TypingTTL = 2 * time.Second
+	pres, err := presence.New(presCfg, cluster, rooms, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := cluster.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = presence.EnsureTopics(ctx, admin, presCfg)
+	admin.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := gateway.DefaultConfig()
 	cfg.Dev = true
 	cfg.AllowedOrigins = []string{"*"}
 	cfg.StallCheck = 2 * time.Second // a topic created again is noticed within the browser test's waits
 	cfg.HistoryURLs = "http://" + histAPI.Addr().String()
+	cfg.Presence.Enabled = true
+	cfg.Presence.EventsTopic, cfg.Presence.StateTopic = presCfg.EventsTopic, presCfg.StateTopic
 	gw, err := gateway.New(cfg, gateway.Deps{
 		Cluster: cluster, Rooms: rooms, Verifier: issuer.Verifier(), DevLogin: issuer.LoginHandler(), Logger: log,
 	})
@@ -113,6 +135,7 @@ func startGateway(t *testing.T, bootstrap string, o gatewayOptions) *testGateway
 	go func() {
 		done <- runner.Run(runCtx, log, 15*time.Second,
 			runner.Named{Name: "rooms", Part: rooms},
+			runner.Named{Name: "presence", Part: pres},
 			runner.Named{Name: "gateway", Part: gw},
 			runner.Named{Name: "http", Part: api},
 			runner.Named{Name: "history", Part: hist},

@@ -140,7 +140,7 @@ const MAX_BACKOFF_MS = 30000;
  *             and delivery starts again at cursor
  *   joinerror {room, error}
  *   message   a message frame
- *   presence  a presence frame
+ *   presence  a presence frame: a snapshot (op presence) or a change (op presence_diff)
  *   ready     after every (re)connect, once the rooms are joined
  *   unauthorized  the token was refused (401 / 4401); call setToken and start
  *   fatal     {error}: giving up (e.g. no common protocol version)
@@ -227,6 +227,13 @@ export class Connection extends EventTarget {
   }
 
   /** Sends text to room under the client id; resolves with the ack. */
+  // typing tells the room's members the user is typing; the server relays
+  // at most one every 2 seconds, so callers may call it on every keystroke
+  // they like, but need not.
+  typing(room) {
+    return this.request({ op: 'typing', room });
+  }
+
   send(room, id, text) {
     return this.request({ op: 'send', room, id, text, client_time: new Date().toISOString() });
   }
@@ -370,6 +377,7 @@ export class Connection extends EventTarget {
         return;
       }
       case 'presence':
+      case 'presence_diff':
         this.emit('presence', f);
         return;
     }
