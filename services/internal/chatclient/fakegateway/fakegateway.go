@@ -405,12 +405,14 @@ func (s *Server) store(roomName, userID, userName, id, text, clientTime string) 
 		}
 		c.mu.Unlock()
 	}
-	s.mu.Unlock()
+	// Delivered under the lock that numbered it, so that members read a
+	// room's messages in order, as the protocol promises.
 	if !dup {
 		for _, c := range targets {
 			c.send(frameOf(roomName, i, m))
 		}
 	}
+	s.mu.Unlock()
 	return map[string]any{"op": "ack", "room": roomName, "id": id, "partition": 0, "offset": i, "time": m.Time, "duplicate": dup}, ""
 }
 

@@ -1,0 +1,135 @@
+package loadgen
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"palaver.dev/services/internal/chatclient"
+)
+
+// Client is one protocol connection for the drivers that play many people
+// in many rooms (Person, `palaver simulate`, `palaver bench`, the failure
+// drills): the lean WebSocket client of Run, with hello done, commands
+// written whole and every server frame decoded. Unlike chatclient.Client
+// it hides nothing the server sends (a message delivered twice is read
+// twice), which is what a checker needs. Write methods may be called from
+// any goroutine; Read from one.
+type Client struct {
+	ws      *wsConn
+	Welcome chatclient.Welcome
+}
+
+// Frame is any server frame, flattened: the fields of every op that the
+// drivers look at.
+type Frame struct {
+	Op         string          `json:"op"`
+	Ref        string          `json:"ref"`
+	Room       string          `json:"room"`
+	ID         string          `json:"id"`
+	Sender     chatclient.User `json:"sender"`
+	Partition  int             `json:"partition"`
+	Offset     int64           `json:"offset"`
+	Cursor     string          `json:"cursor"`
+	Recovering bool            `json:"recovering"`
+	Duplicate  bool            `json:"duplicate"`
+	Code       string          `json:"code"`
+	Message    string          `json:"message"`
+}
+
+// Err returns an error frame as a *chatclient.Error; nil for other ops.
+func (f *Frame) Err() error {
+	if f.Op != "error" {
+		return nil
+	}
+	return &chatclient.Error{Code: f.Code, Message: f.Message, Room: f.Room}
+}
+
+// Dial connects to the gateway at url (http:// or https://) with token and
+// says hello; ctx bounds both.
+func Dial(ctx context.Context, url, token string, tlsConf *tls.Config) (*Client, error) {
+	ws, err := dialWS(ctx, url, token, tlsConf)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = ws.nc.SetDeadline(dl)
+	}
+	c := &Client{ws: ws}
+	m := &member{ws: ws}
+	if err := m.call(`{"op":"hello","ref":"hello","versions":[1]}`, "welcome", &c.Welcome); err != nil {
+		ws.close()
+		return nil, fmt.Errorf("hello: %w", err)
+	}
+	_ = ws.nc.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// command is a client frame; empty fields are left out.
+type command struct {
+	Op     string `json:"op"`
+	Ref    string `json:"ref,omitempty"`
+	Room   string `json:"room,omitempty"`
+	ID     string `json:"id,omitempty"`
+	Text   string `json:"text,omitempty"`
+	Cursor string `json:"cursor,omitempty"`
+}
+
+// clientWriteTimeout bounds one command's write: a gateway that takes
+// nothing for this long is as good as gone.
+const clientWriteTimeout = 10 * time.Second
+
+func (c *Client) write(cmd command) error {
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	_ = c.ws.nc.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
+	return c.ws.writeText(b)
+}
+
+// Join asks to join room, resuming after cursor if it is not empty. The
+// answer (joined or error) carries ref.
+func (c *Client) Join(ref, room, cursor string) error {
+	return c.write(command{Op: "join", Ref: ref, Room: room, Cursor: cursor})
+}
+
+// Leave asks to leave room.
+func (c *Client) Leave(ref, room string) error {
+	return c.write(command{Op: "leave", Ref: ref, Room: room})
+}
+
+// Send asks to store text in room under the client message id, which is
+// also the ref of its answer.
+func (c *Client) Send(room, id, text string) error {
+	return c.write(command{Op: "send", Ref: id, Room: room, ID: id, Text: text})
+}
+
+// Typing tells room that the user is typing. A gateway without the command
+// answers unknown_op.
+func (c *Client) Typing(ref, room string) error {
+	return c.write(command{Op: "typing", Ref: ref, Room: room})
+}
+
+// Read returns the next server frame. A close from the gateway is a
+// *chatclient.CloseError.
+func (c *Client) Read() (Frame, error) {
+	p, err := c.ws.next()
+	if err != nil {
+		return Frame{}, err
+	}
+	var f Frame
+	if err := json.Unmarshal(p, &f); err != nil {
+		return Frame{}, fmt.Errorf("a frame that is not JSON: %w", err)
+	}
+	return f, nil
+}
+
+// Close says goodbye (1000) and closes the socket; a Read in progress
+// returns an error.
+func (c *Client) Close() { c.ws.close() }
+
+// Abort closes the socket without a goodbye, as a lost network does.
+func (c *Client) Abort() { _ = c.ws.nc.Close() }
