@@ -30,10 +30,13 @@ Usage:
                            search a room's messages (needs the history service)
   palaver who --room R     list who is online in a room
   palaver load --room R    load-test a gateway: members send and time every delivery
+  palaver simulate         many people chatting in many rooms, with a live progress line
+  palaver bench            the gateway's fixed benchmark scenarios, as JSON
 
-chat, rooms, search, who and load talk to the gateway at --url (default $PALAVER_URL or
-http://127.0.0.1:8080, where 'make dev' serves it), as --name NAME (dev login),
-with --token-file FILE, or with the token in $PALAVER_TOKEN.
+chat, rooms, search, who, load, simulate and bench talk to the gateway at --url
+(default $PALAVER_URL or http://127.0.0.1:8080, where 'make dev' serves it), as
+--name NAME (dev login), with --token-file FILE, or with the token in
+$PALAVER_TOKEN.
 
   echo "build passed" | palaver chat --room lobby --name ci
 
@@ -68,6 +71,10 @@ func run(ctx context.Context, args []string) error {
 		return load(ctx, args[1:])
 	case "who":
 		return who(ctx, args[1:])
+	case "simulate":
+		return simulateCmd(ctx, args[1:])
+	case "bench":
+		return benchCmd(ctx, args[1:])
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		return &chatcli.UsageError{Msg: fmt.Sprintf("unknown command %q", args[0])}

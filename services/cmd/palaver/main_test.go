@@ -32,6 +32,11 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"chat", "--url", "ftp://x", "--name", "Ada", "--room", "lobby"}, chatcli.ExitUsage},
 		{[]string{"load", "--url", gw.URL, "--name", "Ada", "--room", "lobby", "--members", "0"}, chatcli.ExitUsage},
 		{[]string{"load", "--url", gw.URL, "--name", "Ada", "--room", "lobby", "--members", "2", "--rate", "1000", "--count", "10", "--warmup", "0"}, chatcli.ExitUsage}, // over the send limit
+		{[]string{"simulate", "--url", gw.URL, "--name", "Ada", "--rooms", "lobby,random", "--people", "3", "--rate", "5", "--duration", "1s"}, chatcli.ExitOK},
+		{[]string{"simulate", "--url", gw.URL, "--name", "Ada", "--scratch-rooms", "0"}, chatcli.ExitUsage},
+		{[]string{"simulate", "extra"}, chatcli.ExitUsage},
+		{[]string{"bench", "--url", gw.URL, "--name", "Ada", "--scenarios", "A,E"}, chatcli.ExitUsage},
+		{[]string{"bench", "--bogus"}, chatcli.ExitUsage},
 	}
 	for _, tt := range tests {
 		if got := chatcli.ExitCode(run(t.Context(), tt.args)); got != tt.exit {

@@ -54,6 +54,10 @@ type Config struct {
 	TLS *tls.Config `json:"-"`
 	// Progress receives a line a second while the run sends; nil for none.
 	Progress io.Writer `json:"-"`
+	// Measured, if set, is called with true as the first measured message
+	// is sent and with false once the last deliveries came (or Drain
+	// passed): the window a benchmark samples the gateway's CPU over.
+	Measured func(begin bool) `json:"-"`
 }
 
 // DefaultConfig is a room of 100 members, all of them talking, 1,000
@@ -253,6 +257,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res, lag := r.send(ctx)
 	r.drain(ctx, res.Sent)
+	if cfg.Measured != nil && res.Sent > 0 {
+		cfg.Measured(false)
+	}
 	r.closeAll()
 	wg.Wait()
 	r.collect(res, lag)
@@ -423,6 +430,9 @@ func (r *run) send(ctx context.Context) (*Result, []time.Duration) {
 		if seq >= 0 {
 			if seq == 0 {
 				measureStart = time.Now()
+				if cfg.Measured != nil {
+					cfg.Measured(true)
+				}
 			}
 			res.Elapsed = time.Since(measureStart)
 			res.Sent++

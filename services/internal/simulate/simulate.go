@@ -179,6 +179,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	case cfg.Hot > 1 || cfg.Reply > 1 || cfg.Burst > 1:
 		return nil, fmt.Errorf("%w: hot, reply and burst are shares between 0 and 1", ErrConfig)
 	}
+	if err := probe(ctx, cfg); err != nil {
+		return nil, err
+	}
 	s := &sim{cfg: cfg, l: loadgen.NewLedger(), rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed))}
 	// Quiet rooms are chosen with Zipf weights: a few are lively, most
 	// hear a message now and then.
@@ -235,6 +238,23 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Typing: s.l.TypingSent.Load(), TypingSupported: !cfg.NoTyping && !s.l.TypingOff.Load(),
 		Verdict: s.l.Verify(nil), Pending: pending,
 	}, nil
+}
+
+// probe connects once as the first person: a gateway that cannot be
+// reached, or refuses the token, fails the run before it starts.
+func probe(ctx context.Context, cfg Config) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tok, err := cfg.Token(ctx, 0)
+	if err != nil {
+		return err
+	}
+	c, err := loadgen.Dial(ctx, cfg.URLs[0], tok, cfg.TLS)
+	if err != nil {
+		return err
+	}
+	c.Close()
+	return nil
 }
 
 func (s *sim) float() float64 {
@@ -429,22 +449,34 @@ func (s *sim) memberOf(room string, not *loadgen.Person) *loadgen.Person {
 	return nil
 }
 
-// move has someone leave a quiet room and join another.
+// move has someone leave one of their rooms or join another one.
 func (s *sim) move() {
 	p := s.people[s.intn(len(s.people))]
-	rooms := p.Rooms()
-	if len(rooms) > 1 {
-		r := rooms[s.intn(len(rooms))]
-		if r != s.cfg.Rooms[0] && p.Leave(r) {
+	in := p.Rooms()
+	var out []string
+	for _, r := range s.cfg.Rooms {
+		if !contains(in, r) {
+			out = append(out, r)
+		}
+	}
+	if len(in) > 1 && (len(out) == 0 || s.float() < 0.5) {
+		if p.Leave(in[s.intn(len(in))]) {
 			s.mu.Lock()
 			s.leaves++
 			s.mu.Unlock()
 		}
+		return
 	}
-	if q := s.quietRoom(); q != "" && p.Join(q) {
-		s.mu.Lock()
-		s.joins++
-		s.mu.Unlock()
+	if len(out) > 0 {
+		r := s.quietRoom()
+		if !contains(out, r) {
+			r = out[s.intn(len(out))]
+		}
+		if p.Join(r) {
+			s.mu.Lock()
+			s.joins++
+			s.mu.Unlock()
+		}
 	}
 }
 
