@@ -134,7 +134,10 @@ func awaitRooms(ctx context.Context, url string, tokens func(context.Context, in
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("the gateway at %s did not list the scratch rooms within a minute (last: %w)", url, err)
+			if err == nil {
+				err = errors.New("not listed yet")
+			}
+			return fmt.Errorf("the gateway at %s did not list the scratch rooms within a minute: %w", url, err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
