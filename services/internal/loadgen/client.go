@@ -64,6 +64,7 @@ func Dial(ctx context.Context, url, token string, tlsConf *tls.Config) (*Client,
 		return nil, fmt.Errorf("hello: %w", err)
 	}
 	_ = ws.nc.SetDeadline(time.Time{})
+	ws.writeTimeout = clientWriteTimeout
 	return c, nil
 }
 
@@ -86,7 +87,6 @@ func (c *Client) write(cmd command) error {
 	if err != nil {
 		return err
 	}
-	_ = c.ws.nc.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
 	return c.ws.writeText(b)
 }
 

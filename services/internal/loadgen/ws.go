@@ -33,6 +33,10 @@ type wsConn struct {
 
 	wmu  sync.Mutex
 	wbuf []byte
+	// writeTimeout, if set, bounds every frame's write, pongs included
+	// (a deadline set for one write would otherwise expire under the
+	// next).
+	writeTimeout time.Duration
 
 	payload []byte // the last frame read; valid until the next read
 }
@@ -147,6 +151,9 @@ func (c *wsConn) writeFrame(opcode byte, p []byte) error {
 		b = append(b, x^mask[i&3])
 	}
 	c.wbuf = b
+	if c.writeTimeout > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
 	_, err := c.nc.Write(b)
 	return err
 }
