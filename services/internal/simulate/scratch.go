@@ -39,6 +39,10 @@ func NewScratch(ctx context.Context, cfg kafkabus.Config, prefix string, n int) 
 		return nil, fmt.Errorf("scratch rooms: %w", err)
 	}
 	rf := int16(min(3, max(1, brokers)))
+	// A broker no operator or dev mode ran on yet has no registry.
+	if err := s.prov.EnsureRegistry(ctx, rf); err != nil {
+		return nil, fmt.Errorf("scratch rooms: %w", err)
+	}
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	run := hex.EncodeToString(b[:])
