@@ -294,7 +294,8 @@ func (o Options) scenarioB(ctx context.Context) (*Report, error) {
 	}
 	if best < 0 {
 		top.What = fmt.Sprintf("one room of %d members: no rate kept up with", o.BMembers)
-		top.Problems = top.Steps[0].Problems
+		top.Problems = append([]string{fmt.Sprintf("the members did not keep up with the first rate, %g messages/s (p99 %v)",
+			o.BRate, top.Steps[0].Latency.P99)}, top.Steps[0].Problems...)
 		return top, nil
 	}
 	b := top.Steps[best]
