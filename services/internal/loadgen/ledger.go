@@ -142,7 +142,12 @@ func (l *Ledger) Acked(room string) map[string]Position {
 	return maps.Clone(l.acked[room])
 }
 
-// Window returns the delivery times recorded since its last call.
+// maxWindow bounds the delivery times kept for Window, for runs that
+// never call it.
+const maxWindow = 1 << 16
+
+// Window returns the delivery times recorded since its last call (up to
+// the first 65,536 of them).
 func (l *Ledger) Window() Percentiles {
 	l.mu.Lock()
 	w := l.window
@@ -218,7 +223,9 @@ func (in *Inbox) Deliver(f *Frame) {
 	in.lat = append(in.lat, d)
 	in.l.Delivered.Add(1)
 	in.l.mu.Lock()
-	in.l.window = append(in.l.window, d)
+	if len(in.l.window) < maxWindow {
+		in.l.window = append(in.l.window, d)
+	}
 	in.l.mu.Unlock()
 }
 
