@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"palaver.dev/services/internal/chatclient"
 )
 
@@ -18,7 +20,9 @@ import (
 // joined, every room's latest cursor kept so that a lost connection is
 // resumed on the next gateway with nothing missed, and every send retried
 // with its id until it is acknowledged (unavailable, rate_limited, or a
-// connection lost before the ack). What it reads goes to its Inbox.
+// connection lost before the ack), paced under the gateway's announced
+// rate so that a backlog of retries does not make it a flooder. What it
+// reads goes to its Inbox.
 //
 // The driver calls Join, Leave, Send and Typing from any goroutine; Run
 // holds the connection.
@@ -33,6 +37,7 @@ type Person struct {
 
 	mu      sync.Mutex
 	c       *Client // nil while disconnected
+	pace    *rate.Limiter
 	rooms   map[string]*membership
 	pending map[string]*outgoing // by id
 	refs    int
@@ -152,6 +157,12 @@ func (p *Person) attach(c *Client) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.c = c
+	p.pace = rate.NewLimiter(rate.Inf, 0)
+	if l := c.Welcome.Limits; l.SendsPerSecond > 0 {
+		// A margin under the limit: the gateway's bucket and this one do
+		// not start at the same instant.
+		p.pace = rate.NewLimiter(rate.Limit(0.8*l.SendsPerSecond), max(1, l.SendBurst/2))
+	}
 	for room, m := range p.rooms {
 		m.joined = false
 		if m.leaving {
@@ -266,7 +277,9 @@ func (p *Person) failed(f *Frame) {
 	case p.pending[f.Ref] != nil:
 		o := p.pending[f.Ref]
 		switch f.Code {
-		case chatclient.CodeUnavailable, chatclient.CodeRateLimited, chatclient.CodeNotJoined:
+		case chatclient.CodeRateLimited:
+			o.written, o.retryAt = false, time.Now().Add(time.Second)
+		case chatclient.CodeUnavailable, chatclient.CodeNotJoined:
 			o.written, o.retryAt = false, time.Now().Add(300*time.Millisecond)
 		default: // refused for good
 			delete(p.pending, f.Ref)
@@ -298,6 +311,9 @@ func (p *Person) flush(c *Client, room string) {
 	now := time.Now()
 	for _, o := range p.pending {
 		if o.room == room && !o.written && !now.Before(o.retryAt) {
+			if !p.pace.Allow() {
+				return // the next retry goes on
+			}
 			o.written = true
 			if o.tries++; o.tries > 1 {
 				p.l.retry(o.id)
@@ -388,7 +404,7 @@ func (p *Person) Send(room, text string) (string, bool) {
 	o := &outgoing{room: room, id: id, text: text}
 	p.pending[id] = o
 	p.l.Sent.Add(1)
-	if m.joined && p.c != nil {
+	if m.joined && p.c != nil && p.pace.Allow() {
 		o.written, o.tries = true, 1
 		_ = p.c.Send(room, id, text)
 	}
