@@ -38,9 +38,12 @@ func Bench(ctx context.Context, o BenchOptions) error {
 			return &UsageError{fmt.Sprintf("bench: unknown scenario %q (want %s)", s, strings.Join(bench.Scenarios, ", "))}
 		}
 	}
+	if err := o.Conn.resolve(); err != nil {
+		return err
+	}
 	tokens, err := peopleTokens(ctx, o.Conn)
 	if err != nil {
-		return reachable(err, o.Conn.URL)
+		return o.Conn.explainLogin(ctx, err)
 	}
 	b := o.Bench
 	b.URL, b.Token, b.Progress = o.Conn.URL, tokens, o.Err
@@ -73,7 +76,7 @@ func Bench(ctx context.Context, o BenchOptions) error {
 	for _, s := range o.Scenarios {
 		r, err := bench.Run(ctx, b, s)
 		if err != nil {
-			return reachable(fmt.Errorf("scenario %s: %w", s, err), o.Conn.URL)
+			return o.Conn.explain(ctx, fmt.Errorf("scenario %s: %w", s, err))
 		}
 		reports = append(reports, r)
 		for _, p := range r.Problems {

@@ -38,19 +38,11 @@ func Load(ctx context.Context, o LoadOptions) error {
 	cfg := o.Load
 	cfg.URL = o.Conn.URL
 	cfg.Progress = o.Err
-	if o.Conn.devLogin() {
-		name := o.Conn.Name
-		cfg.Token = func(ctx context.Context, i int) (string, error) {
-			c := Conn{URL: o.Conn.URL, Name: fmt.Sprintf("%s-%d", name, i+1)}
-			return c.Token(ctx)
-		}
-	} else {
-		tok, err := o.Conn.Token(ctx)
-		if err != nil {
-			return o.Conn.explainLogin(ctx, err)
-		}
-		cfg.Token = func(context.Context, int) (string, error) { return tok, nil }
+	tokens, err := peopleTokens(ctx, o.Conn)
+	if err != nil {
+		return o.Conn.explainLogin(ctx, err)
 	}
+	cfg.Token = tokens
 	res, err := loadgen.Run(ctx, cfg)
 	if errors.Is(err, loadgen.ErrOverLimit) {
 		return &UsageError{err.Error()}

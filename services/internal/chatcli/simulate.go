@@ -38,13 +38,16 @@ var ErrSimulateProblems = errors.New("the simulation had problems")
 // With --name person i logs in as NAME-i (dev mode); with a token, every
 // person is the token's user.
 func Simulate(ctx context.Context, o SimulateOptions) error {
+	if err := o.Conn.resolve(); err != nil {
+		return err
+	}
 	cfg := o.Sim
 	if len(cfg.URLs) == 0 {
 		cfg.URLs = []string{o.Conn.URL}
 	}
 	tokens, err := peopleTokens(ctx, o.Conn)
 	if err != nil {
-		return reachable(err, o.Conn.URL)
+		return o.Conn.explainLogin(ctx, err)
 	}
 	cfg.Token = tokens
 	cfg.Progress = o.Err
@@ -79,7 +82,7 @@ func Simulate(ctx context.Context, o SimulateOptions) error {
 		return &UsageError{err.Error()}
 	}
 	if err != nil {
-		return reachable(err, o.Conn.URL)
+		return o.Conn.explain(ctx, err)
 	}
 	if o.JSON {
 		enc := json.NewEncoder(o.Out)
@@ -96,8 +99,9 @@ func Simulate(ctx context.Context, o SimulateOptions) error {
 	return nil
 }
 
-// peopleTokens returns the token of each simulated person: with --name, a
-// dev login as NAME-1, NAME-2, ...; otherwise the one token for all.
+// peopleTokens returns the token of each simulated person or load member:
+// with --name, a dev login as NAME-1, NAME-2, ...; otherwise the one token
+// for all.
 func peopleTokens(ctx context.Context, c Conn) (func(context.Context, int) (string, error), error) {
 	if c.devLogin() {
 		return func(ctx context.Context, i int) (string, error) {
