@@ -24,6 +24,7 @@ type position struct {
 // in flight wait for it (single flight); once stored, its position answers
 // retries until the dedup window ends.
 type flight struct {
+	key     sendKey
 	started time.Time
 
 	mu      sync.Mutex
@@ -100,7 +101,7 @@ func (c *dedupCache) begin(key sendKey, now time.Time) (*flight, bool) {
 	if e, ok := c.entries[key]; ok {
 		return e.Value.(*dedupEntry).fl, false
 	}
-	fl := &flight{started: now}
+	fl := &flight{key: key, started: now}
 	c.entries[key] = c.order.PushFront(&dedupEntry{key: key, fl: fl})
 	return fl, true
 }

@@ -12,6 +12,7 @@ import (
 	"palaver.dev/services/internal/cursor"
 	"palaver.dev/services/internal/gateway/roomhub"
 	"palaver.dev/services/internal/historyapi"
+	"palaver.dev/services/internal/message"
 	"palaver.dev/services/room"
 )
 
@@ -246,6 +247,12 @@ func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.
 	if err != nil {
 		return nil, "", err
 	}
+	dup, release, err := s.pageDedup(ctx, info)
+	if err != nil {
+		return nil, "", err
+	}
+	defer release()
+	var skipped []message.Stored
 	var pos cursor.Cursor
 	pos.SetEpoch(epoch)
 	var ds []*roomhub.Delivery
@@ -262,7 +269,11 @@ func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.
 				s.m.Undecodable.WithLabelValues(info.Name).Inc()
 				return nil
 			}
-			ds = append(ds, d)
+			if dup(d.Msg) {
+				skipped = append(skipped, d.Msg)
+			} else {
+				ds = append(ds, d)
+			}
 			return nil
 		})
 		if err != nil {
@@ -270,7 +281,15 @@ func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.
 		}
 	}
 	roomhub.SortByTime(ds)
+	// oldestLeft is, per partition, the oldest message read and left out
+	// of the page.
+	oldestLeft := map[int]int64{}
 	if len(ds) > limit {
+		for _, d := range ds[limit:] {
+			if o, ok := oldestLeft[d.Msg.Partition]; !ok || d.Msg.Offset < o {
+				oldestLeft[d.Msg.Partition] = d.Msg.Offset
+			}
+		}
 		ds = ds[:limit]
 	}
 	out := make([]MessageFrame, 0, len(ds))
@@ -278,6 +297,14 @@ func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.
 		pos.Advance(d.Msg.Partition, d.Msg.Offset)
 		d.Cursor = pos.Clone()
 		out = append(out, messageFrame(d))
+	}
+	// The position after the page passes the later copies skipped before
+	// every message left out, so a page of nothing but copies still moves
+	// on.
+	for _, m := range skipped {
+		if o, ok := oldestLeft[m.Partition]; !ok || m.Offset < o {
+			pos.Advance(m.Partition, m.Offset)
+		}
 	}
 	return out, pos.String(), nil
 }

@@ -12,6 +12,7 @@ import (
 	"palaver.dev/services/internal/auth"
 	"palaver.dev/services/internal/cursor"
 	"palaver.dev/services/internal/gateway/roomhub"
+	"palaver.dev/services/internal/message"
 	"palaver.dev/services/room"
 )
 
@@ -171,6 +172,18 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 	s.page(w, r, info)
 }
 
+// pageDedup returns what tells a later copy of a message (one read before
+// in the same page, or in the room's dedup window) for a page read from
+// Kafka; the room is held for its window while the page is read.
+func (s *Server) pageDedup(ctx context.Context, info room.Info) (dup func(message.Stored) bool, release func(), err error) {
+	release, err = s.hub.Hold(ctx, info)
+	if err != nil {
+		return nil, nil, err
+	}
+	dd := s.hub.NewDedup()
+	return func(m message.Stored) bool { return s.hub.Duplicate(info.Name, dd, m) }, release, nil
+}
+
 // history reads up to limit messages before the before cursor (the end of
 // the room when it has no position in a partition), newest last, and the
 // cursor of the page before them ("" when there is nothing older). A
@@ -195,6 +208,12 @@ func (s *Server) history(ctx context.Context, info room.Info, before cursor.Curs
 	if err != nil {
 		return nil, "", err
 	}
+	dup, release, err := s.pageDedup(ctx, info)
+	if err != nil {
+		return nil, "", err
+	}
+	defer release()
+	var skipped []message.Stored
 	end := make([]int64, n)
 	first := make([]int64, n)
 	var ds []*roomhub.Delivery
@@ -212,7 +231,11 @@ func (s *Server) history(ctx context.Context, info room.Info, before cursor.Curs
 				s.m.Undecodable.WithLabelValues(info.Name).Inc()
 				return nil
 			}
-			ds = append(ds, d)
+			if dup(d.Msg) {
+				skipped = append(skipped, d.Msg)
+			} else {
+				ds = append(ds, d)
+			}
 			return nil
 		})
 		if err != nil {
@@ -220,15 +243,31 @@ func (s *Server) history(ctx context.Context, info room.Info, before cursor.Curs
 		}
 	}
 	roomhub.SortByTime(ds)
+	// newestLeft is, per partition, the newest message read and left out
+	// of the page (-1: none).
+	newestLeft := make([]int64, n)
+	for p := range newestLeft {
+		newestLeft[p] = -1
+	}
 	if len(ds) > limit {
+		for _, d := range ds[:len(ds)-limit] {
+			newestLeft[d.Msg.Partition] = max(newestLeft[d.Msg.Partition], d.Msg.Offset)
+		}
 		ds = ds[len(ds)-limit:]
 	}
 	// The page starts, in each partition, at its first message kept, or
-	// where the read ended if none was kept.
+	// where the read ended if none was kept; later copies skipped after
+	// every message left out are part of it, so a page of nothing but
+	// copies still moves on.
 	start := make([]int64, n)
 	copy(start, end)
 	for i := len(ds) - 1; i >= 0; i-- {
 		start[ds[i].Msg.Partition] = ds[i].Msg.Offset
+	}
+	for _, m := range skipped {
+		if m.Offset > newestLeft[m.Partition] {
+			start[m.Partition] = min(start[m.Partition], m.Offset)
+		}
 	}
 	var pos cursor.Cursor
 	pos.SetEpoch(epoch)

@@ -33,6 +33,7 @@ type Metrics struct {
 	TailRestarts      prometheus.Counter
 	DedupHits         prometheus.Counter
 	Undecodable       *prometheus.CounterVec // room
+	DuplicateRecords  *prometheus.CounterVec // room: later copies of a message skipped by the room's tail
 	Rooms             prometheus.Gauge
 	HistoryQueries    *prometheus.CounterVec // source: history, kafka_fallback or kafka
 
@@ -69,6 +70,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Sends answered with an already stored message's position."}),
 		Undecodable: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "undecodable_records_total",
 			Help: "Records of room topics skipped because they are not valid envelopes."}, []string{"room"}),
+		DuplicateRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "duplicate_records_total",
+			Help: "Later copies of a message (same sender and client message id within the dedup window) that the room's tail read and did not deliver."}, []string{"room"}),
 		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "rooms_tailed",
 			Help: "Rooms this gateway tails because they have local members."}),
 		HistoryQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "history_queries_total",
@@ -88,7 +91,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Joins, m.MessagesReceived, m.MessagesDelivered, m.ProduceLatency,
 			m.DeliveryLatency, m.Recoveries, m.Disconnects, m.RejectedFrames, m.TailRestarts, m.DedupHits,
-			m.Undecodable, m.Rooms, m.HistoryQueries)
+			m.Undecodable, m.DuplicateRecords, m.Rooms, m.HistoryQueries)
 	}
 	return m
 }
@@ -99,8 +102,10 @@ func (m *Metrics) room(name string) {
 	m.MessagesReceived.WithLabelValues(name)
 	m.MessagesDelivered.WithLabelValues(name)
 	m.Undecodable.WithLabelValues(name)
+	m.DuplicateRecords.WithLabelValues(name)
 }
 
 func (m *Metrics) hub() roomhub.Metrics {
-	return roomhub.Metrics{Recoveries: m.Recoveries, TailRestarts: m.TailRestarts, Undecodable: m.Undecodable, Rooms: m.Rooms}
+	return roomhub.Metrics{Recoveries: m.Recoveries, TailRestarts: m.TailRestarts, Undecodable: m.Undecodable,
+		Duplicates: m.DuplicateRecords, Rooms: m.Rooms}
 }

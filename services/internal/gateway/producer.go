@@ -157,7 +157,14 @@ func (p *producer) complete(msgs []kafka.Message, err error) {
 			continue
 		}
 		p.m.ProduceLatency.Observe(now.Sub(fl.started).Seconds())
-		fl.finish(position{Partition: m.Partition, Offset: m.Offset, Time: m.Time.UTC()}, nil)
+		pos := position{Partition: m.Partition, Offset: m.Offset, Time: m.Time.UTC()}
+		if first, ok := p.recent(fl.key.room, fl.key.sender, fl.key.id); ok && first.Partition == pos.Partition && first.Offset < pos.Offset {
+			// The writer retried a produce the broker had stored (a broker
+			// failover): members see the first copy, read by the room's
+			// tail already; the answer names it.
+			pos = position{Partition: first.Partition, Offset: first.Offset, Time: first.Time.UTC()}
+		}
+		fl.finish(pos, nil)
 	}
 }
 

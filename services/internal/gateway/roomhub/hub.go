@@ -86,7 +86,11 @@ type Metrics struct {
 	Recoveries   *prometheus.CounterVec // label source: ring or kafka
 	TailRestarts prometheus.Counter
 	Undecodable  *prometheus.CounterVec // label room
-	Rooms        prometheus.Gauge       // rooms tailed
+	// Duplicates counts the later copies of messages the room's tail
+	// skipped: a second record of a sender's client message id within the
+	// dedup window.
+	Duplicates *prometheus.CounterVec // label room
+	Rooms      prometheus.Gauge       // rooms tailed
 }
 
 func (c Config) withDefaults() Config {
@@ -374,6 +378,9 @@ func (r *Room) open(partitions int) {
 	if m := h.cfg.Metrics.Undecodable; m != nil {
 		m.WithLabelValues(r.name) // the series exists before its first event
 	}
+	if m := h.cfg.Metrics.Duplicates; m != nil {
+		m.WithLabelValues(r.name)
+	}
 	ps := make([]int, partitions)
 	for p := range ps {
 		ps[p] = p
@@ -552,16 +559,27 @@ func (r *Room) deliver(t *tail, offset int64, at time.Time, value []byte) {
 		r.undecodable(t.partition, offset, derr)
 		return
 	}
+	msg := message.Stored{Envelope: env, Partition: t.partition, Offset: offset, Time: at}
+	now := time.Now()
+	if r.recent.duplicate(msg, now) {
+		// A later copy (a produce retried after a broker failover, or a
+		// send retried through a gateway that had not read the first):
+		// members saw the first. The room's position moved past it, so
+		// the next delivery's cursor covers it.
+		r.mu.Unlock()
+		r.duplicate(msg)
+		return
+	}
 	d := &Delivery{
 		Room:   r.name,
-		Msg:    message.Stored{Envelope: env, Partition: t.partition, Offset: offset, Time: at},
+		Msg:    msg,
 		Cursor: r.pos.Clone(),
 		encode: r.hub.cfg.Encode,
 	}
 	if ev := r.ring.push(d); ev != nil {
 		r.ringStart = ev.Cursor
 	}
-	r.recent.add(d.Msg, time.Now())
+	r.recent.add(d.Msg, now)
 	var dropped []*Subscription
 	for s := range r.subs {
 		if !s.offer(d) {
@@ -576,6 +594,44 @@ func (r *Room) deliver(t *tail, offset int64, at time.Time, value []byte) {
 		s.dropped(ErrSlowConsumer)
 	}
 }
+
+func (r *Room) duplicate(m message.Stored) {
+	if c := r.hub.cfg.Metrics.Duplicates; c != nil {
+		c.WithLabelValues(r.name).Inc()
+	}
+	r.hub.log.Debug("roomhub: skipping a later copy of a message", "room", r.name, "partition", m.Partition,
+		"offset", m.Offset, "sender", m.SenderID, "id", m.ID)
+}
+
+// Duplicate reports whether m, read back from Kafka outside the room's
+// tail, is a later copy of a message: by dd, the dedup of the records read
+// before it in the same read (it remembers m otherwise), or by the room's
+// dedup window if the room is tailed.
+func (h *Hub) Duplicate(roomName string, dd *Dedup, m message.Stored) bool {
+	h.mu.Lock()
+	r := h.rooms[roomName]
+	h.mu.Unlock()
+	if r == nil {
+		return dd.Duplicate(m)
+	}
+	select {
+	case <-r.ready:
+		return r.duplicateOf(dd, m)
+	default:
+		return dd.Duplicate(m)
+	}
+}
+
+// duplicateInWindow reports whether m is a later copy of a message of the
+// room's dedup window.
+func (r *Room) duplicateInWindow(m message.Stored) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.recent != nil && r.recent.duplicate(m, time.Now())
+}
+
+// NewDedup returns a Dedup with the hub's window and bound.
+func (h *Hub) NewDedup() *Dedup { return NewDedup(h.cfg.DedupWindow, h.cfg.DedupEntries) }
 
 func (r *Room) undecodable(p int, offset int64, err error) {
 	if m := r.hub.cfg.Metrics.Undecodable; m != nil {
@@ -645,7 +701,9 @@ func (r *Room) subscribe(ctx context.Context, sink Sink, req JoinRequest) (*Subs
 			s.lastN = req.Last - n
 			for p := range np {
 				start, _ := r.ringStart.Next(p)
-				s.gaps = append(s.gaps, gap{partition: p, from: start - int64(s.lastN), to: start})
+				// Twice as many, so later copies among them (skipped) do
+				// not shorten the answer.
+				s.gaps = append(s.gaps, gap{partition: p, from: start - 2*int64(s.lastN), to: start})
 			}
 		}
 	default:

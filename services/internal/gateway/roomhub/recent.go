@@ -64,6 +64,41 @@ func (rc *recent) find(sender, id string, now time.Time) (message.Stored, bool) 
 	return m, true
 }
 
+// duplicate reports whether m is a later copy of a message of the window:
+// a record with the same sender and client message id at a lower offset of
+// the same partition. Records are keyed by sender, so every copy of a send
+// lands in the sender's partition, and every reader keeps the same one, the
+// first; copies in two partitions (a send retried across a growth of the
+// room's topic) are both kept.
+func (rc *recent) duplicate(m message.Stored, now time.Time) bool {
+	first, ok := rc.find(m.SenderID, m.ID, now)
+	return ok && first.Partition == m.Partition && first.Offset < m.Offset
+}
+
+// Dedup recognises the later copies of messages among records read back
+// from Kafka in offset order, outside a room's tail (a recovery, a page of
+// history): the window is measured in record time, so it spans the
+// records read, however old.
+type Dedup struct {
+	seen *recent
+}
+
+// NewDedup returns a Dedup of the given window and bound (Config's
+// DedupWindow and DedupEntries).
+func NewDedup(window time.Duration, max int) *Dedup {
+	return &Dedup{seen: newRecent(window, max)}
+}
+
+// Duplicate reports whether m is a later copy of a message passed before,
+// and remembers m otherwise.
+func (dd *Dedup) Duplicate(m message.Stored) bool {
+	if dd.seen.duplicate(m, m.Time) {
+		return true
+	}
+	dd.seen.add(m, m.Time)
+	return false
+}
+
 // backfill reads the room's records of the dedup window (at most the
 // index's bound per partition) up to ends, the offsets its tails start at.
 func (r *Room) backfill(ctx context.Context, ends map[int]int64, firsts map[int]int64) error {

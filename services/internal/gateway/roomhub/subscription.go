@@ -277,9 +277,16 @@ func (s *Subscription) replay() error {
 			}
 		}
 	} else {
+		dd := r.hub.NewDedup()
 		for _, g := range s.gaps {
 			err := r.hub.src.ReadRange(s.ctx, r.topic, g.partition, g.from, g.to, func(rec Record) error {
-				if d := r.decode(rec); d != nil {
+				d := r.decode(rec)
+				if d != nil && r.duplicateOf(dd, d.Msg) {
+					// Skipped: the position still moves past it.
+					s.cur.Advance(d.Msg.Partition, d.Msg.Offset)
+					return nil
+				}
+				if d != nil {
 					if err := s.push(d); err != nil {
 						return fmt.Errorf("%w: %w", errSink, err)
 					}
@@ -312,9 +319,10 @@ var errSink = errors.New("roomhub: sink refused")
 func (s *Subscription) readLatest() ([]*Delivery, error) {
 	r := s.room
 	var ds []*Delivery
+	dd := r.hub.NewDedup()
 	for _, g := range s.gaps {
 		err := r.hub.src.ReadRange(s.ctx, r.topic, g.partition, g.from, g.to, func(rec Record) error {
-			if d := r.decode(rec); d != nil {
+			if d := r.decode(rec); d != nil && !r.duplicateOf(dd, d.Msg) {
 				ds = append(ds, d)
 			}
 			return nil
@@ -352,6 +360,13 @@ func (s *Subscription) readLatest() ([]*Delivery, error) {
 	}
 	s.cur = c
 	return ds, nil
+}
+
+// duplicateOf reports whether m, read back for a recovery, is a later copy
+// of a message: of one read before it in the same recovery (dd), or of one
+// in the room's dedup window.
+func (r *Room) duplicateOf(dd *Dedup, m message.Stored) bool {
+	return dd.Duplicate(m) || r.duplicateInWindow(m)
 }
 
 // decode turns a record read back from Kafka into a delivery, or nil when
