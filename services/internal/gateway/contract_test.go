@@ -204,3 +204,58 @@ func TestRoomSeriesExistBeforeTheirFirstEvent(t *testing.T) {
 		t.Errorf("rejected_frames_total has %d series, want one per error code", n)
 	}
 }
+
+// TestLaterCopyIsShownOnce: a second record of a sender's client message
+// id (a produce retried after a broker failover) is shown once: live, and
+// in scroll-back through a gateway that tails the room and one that does
+// not; it is counted.
+func TestLaterCopyIsShownOnce(t *testing.T) {
+	e := sharedEnv(t)
+	info := e.newRoom(t, 1)
+	gw := startServer(t, e, nil)
+	other := startServer(t, e, nil)
+	c := connect(t, gw, token(t, "ada", nil, time.Hour))
+	c.join(info.Name, nil)
+	store := func(id string) {
+		t.Helper()
+		v, err := json.Marshal(map[string]any{"v": 1, "id": id, "room": info.Name, "sender_id": "bob", "text": id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			err := e.writer.WriteMessages(t.Context(), kafka.Message{Topic: info.Topic, Key: []byte("bob"), Value: v})
+			if err == nil {
+				return
+			}
+			if !metadataLag(err) {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond) // a new topic: the writer's metadata catches up within a second
+		}
+	}
+	store("twice")
+	store("twice")
+	store("after")
+	if got := ids(c.messages(2)); got[0] != "twice" || got[1] != "after" {
+		t.Fatalf("delivered %v, want [twice after]", got)
+	}
+	if n := testutil.ToFloat64(gw.metrics.DuplicateRecords.WithLabelValues(info.Name)); n != 1 {
+		t.Fatalf("duplicate records = %v, want 1", n)
+	}
+	for name, g := range map[string]*testServer{"tailing": gw, "not tailing": other} {
+		_, body := getJSON(t, g, "/v1/rooms/"+info.Name+"/messages", token(t, "ada", nil, time.Hour))
+		var page struct {
+			Messages []MessageFrame `json:"messages"`
+		}
+		if err := json.Unmarshal(body, &page); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range page.Messages {
+			got = append(got, m.ID)
+		}
+		if strings.Join(got, " ") != "twice after" {
+			t.Errorf("scroll-back through the gateway %s: %v, want [twice after]", name, got)
+		}
+	}
+}
