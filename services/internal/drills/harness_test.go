@@ -22,7 +22,9 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"palaver.dev/services/internal/chatclient"
+	"palaver.dev/services/internal/gateway/roomhub"
 	"palaver.dev/services/internal/loadgen"
+	"palaver.dev/services/internal/message"
 	"palaver.dev/services/internal/testio"
 	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/kafkatest"
@@ -425,4 +427,49 @@ func check(t *testing.T, v loadgen.Verdict) {
 	if v.Acked == 0 || v.Deliveries < v.Expected {
 		t.Errorf("%d acknowledged, %d of %d expected deliveries", v.Acked, v.Deliveries, v.Expected)
 	}
+}
+
+// storedCopies reads the topics from their first offsets and counts the
+// later copies Kafka holds: records of a (sender, client message id) stored
+// before in the same topic. Readers served by the gateway show each once.
+func (e *drillEnv) storedCopies(t *testing.T, topics []string) int {
+	t.Helper()
+	src := roomhub.KafkaSource{Cluster: e.bus}
+	md, err := e.bus.Admin().Metadata(t.Context(), &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := map[string][]int{}
+	for _, tp := range md.Topics {
+		for _, p := range tp.Partitions {
+			req[tp.Name] = append(req[tp.Name], p.ID)
+		}
+	}
+	bounds, err := src.Offsets(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copies := 0
+	for topic, ps := range req {
+		seen := map[[2]string]bool{}
+		for _, p := range ps {
+			b := bounds[topic][p]
+			err := src.ReadRange(t.Context(), topic, p, b.First, b.End, func(rec roomhub.Record) error {
+				env, err := message.Decode(rec.Value)
+				if err != nil {
+					return err
+				}
+				k := [2]string{env.SenderID, env.ID}
+				if seen[k] {
+					copies++
+				}
+				seen[k] = true
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return copies
 }

@@ -166,7 +166,8 @@ type Inbox struct {
 	foreign,
 	// redelivered counts messages read again at a position already read;
 	// stored twice those read once more under the same id at a new
-	// position; disorder those read at a position before one read earlier.
+	// position (a second stored copy shown to the reader); disorder those
+	// read at a position before one read earlier.
 	redelivered, storedTwice, disorder int
 	firstDisorder, firstTwice string
 }
@@ -239,15 +240,15 @@ func (in *Inbox) Got(room string) map[string]Position {
 
 // Verdict is what Verify found.
 type Verdict struct {
-	Acked       int `json:"acked"`       // sends acknowledged
-	Deliveries  int `json:"deliveries"`  // this run's messages read, every person together
-	Expected    int `json:"expected"`    // deliveries the checked memberships call for
-	Missing     int `json:"missing"`     // acknowledged messages a checked member never read
-	Unacked     int `json:"unacked"`     // messages read that were never acknowledged
-	Redelivered int `json:"redelivered"` // a message read twice at the same position
-	StoredTwice int `json:"stored_twice"`
-	Disorder    int `json:"disorder"` // a message read before one stored earlier
-	Foreign     int `json:"foreign"`  // messages not of this run, ignored
+	Acked       int `json:"acked"`        // sends acknowledged
+	Deliveries  int `json:"deliveries"`   // this run's messages read, every person together
+	Expected    int `json:"expected"`     // deliveries the checked memberships call for
+	Missing     int `json:"missing"`      // acknowledged messages a checked member never read
+	Unacked     int `json:"unacked"`      // messages read that were never acknowledged
+	Redelivered int `json:"redelivered"`  // a message read twice at the same position
+	StoredTwice int `json:"stored_twice"` // a message read again under its id at another position: a second stored copy shown
+	Disorder    int `json:"disorder"`     // a message read before one stored earlier
+	Foreign     int `json:"foreign"`      // messages not of this run, ignored
 	// Errors are the error frames by code; Closes the connections lost
 	// by reason.
 	Errors map[string]int `json:"errors,omitempty"`
@@ -329,7 +330,7 @@ func (v Verdict) Problems() []string {
 	}
 	add(v.Missing, "acknowledged messages never read by a member")
 	add(v.Redelivered, "messages read twice")
-	add(v.StoredTwice, "messages stored twice under one id")
+	add(v.StoredTwice, "messages read twice under one id (a second stored copy shown)")
 	add(v.Disorder, "messages read out of order")
 	if len(p) > 0 && len(v.examples) > 0 {
 		p = append(p, "e.g. "+strings.Join(v.examples[:min(5, len(v.examples))], "; "))
