@@ -215,7 +215,7 @@ func TestLaterCopyIsShownOnce(t *testing.T) {
 	gw := startServer(t, e, nil)
 	other := startServer(t, e, nil)
 	c := connect(t, gw, token(t, "ada", nil, time.Hour))
-	c.join(info.Name, nil)
+	joined := c.join(info.Name, nil)
 	store := func(id string) {
 		t.Helper()
 		v, err := json.Marshal(map[string]any{"v": 1, "id": id, "room": info.Name, "sender_id": "bob", "text": id})
@@ -257,5 +257,42 @@ func TestLaterCopyIsShownOnce(t *testing.T) {
 		if strings.Join(got, " ") != "twice after" {
 			t.Errorf("scroll-back through the gateway %s: %v, want [twice after]", name, got)
 		}
+	}
+	// A page at a time, backwards from the end and forwards from the join.
+	page := func(q string) (ids []string, before, after string) {
+		t.Helper()
+		_, body := getJSON(t, gw, "/v1/rooms/"+info.Name+"/messages?"+q, token(t, "ada", nil, time.Hour))
+		var p struct {
+			Messages      []MessageFrame `json:"messages"`
+			Before, After string
+		}
+		if err := json.Unmarshal(body, &p); err != nil {
+			t.Fatalf("%s: %v %s", q, err, body)
+		}
+		for _, m := range p.Messages {
+			ids = append(ids, m.ID)
+		}
+		return ids, p.Before, p.After
+	}
+	var back []string
+	for q, n := "limit=1", 0; q != ""; n++ {
+		ids, before, _ := page(q)
+		back = append(ids, back...)
+		q = ""
+		if before != "" && n < 5 {
+			q = "limit=1&before=" + before
+		}
+	}
+	if strings.Join(back, " ") != "twice after" {
+		t.Errorf("scroll-back one message a page, backwards: %v, want [twice after]", back)
+	}
+	var fwd []string
+	for q, n := "limit=1&after="+joined.Cursor, 0; n < 2; n++ {
+		ids, _, after := page(q)
+		fwd = append(fwd, ids...)
+		q = "limit=1&after=" + after
+	}
+	if strings.Join(fwd, " ") != "twice after" {
+		t.Errorf("two pages of one message, forwards: %v, want [twice after]", fwd)
 	}
 }

@@ -263,7 +263,9 @@ func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.
 			start = max(next, b.First)
 		}
 		pos.Advance(p, start-1)
-		err := s.src.ReadRange(ctx, info.Topic, p, start, min(b.End, start+int64(limit)), func(rec roomhub.Record) error {
+		// Twice the page, so later copies among the records (skipped) do
+		// not shorten it.
+		err := s.src.ReadRange(ctx, info.Topic, p, start, min(b.End, start+2*int64(limit)), func(rec roomhub.Record) error {
 			d, err := roomhub.DecodeRecord(info.Name, rec)
 			if err != nil {
 				s.m.Undecodable.WithLabelValues(info.Name).Inc()

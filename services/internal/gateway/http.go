@@ -224,7 +224,9 @@ func (s *Server) history(ctx context.Context, info room.Info, before cursor.Curs
 			end[p] = max(next, b.First)
 		}
 		first[p] = b.First
-		from := max(b.First, end[p]-int64(limit))
+		// Twice the page, so later copies among the records (skipped) do
+		// not shorten it.
+		from := max(b.First, end[p]-2*int64(limit))
 		err := s.src.ReadRange(ctx, info.Topic, p, from, end[p], func(rec roomhub.Record) error {
 			d, err := roomhub.DecodeRecord(info.Name, rec)
 			if err != nil {
