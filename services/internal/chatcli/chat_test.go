@@ -21,10 +21,11 @@ import (
 	"palaver.dev/services/internal/testio"
 )
 
-// waitFor polls until cond holds, failing the test after 5 s.
+// waitFor polls until cond holds, failing the test after 15 s (generous:
+// a loaded machine).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
