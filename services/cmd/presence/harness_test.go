@@ -513,7 +513,9 @@ func (e *env) writeEvents(values ...[]byte) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
+	// The service creates the events topic; this process's cached metadata
+	// may not know it yet, which kafkabus.Write waits out.
+	if err := kafkabus.Write(ctx, w, msgs...); err != nil {
 		e.t.Fatal(err)
 	}
 }
