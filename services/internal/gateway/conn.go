@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -212,6 +213,23 @@ func (c *conn) readFailed(err error) {
 	case <-c.closed:
 	case <-time.After(closeWriteTimeout + time.Second):
 	}
+	if ce == nil || !ce.peer {
+		c.drain()
+	}
+}
+
+// closeDrainBytes bounds what drain discards.
+const closeDrainBytes = 1 << 20
+
+// drain reads and discards what a client the reader closed on is still
+// sending (the rest of an oversized message, then its close frame) until
+// it closes its side, closeHandshakeTimeout passes or closeDrainBytes were
+// read. Closing a socket with bytes unread makes the kernel send a reset
+// instead of the end of the stream: the client's write in progress fails
+// and its stack may drop the close frame before the client reads it.
+func (c *conn) drain() {
+	_ = c.nc.SetReadDeadline(time.Now().Add(closeHandshakeTimeout))
+	_, _ = io.CopyN(io.Discard, c.rd.br, closeDrainBytes)
 }
 
 // handle runs one command; every command gets exactly one answer.

@@ -387,6 +387,55 @@ func TestSlowConsumerGetsItsCloseFrame(t *testing.T) {
 	}
 }
 
+// TestOversizedMessageGetsItsCloseFrame: a client still writing a message
+// over max_frame_bytes when the gateway closes with 1009 finishes its
+// write, reads the close frame, and sees the stream end cleanly, not reset:
+// the gateway reads and discards the rest instead of closing the socket on
+// unread bytes.
+func TestOversizedMessageGetsItsCloseFrame(t *testing.T) {
+	e := sharedEnv(t)
+	gw := startServer(t, e, nil)
+	const size = 512 << 10 // over max_frame_bytes, under what the gateway discards
+	for i := range 4 {
+		c := dialStrict(t, gw, 0)
+		var mask [4]byte
+		hdr := []byte{0x80 | wsText, 0x80 | 127}
+		hdr = binary.BigEndian.AppendUint64(hdr, size)
+		hdr = append(hdr, mask[:]...) // a zero mask: the payload is sent as is
+		_ = c.nc.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.nc.Write(append(hdr, make([]byte, 1<<10)...)); err != nil {
+			t.Fatalf("run %d: write: %v", i, err)
+		}
+		// The close frame comes once the header is read, with the message
+		// still being written.
+		var h [4]byte
+		if _, err := io.ReadFull(c.br, h[:]); err != nil {
+			t.Fatalf("run %d: read the close frame: %v", i, err)
+		}
+		if h[0] != 0x80|wsClose || h[1] < 2 || binary.BigEndian.Uint16(h[2:]) != uint16(websocket.StatusMessageTooBig) {
+			t.Fatalf("run %d: frame % x, want a close frame with 1009", i, h)
+		}
+		if _, err := c.br.Discard(int(h[1]) - 2); err != nil {
+			t.Fatalf("run %d: read the close reason: %v", i, err)
+		}
+		for sent := 1 << 10; sent < size; sent += 16 << 10 {
+			if _, err := c.nc.Write(make([]byte, min(16<<10, size-sent))); err != nil {
+				t.Fatalf("run %d: write after %d of %d bytes: %v", i, sent, size, err)
+			}
+		}
+		if err := c.write(wsClose, closeBody(closeTooBig)); err != nil {
+			t.Fatalf("run %d: write the close frame: %v", i, err)
+		}
+		_ = c.nc.(*net.TCPConn).CloseWrite()
+		if n, err := io.Copy(io.Discard, c.br); n != 0 || err != nil {
+			t.Fatalf("run %d: after the close frame: %d bytes, %v; want the end of the stream", i, n, err)
+		}
+	}
+	if n := testutil.ToFloat64(gw.metrics.RejectedFrames.WithLabelValues(codeTooLarge)); n != 4 {
+		t.Fatalf("%v messages rejected as too large, want 4", n)
+	}
+}
+
 // produceVaried writes n envelopes with texts of varied lengths and
 // scripts to a room's topic.
 func (e *kafkaEnv) produceVaried(t testing.TB, info room.Info, seq, n int) error {
