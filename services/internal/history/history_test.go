@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -20,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/message"
 	"palaver.dev/services/internal/shard"
 	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/room"
@@ -447,4 +449,68 @@ func TestFollowsNewPartitionsAndDeletedRooms(t *testing.T) {
 	if err := s.store.r.QueryRow(`SELECT count(*) FROM messages`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d rows left (%v)", n, err)
 	}
+}
+
+// A later copy of a message (a send retried after a broker failover: same
+// sender and client message id, a higher offset of the same partition) is
+// not stored, whether it comes in the batch of its first copy or after it,
+// and a rebuild keeps the same rows.
+func TestLaterCopiesAreStoredOnce(t *testing.T) {
+	e := sharedEnv(t)
+	pre := prefix(t)
+	in := e.newRoom(t, pre, 1)
+	msg := func(id, sender, text string, at time.Time) kafka.Message {
+		b, err := message.Encode(&message.Envelope{V: 1, ID: id, Room: in.Name, SenderID: sender, SenderName: "User " + sender, Text: text})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kafka.Message{Topic: in.Topic, Key: []byte(sender), Value: b, Time: at}
+	}
+	now := time.Now() // room topics keep the broker's time: for the writer only
+	// One write, so the first copy and its later copy are in one batch.
+	e.write(t,
+		msg("c-a", "u-1", "apricot", now),           // 0
+		msg("c-b", "u-2", "banana", now),            // 1
+		msg("c-a", "u-1", "apricot", now),           // 2: a later copy
+		msg("c-a", "u-2", "apricot elsewhere", now), // 3: another sender's id
+	)
+	dir := t.TempDir()
+	s := startService(t, e, dir, pre, nil)
+	waitCaughtUp(t, s.Service, in, e.ends(t, in))
+	// After the first copy is committed.
+	e.write(t,
+		msg("c-a", "u-1", "apricot", now.Add(time.Second)), // 4: a later copy
+		msg("c-c", "u-1", "cherry", now),                   // 5
+	)
+	end := e.ends(t, in)
+	waitCaughtUp(t, s.Service, in, end)
+	want := []string{"0/0 c-a", "0/1 c-b", "0/3 c-a", "0/5 c-c"}
+	check := func(s *runningService) {
+		t.Helper()
+		if got := allBackward(t, s.Service, in.Name, 2); !slices.Equal(got, want) {
+			t.Fatalf("pages hold %q, want %q", got, want)
+		}
+		res, err := s.Search(t.Context(), in.Name, SearchRequest{Query: "apricot", Limit: 50})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found []string
+		for _, m := range res.Results {
+			found = append(found, fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID))
+		}
+		if !slices.Equal(sorted(found), []string{"0/0 c-a", "0/3 c-a"}) {
+			t.Fatalf("search finds %q", found)
+		}
+		if got := testutil.ToFloat64(s.m.Duplicates.WithLabelValues(in.Name)); got != 2 {
+			t.Fatalf("duplicate_records_total = %v, want 2", got)
+		}
+		if got := testutil.ToFloat64(s.m.Ingested.WithLabelValues(in.Name)); got != 4 {
+			t.Fatalf("ingested_messages_total = %v, want 4", got)
+		}
+	}
+	check(s)
+	// An empty volume rebuilds to the same rows.
+	s2 := startService(t, e, t.TempDir(), pre, nil)
+	waitCaughtUp(t, s2.Service, in, end)
+	check(s2)
 }

@@ -26,6 +26,7 @@ func (s *Service) consume(ctx context.Context, name, topic string, tag int64, p 
 	backoff := 100 * time.Millisecond
 	trimmed := int64(0) // log start offset applied so far
 	lag := s.m.Lag.WithLabelValues(name, strconv.Itoa(p))
+	s.m.Duplicates.WithLabelValues(name) // reported from 0
 	send := func(o op) bool {
 		o.Room, o.Tag, o.Partition = name, tag, p
 		select {
@@ -289,7 +290,7 @@ func (s *Service) flush(batch []op) error {
 		return nil
 	}
 	began := time.Now()
-	next, trimmed, err := s.store.Apply(context.Background(), batch)
+	next, res, err := s.store.Apply(context.Background(), batch)
 	if err != nil {
 		s.log.Error("history: commit failed", "records", len(batch), "err", err)
 		return err
@@ -302,10 +303,14 @@ func (s *Service) flush(batch []op) error {
 			perRoom[batch[i].Room]++
 		}
 	}
+	for name, n := range res.Copies {
+		perRoom[name] -= int(n)
+		s.m.Duplicates.WithLabelValues(name).Add(float64(n))
+	}
 	for name, n := range perRoom {
 		s.m.Ingested.WithLabelValues(name).Add(float64(n))
 	}
-	for name, n := range trimmed {
+	for name, n := range res.Trimmed {
 		s.m.Trimmed.WithLabelValues(name).Add(float64(n))
 		s.log.Info("history: removed messages their topic no longer holds", "room", name, "messages", n)
 	}

@@ -22,6 +22,7 @@ type Metrics struct {
 	Ingested      *prometheus.CounterVec // room
 	Skipped       *prometheus.CounterVec // reason
 	Trimmed       *prometheus.CounterVec // room: rows removed because the topic no longer has them
+	Duplicates    *prometheus.CounterVec // room: later copies of messages, not stored
 	Lag           *prometheus.GaugeVec   // room, partition: records in the topic not yet stored
 	Remaining     prometheus.Gauge       // rebuild: records behind, summed, until first caught up
 	CommitLatency prometheus.Histogram
@@ -43,6 +44,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Records of room topics that are not valid message envelopes, by reason."}, []string{"reason"}),
 		Trimmed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "trimmed_messages_total",
 			Help: "Messages removed because their topic no longer holds them (retention, deleted records, re-created topic)."}, []string{"room"}),
+		Duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "duplicate_records_total",
+			Help: "Later copies of messages (same sender and client message id, a higher offset of the same partition, within the gateway's dedup window of the copy kept) not stored."}, []string{"room"}),
 		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "lag_messages",
 			Help: "Records of a room partition not yet stored: the partition's end seen in the last fetch minus the committed position."}, []string{"room", "partition"}),
 		Remaining: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "rebuild_remaining_messages",
@@ -59,7 +62,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Rooms this replica serves."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Ingested, m.Skipped, m.Trimmed, m.Lag, m.Remaining, m.CommitLatency, m.CommitSize,
+		reg.MustRegister(m.Ingested, m.Skipped, m.Trimmed, m.Duplicates, m.Lag, m.Remaining, m.CommitLatency, m.CommitSize,
 			m.QueryLatency, m.StoreBytes, m.Rooms)
 	}
 	return m

@@ -14,6 +14,7 @@ import (
 
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
 
+	"palaver.dev/services/internal/gateway/roomhub"
 	"palaver.dev/services/internal/historyapi"
 	"palaver.dev/services/internal/message"
 )
@@ -67,6 +68,7 @@ CREATE TABLE IF NOT EXISTS messages (
 	client_ts   INTEGER -- the sender's clock, ms; NULL when it did not say
 );
 CREATE INDEX IF NOT EXISTS messages_time ON messages (tag, ts);
+CREATE INDEX IF NOT EXISTS messages_client ON messages (tag, sender_id, id);
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_text USING fts5 (
 	text, content='', contentless_delete=1, detail=none,
 	tokenize='unicode61 remove_diacritics 2'
@@ -83,7 +85,11 @@ type Store struct {
 	w    *sql.DB // the one writer connection
 	r    *sql.DB // readers
 
-	insert, index [2]*sql.Stmt // one row, and insertChunk rows, per statement
+	insert, index, copies [2]*sql.Stmt // one row, and insertChunk rows, per statement
+
+	// dedupWindow is how long after a message a later copy of it is
+	// recognised: the gateway's, so history keeps the copy readers see.
+	dedupWindow time.Duration
 }
 
 // OpenStore opens (creating if needed) the store in dir.
@@ -114,13 +120,17 @@ func OpenStore(dir string) (*Store, error) {
 	}
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
-	s := &Store{path: path, w: w, r: r}
+	s := &Store{path: path, w: w, r: r, dedupWindow: roomhub.DefaultDedupWindow}
 	for i, n := range []int{1, insertChunk} {
 		if s.insert[i], err = w.Prepare(`INSERT INTO messages (rid, tag, ts, id, sender_id, sender_name, text, client_ts) VALUES ` +
 			values(n, 8) + ` ON CONFLICT DO NOTHING RETURNING rid`); err != nil {
 			break
 		}
 		if s.index[i], err = w.Prepare(`INSERT INTO messages_text (rowid, text) VALUES ` + values(n, 2)); err != nil {
+			break
+		}
+		if s.copies[i], err = w.Prepare(`SELECT rid, tag, sender_id, id, ts FROM messages WHERE (tag, sender_id, id) IN (VALUES ` +
+			values(n, 3) + `)`); err != nil {
 			break
 		}
 	}
@@ -291,34 +301,41 @@ type op struct {
 	done    chan error
 }
 
+// applied counts, per room, what a batch removed or did not store.
+type applied struct {
+	Trimmed map[string]int64 // rows removed by trims
+	Copies  map[string]int64 // later copies of messages, not stored
+}
+
 // Apply writes ops in one transaction, with the position after each
-// partition's last op, and returns the positions written and the rows trimmed per room. Replaying an op
-// whose position is already committed changes nothing.
-func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, map[string]int64, error) {
+// partition's last op, and returns the positions written and the rows
+// trimmed and later copies left out per room. Replaying an op whose
+// position is already committed changes nothing.
+func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, applied, error) {
+	res := applied{Trimmed: map[string]int64{}, Copies: map[string]int64{}}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("history: begin batch: %w", err)
+		return nil, res, fmt.Errorf("history: begin batch: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	next := map[posKey]int64{}
 	reset := map[posKey]bool{}
-	trimmed := map[string]int64{}
 	var rows []*op
 	for i := range ops {
 		o := &ops[i]
 		k := posKey{o.Room, o.Partition}
 		if o.Trim {
 			// Rows before the trim are written first: it removes them.
-			if err := s.insertRows(ctx, tx, rows); err != nil {
-				return nil, nil, err
+			if err := s.insertRows(ctx, tx, rows, res.Copies); err != nil {
+				return nil, res, err
 			}
 			rows = rows[:0]
 			n, err := trim(ctx, tx, o)
 			if err != nil {
-				return nil, nil, err
+				return nil, res, err
 			}
 			if n > 0 {
-				trimmed[o.Room] += n
+				res.Trimmed[o.Room] += n
 			}
 			if o.Reset {
 				next[k], reset[k] = o.Offset, true
@@ -332,8 +349,8 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, map[s
 			rows = append(rows, o)
 		}
 	}
-	if err := s.insertRows(ctx, tx, rows); err != nil {
-		return nil, nil, err
+	if err := s.insertRows(ctx, tx, rows, res.Copies); err != nil {
+		return nil, res, err
 	}
 	// Positions only move forward, except where a re-created topic reset
 	// them.
@@ -341,22 +358,23 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, map[s
 		if _, err := tx.ExecContext(ctx, `INSERT INTO positions (room, partition, next) VALUES (?1, ?2, ?3)
 			ON CONFLICT (room, partition) DO UPDATE SET next = CASE WHEN ?4 THEN excluded.next ELSE max(next, excluded.next) END`,
 			k.room, k.partition, n, reset[k]); err != nil {
-			return nil, nil, fmt.Errorf("history: commit position of %s/%d: %w", k.room, k.partition, err)
+			return nil, res, fmt.Errorf("history: commit position of %s/%d: %w", k.room, k.partition, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, nil, fmt.Errorf("history: commit batch: %w", err)
+		return nil, res, fmt.Errorf("history: commit batch: %w", err)
 	}
 	out := make(map[posKey]position, len(next))
 	for k, n := range next {
 		out[k] = position{next: n, reset: reset[k]}
 	}
-	return out, trimmed, nil
+	return out, res, nil
 }
 
 // insertRows inserts the rows of ops, and indexes their text; a row
-// already stored (a replay) is neither inserted nor indexed again.
-func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op) error {
+// already stored (a replay) is neither inserted nor indexed again, nor is
+// a later copy of a message (counted per room in copies).
+func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op, copies map[string]int64) error {
 	// In row id order: FTS5 writes its pending entries out as a new
 	// segment whenever a row id is not above the previous one, so rooms
 	// interleaved in a batch would cut it into a segment per row (and the
@@ -364,6 +382,10 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op) error {
 	slices.SortFunc(ops, func(a, b *op) int {
 		return cmp.Compare(rowID(a.Tag, a.Partition, a.Offset), rowID(b.Tag, b.Partition, b.Offset))
 	})
+	ops, err := s.dropCopies(ctx, tx, ops, copies)
+	if err != nil {
+		return err
+	}
 	args := make([]any, 0, 8*insertChunk)
 	texts := map[int64]string{}
 	var inserted []int64
@@ -415,6 +437,86 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op) error {
 		inserted = inserted[n:]
 	}
 	return nil
+}
+
+// copyKey finds the stored copies of a message: a room's rows of one
+// partition with one sender and client message id.
+type copyKey struct {
+	tag       int64
+	partition int
+	sender    string
+	id        string
+}
+
+// storedCopy is a row kept for a message: its row id and its time.
+type storedCopy struct {
+	rid int64
+	ts  int64 // ms
+}
+
+// dropCopies returns ops (in row id order) without the later copies of
+// messages, counting them per room in copies. The rule is the gateway's
+// (roomhub's duplicate): a record is a later copy when a copy kept before it
+// in the same partition, with the same sender and client message id, is
+// less than the dedup window older, in record time. The copy it is
+// measured against is the last one kept below it, rows of this batch
+// included, so a rebuild keeps the same rows as the replica that consumed
+// the records one batch at a time.
+func (s *Store) dropCopies(ctx context.Context, tx *sql.Tx, ops []*op, copies map[string]int64) ([]*op, error) {
+	kept := map[copyKey][]storedCopy{} // in row id order
+	args := make([]any, 0, 3*insertChunk)
+	for rest := ops; len(rest) > 0; {
+		n, stmt := 1, s.copies[0]
+		if len(rest) >= insertChunk {
+			n, stmt = insertChunk, s.copies[1]
+		}
+		args = args[:0]
+		for _, o := range rest[:n] {
+			args = append(args, o.Tag, o.Msg.SenderID, o.Msg.ID)
+		}
+		rs, err := tx.StmtContext(ctx, stmt).QueryContext(ctx, args...)
+		if err != nil {
+			return nil, fmt.Errorf("history: find copies of %d rows: %w", n, err)
+		}
+		for rs.Next() {
+			var c storedCopy
+			var k copyKey
+			if err := rs.Scan(&c.rid, &k.tag, &k.sender, &k.id, &c.ts); err != nil {
+				_ = rs.Close()
+				return nil, fmt.Errorf("history: find copies of %d rows: %w", n, err)
+			}
+			k.partition, _ = splitRowID(c.rid)
+			if !slices.Contains(kept[k], c) {
+				kept[k] = append(kept[k], c)
+			}
+		}
+		if err := errors.Join(rs.Err(), rs.Close()); err != nil {
+			return nil, fmt.Errorf("history: find copies of %d rows: %w", n, err)
+		}
+		rest = rest[n:]
+	}
+	for _, cs := range kept {
+		slices.SortFunc(cs, func(a, b storedCopy) int { return cmp.Compare(a.rid, b.rid) })
+	}
+	window := s.dedupWindow.Milliseconds()
+	out := ops[:0]
+	for _, o := range ops {
+		k := copyKey{o.Tag, o.Partition, o.Msg.SenderID, o.Msg.ID}
+		rid, ts := rowID(o.Tag, o.Partition, o.Offset), o.Msg.Time.UnixMilli()
+		cs := kept[k]
+		i, _ := slices.BinarySearchFunc(cs, rid, func(c storedCopy, rid int64) int { return cmp.Compare(c.rid, rid) })
+		if i < len(cs) && cs[i].rid == rid { // a replay of a kept row
+			out = append(out, o)
+			continue
+		}
+		if i > 0 && ts-cs[i-1].ts < window {
+			copies[o.Room]++
+			continue
+		}
+		kept[k] = slices.Insert(cs, i, storedCopy{rid, ts})
+		out = append(out, o)
+	}
+	return out, nil
 }
 
 // trim deletes a partition's rows below o.Offset (all of them on a reset).

@@ -91,9 +91,9 @@ func TestStoreApplyPagesSearchTrim(t *testing.T) {
 		t.Fatalf("second search page: %q %v", texts(rows), err)
 	}
 	// Trim what retention removed: rows and index entries.
-	_, trimmed, err := st.Apply(ctx, []op{{Room: "lobby", Tag: tag, Partition: 0, Offset: 5, Trim: true}})
-	if err != nil || trimmed["lobby"] != 5 {
-		t.Fatalf("trim: %v %v", trimmed, err)
+	_, res, err := st.Apply(ctx, []op{{Room: "lobby", Tag: tag, Partition: 0, Offset: 5, Trim: true}})
+	if err != nil || res.Trimmed["lobby"] != 5 {
+		t.Fatalf("trim: %v %v", res.Trimmed, err)
 	}
 	terms, _ = parseQuery(`hello`)
 	rows, _, err = st.search(ctx, tag, 1, terms, "", nil, 100)
