@@ -140,3 +140,72 @@ func TestParseQueryRefusesHostileInput(t *testing.T) {
 		t.Fatalf("matchExpr = %s", got)
 	}
 }
+
+// A later copy (same sender and client id, a higher offset of the same
+// partition, within the dedup window of the copy kept) is not stored, in
+// the batch of its first copy or a later one; a replay and a copy past the
+// window or in another partition are not copies.
+func TestStoreLaterCopies(t *testing.T) {
+	st, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := t.Context()
+	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	msg := func(p int, off int64, at time.Time, sender, id string) op {
+		m := stored("lobby", p, off, at, sender, "text "+id)
+		m.ID = id
+		return op{Room: "lobby", Tag: tag, Partition: p, Offset: off, Msg: m}
+	}
+	w := st.dedupWindow
+	batch1 := []op{
+		msg(0, 0, t0, "u-1", "a"),
+		msg(0, 1, t0.Add(time.Second), "u-1", "a"), // copy, same batch
+		msg(0, 2, t0, "u-2", "a"),                  // another sender
+		msg(1, 0, t0, "u-1", "a"),                  // another partition
+	}
+	_, res, err := st.Apply(ctx, batch1)
+	if err != nil || res.Copies["lobby"] != 1 {
+		t.Fatalf("batch 1: copies %v, %v", res.Copies, err)
+	}
+	_, res, err = st.Apply(ctx, []op{
+		msg(0, 3, t0.Add(w-time.Millisecond), "u-1", "a"),  // copy, later batch
+		{Room: "lobby", Tag: tag, Partition: 0, Offset: 4}, // a bad record
+		msg(0, 5, t0.Add(w), "u-1", "a"),                   // past the window: kept
+		msg(0, 6, t0.Add(w+time.Second), "u-1", "a"),       // a copy of offset 5
+	})
+	if err != nil || res.Copies["lobby"] != 2 {
+		t.Fatalf("batch 2: copies %v, %v", res.Copies, err)
+	}
+	// A replay of batch 1 keeps what it kept.
+	if _, _, err := st.Apply(ctx, batch1); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := st.after(ctx, tag, 2, map[int]int64{}, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	terms, err := parseQuery("text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found, _, err := st.search(ctx, tag, 2, terms, "", nil, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"0/0", "0/2", "0/5", "1/0"}
+	for what, rows := range map[string][]row{"rows": rows, "search": found} {
+		var got []string
+		for _, r := range rows {
+			got = append(got, fmt.Sprintf("%d/%d", r.partition, r.offset))
+		}
+		if !slices.Equal(sorted(got), want) {
+			t.Fatalf("%s %q, want %q", what, got, want)
+		}
+	}
+}
