@@ -39,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	latency := []float64{.0005, .001, .002, .004, .008, .016, .032, .064, .128, .256, .512, 1.024, 2.048, 5}
 	m := &Metrics{
 		Ingested: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "ingested_messages_total",
-			Help: "Messages stored (replays and skipped records excluded)."}, []string{"room"}),
+			Help: "Messages stored (replays, later copies and skipped records excluded)."}, []string{"room"}),
 		Skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "skipped_records_total",
 			Help: "Records of room topics that are not valid message envelopes, by reason."}, []string{"reason"}),
 		Trimmed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "trimmed_messages_total",
