@@ -5,6 +5,7 @@
 #   docker build --build-arg BINARY=gateway  -t palaver/gateway  .
 #   docker build --build-arg BINARY=history  -t palaver/history  .
 #   docker build --build-arg BINARY=operator -t palaver/operator .
+#   docker build --build-arg BINARY=presence -t palaver/presence .
 #
 # The binary is /usr/local/bin/<BINARY>; charts/palaver names it as the
 # container's command. The Tiltfile compiles on the host instead and uses

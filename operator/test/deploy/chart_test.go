@@ -87,6 +87,11 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{"bad SASL mechanism", "kafka: {sasl: {mechanism: PLAIN}}", "mechanism"},
 		{"no history shard", "history: {shards: 0}", "shards"},
 		{"history storage not a quantity", "history: {storage: {size: ten}}", "size"},
+		{"no presence replica", "presence: {replicas: 0}", "replicas"},
+		{"presence topics replicated zero times", "presence: {topics: {replicationFactor: 0}}", "replicationFactor"},
+		// The KafkaUsers allow the chart's group and topic names only.
+		{"presence group through env", "presence: {env: {PALAVER_PRESENCE_GROUP: other}}", "PALAVER_PRESENCE_GROUP"},
+		{"presence topic through env", "presence: {env: {PALAVER_PRESENCE_STATE_TOPIC: other}}", "PALAVER_PRESENCE_STATE_TOPIC"},
 		{"a short WebSocket timeout", `gateway: {httpRoute: {timeouts: {request: 30s}}}`, "request"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -141,6 +146,11 @@ func TestChartTemplates(t *testing.T) {
 				{"PodDisruptionBudget", "palaver-history", enabled("history", "enabled") && enabled("history", "podDisruptionBudget", "enabled")},
 				{"ServiceMonitor", "palaver-history", enabled("history", "enabled") && enabled("metrics", "serviceMonitor", "enabled")},
 				{"NetworkPolicy", "palaver-history", enabled("history", "enabled") && enabled("networkPolicy", "enabled")},
+				{"Deployment", "palaver-presence", enabled("presence", "enabled")},
+				{"Service", "palaver-presence", enabled("presence", "enabled")},
+				{"PodDisruptionBudget", "palaver-presence", enabled("presence", "enabled") && enabled("presence", "podDisruptionBudget", "enabled")},
+				{"ServiceMonitor", "palaver-presence", enabled("presence", "enabled") && enabled("metrics", "serviceMonitor", "enabled")},
+				{"NetworkPolicy", "palaver-presence", enabled("presence", "enabled") && enabled("networkPolicy", "enabled")},
 				{"ClusterRole", "palaver-operator", enabled("operator", "enabled")},
 				{"Role", "palaver-operator-leader-election", enabled("operator", "enabled")},
 				{"CustomResourceDefinition", "chatrooms.chat.palaver.dev", true},
@@ -166,6 +176,7 @@ func TestChartTemplates(t *testing.T) {
 				}
 			}
 			checkHistory(t, objs)
+			checkPresence(t, objs)
 			if np := find(objs, "NetworkPolicy", "palaver-operator"); np != nil {
 				ingress, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
 				for _, rule := range ingress {
@@ -264,6 +275,45 @@ func checkHistory(t *testing.T, objs []*unstructured.Unstructured) {
 			}
 		}
 		require.True(t, toHistory, "the gateway may reach history")
+	}
+}
+
+// checkPresence requires the gateways to write presence events exactly
+// when the presence service runs, the service to join the consumer group
+// its KafkaUser may read, and nothing but the scraper to reach it.
+func checkPresence(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	d := find(objs, "Deployment", "palaver-presence")
+	if gw := find(objs, "Deployment", "palaver-gateway"); gw != nil {
+		require.Equal(t, strconv.FormatBool(d != nil), containerEnv(t, gw, "gateway")["PALAVER_PRESENCE"],
+			"the gateway writes presence events exactly when presence runs")
+	}
+	if d == nil {
+		return
+	}
+	env := containerEnv(t, d, "presence")
+	require.Equal(t, "palaver-presence", env["PALAVER_PRESENCE_GROUP"], "the group k8s/kafka/users.yaml allows")
+	require.Equal(t, "palaver-presence", env["PALAVER_KAFKA_CLIENT_ID"])
+	for _, k := range []string{"PALAVER_PRESENCE_EVENTS_TOPIC", "PALAVER_PRESENCE_STATE_TOPIC"} {
+		_, set := env[k]
+		require.False(t, set, "%s: the topics are the ones the KafkaUsers allow", k)
+	}
+	svc := find(objs, "Service", "palaver-presence")
+	require.NotNil(t, svc)
+	ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
+	require.Len(t, ports, 1, "the Service is for metrics only")
+	require.Equal(t, "metrics", ports[0].(map[string]any)["name"])
+	if np := find(objs, "NetworkPolicy", "palaver-presence"); np != nil {
+		ingress, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
+		require.Len(t, ingress, 1, "only the scraper reaches presence")
+		rule := ingress[0].(map[string]any)
+		_, hasFrom := rule["from"]
+		require.True(t, hasFrom)
+		rulePorts, _, _ := unstructured.NestedSlice(rule, "ports")
+		require.Len(t, rulePorts, 1)
+		require.EqualValues(t, 9090, rulePorts[0].(map[string]any)["port"])
+		egress, _, _ := unstructured.NestedSlice(np.Object, "spec", "egress")
+		require.Len(t, egress, 2, "DNS and Kafka only")
 	}
 }
 

@@ -48,6 +48,7 @@ func TestK8sManifestsApplyToAPIServer(t *testing.T) {
 			"kafkauser.kafka.strimzi.io/palaver-operator created (server dry run)",
 			"kafkauser.kafka.strimzi.io/palaver-gateway created (server dry run)",
 			"kafkauser.kafka.strimzi.io/palaver-history created (server dry run)",
+			"kafkauser.kafka.strimzi.io/palaver-presence created (server dry run)",
 			"configmap/palaver-kafka-metrics created (server dry run)",
 		}},
 		{"monitoring", []string{

@@ -172,6 +172,19 @@ history:
 	{"without-history", `
 history: {enabled: false}
 `},
+	{"presence-tuned", `
+presence:
+  replicas: 3
+  topics: {partitions: 24, replicationFactor: 3}
+  env: {PALAVER_PRESENCE_GATEWAY_TIMEOUT: 20s}
+  podDisruptionBudget: {enabled: true, maxUnavailable: 2}
+  resources:
+    requests: {cpu: 200m, memory: 256Mi}
+    limits: {cpu: "2", memory: 1Gi}
+`},
+	{"without-presence", `
+presence: {enabled: false}
+`},
 	{"operator-only", `
 gateway: {enabled: false}
 kafka: {tls: {enabled: false}, sasl: {mechanism: ""}, bootstrap: "kafka:9092", networkPolicyPorts: [9092]}
