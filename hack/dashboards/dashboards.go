@@ -165,8 +165,25 @@ func palaverDashboard() Dashboard {
 	b.add(8, 8, timeseries("Store size", "The store on disk (database and write-ahead log) per replica: keep it under its volume's size.", "bytes",
 		q(fmt.Sprintf(`sum by (pod) (palaver_history_store_bytes{%s})`, gw), "{{pod}}")))
 
+	b.row("Presence")
+	b.add(8, 8, timeseries("Online users per room", "Users with at least one connection, on the presence replica owning the room.", "short",
+		q(fmt.Sprintf(`max by (room) (palaver_presence_online_users{%s})`, gw), "{{room}}")))
+	b.add(8, 8, timeseries("Connections per room", "Connections presence counts per room (a user's tabs and gateways each count).", "short",
+		q(fmt.Sprintf(`max by (room) (palaver_presence_connections{%s})`, gw), "{{room}}")))
+	b.add(8, 8, timeseries("Presence events", "Connection events read from palaver.presence.events per second, by type.", "short",
+		q(rate("palaver_presence_events_total", "type"), "{{type}}")))
+	b.add(8, 8, timeseries("Expiries", "Connections and gateways expired per second because their gateway's heartbeats stopped.", "short",
+		q(fmt.Sprintf(`sum(rate(palaver_presence_expired_connections_total{%s}[$__rate_interval]))`, gw), "connections"),
+		q(fmt.Sprintf(`sum(rate(palaver_presence_expired_gateways_total{%s}[$__rate_interval]))`, gw), "gateways")))
+	b.add(8, 8, timeseries("State publication latency", "A room's first unpublished change (its event's record time) to its state stored in palaver.presence.state.", "s",
+		q(quantile("0.5", "palaver_presence_publish_latency_seconds"), "p50"),
+		q(quantile("0.99", "palaver_presence_publish_latency_seconds"), "p99")))
+	b.add(8, 8, timeseries("Presence frames", "Presence frames the gateways send per second, by kind, and state changes folded into a later frame.", "short",
+		q(rate("palaver_gateway_presence_frames_total", "kind"), "{{kind}}"),
+		q(fmt.Sprintf(`sum(rate(palaver_gateway_presence_coalesced_total{%s}[$__rate_interval]))`, gw), "coalesced")))
+
 	return dashboard("palaver-throughput", "Palaver",
-		"Messages in and out per room, end-to-end latency, connections, history's ingest and queries, and the operator's rooms.",
+		"Messages in and out per room, end-to-end latency, connections, presence, history's ingest and queries, and the operator's rooms.",
 		[]string{"palaver"}, []Variable{queryVar("namespace", "Namespace", "palaver_gateway_connections")}, &b)
 }
 
