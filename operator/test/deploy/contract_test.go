@@ -62,7 +62,7 @@ func TestChartRunsTheBinaries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binaries against a real Kafka broker: not in -short mode")
 	}
-	bins := buildBinaries(t, "gateway", "operator", "history", "palaver")
+	bins := buildBinaries(t, "gateway", "operator", "history", "presence", "palaver")
 	bootstrap := kafkaBootstrap(t)
 	ns := newNamespace(t)
 
@@ -71,6 +71,7 @@ kafka: {bootstrap: %q, tls: {enabled: false}, sasl: {mechanism: ""}}
 operator: {replicas: 1, defaultReplicationFactor: 1}
 gateway: {autoscaling: {enabled: false}, replicas: 1}
 history: {shards: 2, copies: 1}
+presence: {replicas: 1, topics: {partitions: 4, replicationFactor: 1}}
 `, bootstrap))
 
 	procs := runChart(t, bins, ns, objs, nil)
@@ -78,6 +79,7 @@ history: {shards: 2, copies: 1}
 	require.Contains(t, procs, "operator")
 	require.Contains(t, procs, "palaver-history-0")
 	require.Contains(t, procs, "palaver-history-1")
+	require.Contains(t, procs, "presence")
 	for _, p := range procs {
 		p.waitLive(t)
 	}
@@ -101,6 +103,10 @@ history: {shards: 2, copies: 1}
 		return nil
 	})
 	procs["gateway"].waitReady(t, true)
+	// Presence, like the gateway, is ready once it has read the registry;
+	// it has created its topics and joined its consumer group by then, so
+	// the members' joins below are counted.
+	procs["presence"].waitReady(t, true)
 	for _, k := range []string{"palaver-history-0", "palaver-history-1"} {
 		procs[k].waitReady(t, true)
 	}
@@ -146,6 +152,21 @@ history: {shards: 2, copies: 1}
 		return nil
 	})
 
+	// The members' joins went through presence: the service counted them
+	// in the room and published its state, which the gateway read back and
+	// sent to the members.
+	for proc, name := range map[string]string{
+		"presence": "palaver_presence_online_users",
+		"gateway":  "palaver_gateway_presence_frames_total",
+	} {
+		waitFor(t, time.Minute, proc+" exports "+name, func() error {
+			if !slices.Contains(procs[proc].metricNames(t), name) {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+	}
+
 	// What the dashboards query is exported.
 	exported := map[string]bool{}
 	for _, p := range procs {
@@ -172,7 +193,7 @@ func TestChartRunsWithStrimziCredentials(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binaries: not in -short mode")
 	}
-	bins := buildBinaries(t, "gateway", "operator", "history")
+	bins := buildBinaries(t, "gateway", "operator", "history", "presence")
 	ns := newNamespace(t)
 	_, objs := render(t, ns, "history: {copies: 1}")
 	procs := runChart(t, bins, ns, objs, map[string]map[string][]byte{
@@ -180,8 +201,9 @@ func TestChartRunsWithStrimziCredentials(t *testing.T) {
 		"palaver-gateway":         {"password": []byte("gateway-password")},
 		"palaver-operator":        {"password": []byte("operator-password")},
 		"palaver-history":         {"password": []byte("history-password")},
+		"palaver-presence":        {"password": []byte("presence-password")},
 	})
-	require.Len(t, procs, 3)
+	require.Len(t, procs, 4)
 	for _, p := range procs {
 		require.Equal(t, "true", p.env["PALAVER_KAFKA_TLS"], p.name)
 		require.Equal(t, "SCRAM-SHA-512", p.env["PALAVER_KAFKA_SASL_MECHANISM"], p.name)
