@@ -458,6 +458,7 @@ describe('web UI', { timeout: 180000 }, () => {
 
       const text = `see https://example.com/a?b=1. not javascript:alert(1) ${RUN}`;
       await send(ada.page, text);
+      await message(grace.page, text).waitFor(); // count() does not wait for it
       const links = message(grace.page, text).locator('a');
       assert.equal(await links.count(), 1, 'one link');
       assert.equal(await links.getAttribute('href'), 'https://example.com/a?b=1');
