@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,10 +10,12 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
 
 	"palaver.dev/services/internal/cursor"
 	"palaver.dev/services/internal/history"
@@ -210,4 +213,123 @@ func cursorAt(t *testing.T, e *kafkaEnv, in room.Info) string {
 	var c cursor.Cursor
 	c.Advance(0, e.endOffset(t, in.Topic, 0)-1)
 	return c.String()
+}
+
+// TestKafkaPagesOfOneTime pages, from Kafka, rooms whose records share the
+// broker's time (one write is one batch per partition, stamped once), with
+// later copies among them: backward and forward with small limits, and
+// around each time, every message comes once, in (time, partition, offset)
+// order.
+func TestKafkaPagesOfOneTime(t *testing.T) {
+	e := sharedEnv(t)
+	gw := startServer(t, e, nil)
+	tok := token(t, "ada", nil, time.Hour)
+	for _, in := range []room.Info{e.newRoom(t, 1), e.newRoom(t, 2)} {
+		for batch := range 3 {
+			msgs := make([]kafka.Message, 9)
+			for i := range msgs {
+				id := fmt.Sprintf("c-%d-%d", batch, i)
+				if i == 4 {
+					id = fmt.Sprintf("c-%d-0", batch) // a later copy
+				}
+				b, err := json.Marshal(map[string]any{"v": 1, "id": id, "room": in.Name, "sender_id": "u-1", "text": "x"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				msgs[i] = kafka.Message{Topic: in.Topic, Key: fmt.Appendf(nil, "k-%d", i), Value: b}
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			for {
+				err := e.writer.WriteMessages(ctx, msgs...)
+				if err == nil {
+					break
+				}
+				if !metadataLag(err) || ctx.Err() != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(100 * time.Millisecond) // a new topic: the writer's metadata catches up within a second
+			}
+			cancel()
+		}
+		name := func(m MessageFrame) string { return fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID) }
+		all := getPage(t, gw, in.Name, "limit=200", tok)
+		var want []string
+		var times []time.Time
+		for _, m := range all.Messages {
+			want = append(want, name(m))
+			if at := m.Time.Time; len(times) == 0 || !times[len(times)-1].Equal(at) {
+				times = append(times, at)
+			}
+		}
+		if len(want) != 24 || len(times) >= len(want) {
+			t.Fatalf("%s: %d messages at %d times: %q", in.Name, len(want), len(times), want)
+		}
+		if in.Partitions == 2 && !slices.ContainsFunc(want, func(w string) bool { return strings.HasPrefix(w, "1/") }) {
+			t.Fatalf("%s: no message in partition 1: %q", in.Name, want)
+		}
+		sortedAll := slices.Clone(all.Messages)
+		slices.SortStableFunc(sortedAll, func(a, b MessageFrame) int {
+			return cmp.Or(a.Time.Compare(b.Time.Time), cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
+		})
+		for i, m := range sortedAll {
+			if name(m) != want[i] {
+				t.Fatalf("%s: a page is not in (time, partition, offset) order: %q", in.Name, want)
+			}
+		}
+		forward := func(from string, limit int) []string {
+			var out []string
+			for range 100 {
+				p := getPage(t, gw, in.Name, fmt.Sprintf("limit=%d&after=%s", limit, from), tok)
+				if len(p.Messages) == 0 {
+					return out
+				}
+				for _, m := range p.Messages {
+					out = append(out, name(m))
+				}
+				from = p.After
+			}
+			t.Fatal("paging never ends")
+			return nil
+		}
+		backward := func(before string, limit int) []string {
+			var pages [][]string
+			for range 100 {
+				p := getPage(t, gw, in.Name, fmt.Sprintf("limit=%d&before=%s", limit, before), tok)
+				var names []string
+				for _, m := range p.Messages {
+					names = append(names, name(m))
+				}
+				pages = append([][]string{names}, pages...)
+				if p.Before == "" {
+					return slices.Concat(pages...)
+				}
+				before = p.Before
+			}
+			t.Fatal("paging never ends")
+			return nil
+		}
+		for limit := 1; limit <= 3; limit++ {
+			if got := backward("", limit); !slices.Equal(got, want) {
+				t.Errorf("%s, limit %d: backward %q, want %q", in.Name, limit, got, want)
+			}
+			if got := forward("", limit); !slices.Equal(got, want) {
+				t.Errorf("%s, limit %d: forward %q, want %q", in.Name, limit, got, want)
+			}
+			for _, at := range times {
+				p := getPage(t, gw, in.Name, fmt.Sprintf("limit=%d&around=%s", 2*limit, url.QueryEscape(at.Format(time.RFC3339Nano))), tok)
+				var got, before []string
+				for _, m := range p.Messages {
+					got = append(got, name(m))
+				}
+				if p.Before != "" {
+					before = backward(p.Before, limit)
+				}
+				after := forward(p.After, limit)
+				if whole := slices.Concat(before, got, after); !slices.Equal(whole, want) {
+					t.Errorf("%s, limit %d, around %v: %q then the page %q then %q, want %q",
+						in.Name, limit, at, before, got, after, want)
+				}
+			}
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package history
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -513,4 +514,139 @@ func TestLaterCopiesAreStoredOnce(t *testing.T) {
 	s2 := startService(t, e, t.TempDir(), pre, nil)
 	waitCaughtUp(t, s2.Service, in, end)
 	check(s2)
+}
+
+// TestPagesOfOneTimeThroughCursors pages rooms whose records share the
+// broker's time (one write is one batch per partition, stamped once), with
+// later copies among them, through the service's cursors: backward and
+// forward with small limits, and around each time, every message comes
+// once, in (time, partition, offset) order.
+func TestPagesOfOneTimeThroughCursors(t *testing.T) {
+	e := sharedEnv(t)
+	pre := prefix(t)
+	rooms := []room.Info{e.newRoom(t, pre, 1), e.newRoom(t, pre, 2)}
+	for _, in := range rooms {
+		for batch := range 3 {
+			var msgs []kafka.Message
+			for i := range 9 {
+				id := fmt.Sprintf("c-%d-%d", batch, i)
+				if i == 4 {
+					id = fmt.Sprintf("c-%d-0", batch) // a later copy
+				}
+				b, err := message.Encode(&message.Envelope{V: 1, ID: id, Room: in.Name, SenderID: "u-1", Text: "x"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				msgs = append(msgs, kafka.Message{Topic: in.Topic, Key: []byte(fmt.Sprintf("k-%d", i)), Value: b})
+			}
+			e.write(t, msgs...)
+		}
+	}
+	s := startService(t, e, t.TempDir(), pre, nil)
+	for _, in := range rooms {
+		waitCaughtUp(t, s.Service, in, e.ends(t, in))
+		all, err := s.Messages(t.Context(), in.Name, PageRequest{Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		var times []time.Time
+		for _, m := range all.Messages {
+			want = append(want, fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID))
+			if len(times) == 0 || !times[len(times)-1].Equal(m.Time) {
+				times = append(times, m.Time)
+			}
+		}
+		if len(want) != 24 || len(times) >= len(want) {
+			t.Fatalf("%s: %d messages at %d times: %q", in.Name, len(want), len(times), want)
+		}
+		if in.Partitions == 2 && !slices.ContainsFunc(want, func(w string) bool { return strings.HasPrefix(w, "1/") }) {
+			t.Fatalf("%s: no message in partition 1: %q", in.Name, want)
+		}
+		slices.SortStableFunc(all.Messages, func(a, b Message) int {
+			return cmp.Or(a.Time.Compare(b.Time), cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
+		})
+		for i, m := range all.Messages {
+			if got := fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID); got != want[i] {
+				t.Fatalf("%s: a page is not in (time, partition, offset) order: %q", in.Name, want)
+			}
+		}
+		forward := func(from cursor.Cursor, limit int) []string {
+			var out []string
+			for range 100 {
+				page, err := s.Messages(t.Context(), in.Name, PageRequest{After: from, HasAfter: true, Limit: limit})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(page.Messages) == 0 {
+					return out
+				}
+				for _, m := range page.Messages {
+					out = append(out, fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID))
+				}
+				if from, err = cursor.Parse(page.After); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Fatal("paging never ends")
+			return nil
+		}
+		backward := func(before cursor.Cursor, limit int) []string {
+			var pages [][]string
+			for range 100 {
+				page, err := s.Messages(t.Context(), in.Name, PageRequest{Before: before, Limit: limit})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var ids []string
+				for _, m := range page.Messages {
+					ids = append(ids, fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID))
+				}
+				pages = append([][]string{ids}, pages...)
+				if page.Before == "" {
+					return slices.Concat(pages...)
+				}
+				if before, err = cursor.Parse(page.Before); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Fatal("paging never ends")
+			return nil
+		}
+		for limit := 1; limit <= 3; limit++ {
+			if got := backward(cursor.Cursor{}, limit); !slices.Equal(got, want) {
+				t.Errorf("%s, limit %d: backward %q, want %q", in.Name, limit, got, want)
+			}
+			if got := forward(cursor.Cursor{}, limit); !slices.Equal(got, want) {
+				t.Errorf("%s, limit %d: forward %q, want %q", in.Name, limit, got, want)
+			}
+			for _, at := range times {
+				page, err := s.Messages(t.Context(), in.Name, PageRequest{Around: at, Limit: 2 * limit})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for _, m := range page.Messages {
+					got = append(got, fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID))
+				}
+				var before, after []string
+				if page.Before != "" {
+					c, err := cursor.Parse(page.Before)
+					if err != nil {
+						t.Fatal(err)
+					}
+					before = backward(c, limit)
+				}
+				c, err := cursor.Parse(page.After)
+				if err != nil {
+					t.Fatal(err)
+				}
+				after = forward(c, limit)
+				if whole := slices.Concat(before, got, after); !slices.Equal(whole, want) {
+					t.Errorf("%s, limit %d, around %v: %q then the page %q then %q, want %q",
+						in.Name, limit, at, before, got, after, want)
+				}
+			}
+		}
+	}
 }
