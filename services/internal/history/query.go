@@ -98,14 +98,13 @@ func (s *Store) before(ctx context.Context, tag int64, partitions int, bound map
 		fetched[p] = len(got)
 		rows = append(rows, got...)
 	}
-	slices.SortFunc(rows, byTime)
-	if len(rows) > limit {
-		rows = rows[len(rows)-limit:]
-	}
+	rows = backPage(rows, limit)
 	kept := map[int]int{}
-	for i := len(rows) - 1; i >= 0; i-- {
-		start[rows[i].partition] = rows[i].offset
-		kept[rows[i].partition]++
+	for _, r := range rows {
+		if kept[r.partition] == 0 || r.offset < start[r.partition] {
+			start[r.partition] = r.offset
+		}
+		kept[r.partition]++
 	}
 	for p, n := range fetched {
 		older = older || n > kept[p]
@@ -130,11 +129,96 @@ func (s *Store) after(ctx context.Context, tag int64, partitions int, from map[i
 		}
 		rows = append(rows, got...)
 	}
+	return forwardPage(rows, limit), nil
+}
+
+// A page's position is an offset per partition, so a page read backward
+// holds, in each partition, every row read from its start on (forward: up
+// to its end). Where times do not go backward within a partition (the
+// broker's clock, as room topics keep it) the newest (oldest) limit rows
+// by time are such a page; where they do (a broker's clock stepped back),
+// a row read and left out of the page ends the partition's part of it, so
+// no row is listed twice or skipped, and the page holds at least the
+// partition's last (first) row whose place in time comes first.
+
+// backPage is the page of up to limit rows, oldest first, read backward
+// from rows (the newest of each partition).
+func backPage(rows []row, limit int) []row {
 	slices.SortFunc(rows, byTime)
-	if len(rows) > limit {
-		rows = rows[:limit]
+	if len(rows) <= limit {
+		return rows
 	}
-	return rows, nil
+	left := map[int]int64{} // per partition, the newest offset left out
+	for _, r := range rows[:len(rows)-limit] {
+		if o, ok := left[r.partition]; !ok || r.offset > o {
+			left[r.partition] = r.offset
+		}
+	}
+	var page []row
+	for _, r := range rows[len(rows)-limit:] {
+		if o, ok := left[r.partition]; !ok || r.offset > o {
+			page = append(page, r)
+		}
+	}
+	if len(page) == 0 { // the newest row of each partition: the newest of them
+		var last row
+		for _, r := range rows {
+			if r.offset == newestOffset(rows, r.partition) && (last.rid == 0 || byTime(r, last) > 0) {
+				last = r
+			}
+		}
+		page = []row{last}
+	}
+	return page
+}
+
+// forwardPage is the page of up to limit rows, oldest first, read forward
+// from rows (the oldest of each partition).
+func forwardPage(rows []row, limit int) []row {
+	slices.SortFunc(rows, byTime)
+	if len(rows) <= limit {
+		return rows
+	}
+	left := map[int]int64{} // per partition, the oldest offset left out
+	for _, r := range rows[limit:] {
+		if o, ok := left[r.partition]; !ok || r.offset < o {
+			left[r.partition] = r.offset
+		}
+	}
+	var page []row
+	for _, r := range rows[:limit] {
+		if o, ok := left[r.partition]; !ok || r.offset < o {
+			page = append(page, r)
+		}
+	}
+	if len(page) == 0 { // the oldest row of each partition: the oldest of them
+		for _, r := range rows {
+			if r.offset == oldestOffset(rows, r.partition) {
+				return []row{r}
+			}
+		}
+	}
+	return page
+}
+
+func newestOffset(rows []row, p int) int64 {
+	o := int64(-1)
+	for _, r := range rows {
+		if r.partition == p {
+			o = max(o, r.offset)
+		}
+	}
+	return o
+}
+
+func oldestOffset(rows []row, p int) int64 {
+	o := int64(maxOffset)
+	for _, r := range rows {
+		if r.partition == p {
+			o = min(o, r.offset)
+		}
+	}
+	return o
 }
 
 // split returns, per partition, the offset of the first message stored at

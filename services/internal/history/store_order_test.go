@@ -154,3 +154,90 @@ func TestStorePagesSameTime(t *testing.T) {
 		}
 	}
 }
+
+// TestStorePagesTimeBackward pages partitions whose times go backward at
+// times (a broker's clock stepped back, or a leader with a slower clock;
+// the sender's clock on a broker that keeps it): the report that listed
+// 0/4 twice. Cursors hold an offset per partition, so a page is, in each
+// partition, every row from its start on: each row is listed once in every
+// walk, each page in (time, partition, offset) order.
+func TestStorePagesTimeBackward(t *testing.T) {
+	st, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := t.Context()
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	// ms offsets from t0 per partition, by offset.
+	for name, times := range map[string][][]int{
+		"report": {{0, 1, 2, 3, 5, 4}},
+		"gap":    {{0, 10, 1, 11, 2, 12, 3}},
+		"two":    {{0, 5, 5, 1, 7, 7, 2}, {3, 3, 0, 9, 4, 4, 8}},
+	} {
+		tag, err := st.AddRoom(ctx, name, "palaver.room.default."+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ops []op
+		next := map[int]int64{}
+		total := 0
+		for p, ts := range times {
+			for off, ms := range ts {
+				ops = append(ops, op{Room: name, Tag: tag, Partition: p, Offset: int64(off),
+					Msg: stored(name, p, int64(off), t0.Add(time.Duration(ms)*time.Millisecond), "u-1", "x")})
+			}
+			next[p] = int64(len(ts))
+			total += len(ts)
+		}
+		if _, _, err := st.Apply(ctx, ops); err != nil {
+			t.Fatal(err)
+		}
+		once := func(what string, got []string) {
+			t.Helper()
+			if len(got) != total || len(slices.Compact(slices.Sorted(slices.Values(got)))) != total {
+				t.Errorf("%s: %s lists %q, want each of %d rows once", name, what, got, total)
+			}
+		}
+		inOrder := func(what string, rows []row) {
+			t.Helper()
+			if !slices.IsSortedFunc(rows, byTime) {
+				t.Errorf("%s: %s page %q not in order", name, what, positions(rows))
+			}
+		}
+		for limit := 1; limit <= 3; limit++ {
+			var got []string
+			bound := next
+			for range 2*total + 1 {
+				rows, start, older, err := st.before(ctx, tag, len(times), bound, limit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				inOrder("backward", rows)
+				got = append(positions(rows), got...)
+				if !older {
+					break
+				}
+				bound = start
+			}
+			once(fmt.Sprintf("backward, limit %d,", limit), got)
+			got = nil
+			from := map[int]int64{}
+			for range 2*total + 1 {
+				rows, err := st.after(ctx, tag, len(times), from, limit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(rows) == 0 {
+					break
+				}
+				inOrder("forward", rows)
+				got = append(got, positions(rows)...)
+				for _, r := range rows {
+					from[r.partition] = max(from[r.partition], r.offset+1)
+				}
+			}
+			once(fmt.Sprintf("forward, limit %d,", limit), got)
+		}
+	}
+}
