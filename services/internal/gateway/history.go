@@ -282,17 +282,14 @@ func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.
 			return nil, "", err
 		}
 	}
-	roomhub.SortByTime(ds)
+	ds, left := roomhub.PageForward(ds, limit)
 	// oldestLeft is, per partition, the oldest message read and left out
 	// of the page.
 	oldestLeft := map[int]int64{}
-	if len(ds) > limit {
-		for _, d := range ds[limit:] {
-			if o, ok := oldestLeft[d.Msg.Partition]; !ok || d.Msg.Offset < o {
-				oldestLeft[d.Msg.Partition] = d.Msg.Offset
-			}
+	for _, d := range left {
+		if o, ok := oldestLeft[d.Msg.Partition]; !ok || d.Msg.Offset < o {
+			oldestLeft[d.Msg.Partition] = d.Msg.Offset
 		}
-		ds = ds[:limit]
 	}
 	out := make([]MessageFrame, 0, len(ds))
 	for _, d := range ds {

@@ -333,3 +333,90 @@ func TestKafkaPagesOfOneTime(t *testing.T) {
 		}
 	}
 }
+
+// TestKafkaPagesTimeBackward pages, from Kafka, a room whose times go
+// backward within a partition (a broker's clock stepped back; here, a topic
+// keeping the sender's clock): a page holds, per partition, every message
+// from its start, so each message is listed once in every walk, each page
+// in (time, partition, offset) order.
+func TestKafkaPagesTimeBackward(t *testing.T) {
+	e := sharedEnv(t)
+	gw := startServer(t, e, nil)
+	tok := token(t, "ada", nil, time.Hour)
+	in := e.newRoom(t, 2)
+	res, err := e.cluster.Admin().IncrementalAlterConfigs(t.Context(), &kafka.IncrementalAlterConfigsRequest{
+		Resources: []kafka.IncrementalAlterConfigsRequestResource{{ResourceType: kafka.ResourceTypeTopic, ResourceName: in.Topic,
+			Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: "message.timestamp.type", Value: "CreateTime", ConfigOperation: kafka.ConfigOperationSet}}}},
+	})
+	if err != nil || res.Resources[0].Error != nil {
+		t.Fatalf("alter %s: %v %+v", in.Topic, err, res)
+	}
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	ms := []int{0, 1, 2, 3, 5, 4, 10, 6, 11, 7, 12, 8, 3, 9}
+	msgs := make([]kafka.Message, len(ms))
+	for i, m := range ms {
+		b, err := json.Marshal(map[string]any{"v": 1, "id": fmt.Sprintf("c-%d", i), "room": in.Name, "sender_id": "u-1", "text": "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs[i] = kafka.Message{Topic: in.Topic, Key: fmt.Appendf(nil, "k-%d", i%3), Value: b, Time: t0.Add(time.Duration(m) * time.Millisecond)}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for {
+		err := e.writer.WriteMessages(ctx, msgs...)
+		if err == nil {
+			break
+		}
+		if !metadataLag(err) || ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // a new topic: the writer's metadata catches up within a second
+	}
+	name := func(m MessageFrame) string { return fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID) }
+	inOrder := func(p pageJSON) {
+		t.Helper()
+		if !slices.IsSortedFunc(p.Messages, func(a, b MessageFrame) int {
+			return cmp.Or(a.Time.Compare(b.Time.Time), cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
+		}) {
+			t.Errorf("page not in order: %+v", p.Messages)
+		}
+	}
+	once := func(what string, got []string) {
+		t.Helper()
+		if len(got) != len(ms) || len(slices.Compact(slices.Sorted(slices.Values(got)))) != len(ms) {
+			t.Errorf("%s lists %q, want each of %d messages once", what, got, len(ms))
+		}
+	}
+	for limit := 1; limit <= 3; limit++ {
+		var pages [][]string
+		before := ""
+		for range 2*len(ms) + 1 {
+			p := getPage(t, gw, in.Name, fmt.Sprintf("limit=%d&before=%s", limit, before), tok)
+			inOrder(p)
+			var names []string
+			for _, m := range p.Messages {
+				names = append(names, name(m))
+			}
+			pages = append([][]string{names}, pages...)
+			if before = p.Before; before == "" {
+				break
+			}
+		}
+		once(fmt.Sprintf("backward, limit %d,", limit), slices.Concat(pages...))
+		var got []string
+		after := ""
+		for range 2*len(ms) + 1 {
+			p := getPage(t, gw, in.Name, fmt.Sprintf("limit=%d&after=%s", limit, after), tok)
+			if len(p.Messages) == 0 {
+				break
+			}
+			inOrder(p)
+			for _, m := range p.Messages {
+				got = append(got, name(m))
+			}
+			after = p.After
+		}
+		once(fmt.Sprintf("forward, limit %d,", limit), got)
+	}
+}

@@ -244,18 +244,15 @@ func (s *Server) history(ctx context.Context, info room.Info, before cursor.Curs
 			return nil, "", err
 		}
 	}
-	roomhub.SortByTime(ds)
+	ds, left := roomhub.PageBackward(ds, limit)
 	// newestLeft is, per partition, the newest message read and left out
 	// of the page (-1: none).
 	newestLeft := make([]int64, n)
 	for p := range newestLeft {
 		newestLeft[p] = -1
 	}
-	if len(ds) > limit {
-		for _, d := range ds[:len(ds)-limit] {
-			newestLeft[d.Msg.Partition] = max(newestLeft[d.Msg.Partition], d.Msg.Offset)
-		}
-		ds = ds[len(ds)-limit:]
+	for _, d := range left {
+		newestLeft[d.Msg.Partition] = max(newestLeft[d.Msg.Partition], d.Msg.Offset)
 	}
 	// The page starts, in each partition, at its first message kept, or
 	// where the read ended if none was kept; later copies skipped after
@@ -263,8 +260,8 @@ func (s *Server) history(ctx context.Context, info room.Info, before cursor.Curs
 	// copies still moves on.
 	start := make([]int64, n)
 	copy(start, end)
-	for i := len(ds) - 1; i >= 0; i-- {
-		start[ds[i].Msg.Partition] = ds[i].Msg.Offset
+	for _, d := range ds {
+		start[d.Msg.Partition] = min(start[d.Msg.Partition], d.Msg.Offset)
 	}
 	for _, m := range skipped {
 		if m.Offset > newestLeft[m.Partition] {

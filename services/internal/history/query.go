@@ -161,13 +161,11 @@ func backPage(rows []row, limit int) []row {
 		}
 	}
 	if len(page) == 0 { // the newest row of each partition: the newest of them
-		var last row
-		for _, r := range rows {
-			if r.offset == newestOffset(rows, r.partition) && (last.rid == 0 || byTime(r, last) > 0) {
-				last = r
+		for i := len(rows) - 1; i >= 0; i-- {
+			if rows[i].offset == newestOffset(rows, rows[i].partition) {
+				return rows[i : i+1]
 			}
 		}
-		page = []row{last}
 	}
 	return page
 }

@@ -955,3 +955,98 @@ func SortByTime(ds []*Delivery) {
 		return cmp.Or(a.Msg.Time.Compare(b.Msg.Time), cmp.Compare(a.Msg.Partition, b.Msg.Partition), cmp.Compare(a.Msg.Offset, b.Msg.Offset))
 	})
 }
+
+// A page's position is an offset per partition, so a page read backward
+// holds, in each partition, every message read from its start on (forward:
+// up to its end). Where times do not go backward within a partition (the
+// broker's clock, as room topics keep it) the newest (oldest) limit
+// messages by time are such a page; where they do (a broker's clock
+// stepped back), a message read and left out ends the partition's part of
+// the page, so no message is listed twice or skipped, and the page holds
+// at least one message.
+
+// PageBackward sorts ds (the newest messages read from each partition) by
+// time and returns the page of up to limit of them read backward, oldest
+// first, and the messages left out.
+func PageBackward(ds []*Delivery, limit int) (page, left []*Delivery) {
+	SortByTime(ds)
+	if len(ds) <= limit {
+		return ds, nil
+	}
+	newestLeft := map[int]int64{}
+	for _, d := range ds[:len(ds)-limit] {
+		if o, ok := newestLeft[d.Msg.Partition]; !ok || d.Msg.Offset > o {
+			newestLeft[d.Msg.Partition] = d.Msg.Offset
+		}
+	}
+	keep := func(d *Delivery) bool {
+		o, ok := newestLeft[d.Msg.Partition]
+		return !ok || d.Msg.Offset > o
+	}
+	window := func(i int) bool { return i >= len(ds)-limit }
+	if !slices.ContainsFunc(ds[len(ds)-limit:], keep) {
+		// The newest message of each partition: the newest of them.
+		newest := map[int]int64{}
+		for _, d := range ds {
+			newest[d.Msg.Partition] = max(newest[d.Msg.Partition], d.Msg.Offset)
+		}
+		for i := len(ds) - 1; i >= 0; i-- {
+			if d := ds[i]; d.Msg.Offset == newest[d.Msg.Partition] {
+				keep, window = func(e *Delivery) bool { return e == d }, func(int) bool { return true }
+				break
+			}
+		}
+	}
+	for i, d := range ds {
+		if window(i) && keep(d) {
+			page = append(page, d)
+		} else {
+			left = append(left, d)
+		}
+	}
+	return page, left
+}
+
+// PageForward sorts ds (the oldest messages read from each partition) by
+// time and returns the page of up to limit of them read forward, oldest
+// first, and the messages left out.
+func PageForward(ds []*Delivery, limit int) (page, left []*Delivery) {
+	SortByTime(ds)
+	if len(ds) <= limit {
+		return ds, nil
+	}
+	oldestLeft := map[int]int64{}
+	for _, d := range ds[limit:] {
+		if o, ok := oldestLeft[d.Msg.Partition]; !ok || d.Msg.Offset < o {
+			oldestLeft[d.Msg.Partition] = d.Msg.Offset
+		}
+	}
+	keep := func(d *Delivery) bool {
+		o, ok := oldestLeft[d.Msg.Partition]
+		return !ok || d.Msg.Offset < o
+	}
+	window := func(i int) bool { return i < limit }
+	if !slices.ContainsFunc(ds[:limit], keep) {
+		// The oldest message of each partition: the oldest of them.
+		oldest := map[int]int64{}
+		for _, d := range ds {
+			if o, ok := oldest[d.Msg.Partition]; !ok || d.Msg.Offset < o {
+				oldest[d.Msg.Partition] = d.Msg.Offset
+			}
+		}
+		for _, d := range ds {
+			if d.Msg.Offset == oldest[d.Msg.Partition] {
+				keep, window = func(e *Delivery) bool { return e == d }, func(int) bool { return true }
+				break
+			}
+		}
+	}
+	for i, d := range ds {
+		if window(i) && keep(d) {
+			page = append(page, d)
+		} else {
+			left = append(left, d)
+		}
+	}
+	return page, left
+}
