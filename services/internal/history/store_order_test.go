@@ -116,7 +116,7 @@ func TestStorePagesSameTime(t *testing.T) {
 					t.Fatal(err)
 				}
 				var older, newer []string
-				bound, from := split, split
+				bound := split
 				for range len(all) + 1 {
 					rows, start, more, err := st.before(ctx, tag, parts, bound, limit)
 					if err != nil {
@@ -128,7 +128,7 @@ func TestStorePagesSameTime(t *testing.T) {
 					}
 					bound = start
 				}
-				from = maps.Clone(split)
+				from := maps.Clone(split)
 				for range len(all) + 1 {
 					rows, err := st.after(ctx, tag, parts, from, limit)
 					if err != nil {
