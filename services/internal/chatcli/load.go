@@ -50,17 +50,29 @@ func Load(ctx context.Context, o LoadOptions) error {
 	if err != nil {
 		return o.Conn.explain(ctx, err)
 	}
-	if o.JSON {
-		enc := json.NewEncoder(o.Out)
+	return report(o.Out, o.JSON, res, ErrLoadProblems)
+}
+
+// runResult is what a run of load or simulate prints.
+type runResult interface {
+	Format(io.Writer)
+	Problems() []string
+}
+
+// report prints res as text or JSON and returns problem, naming what went
+// wrong, when the run had problems.
+func report(out io.Writer, asJSON bool, res runResult, problem error) error {
+	if asJSON {
+		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(res); err != nil {
 			return err
 		}
 	} else {
-		res.Format(o.Out)
+		res.Format(out)
 	}
 	if p := res.Problems(); len(p) > 0 {
-		return fmt.Errorf("%w: %s", ErrLoadProblems, strings.Join(p, "; "))
+		return fmt.Errorf("%w: %s", problem, strings.Join(p, "; "))
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package chatcli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -84,19 +83,7 @@ func Simulate(ctx context.Context, o SimulateOptions) error {
 	if err != nil {
 		return o.Conn.explain(ctx, err)
 	}
-	if o.JSON {
-		enc := json.NewEncoder(o.Out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			return err
-		}
-	} else {
-		res.Format(o.Out)
-	}
-	if p := res.Problems(); len(p) > 0 {
-		return fmt.Errorf("%w: %s", ErrSimulateProblems, strings.Join(p, "; "))
-	}
-	return nil
+	return report(o.Out, o.JSON, res, ErrSimulateProblems)
 }
 
 // peopleTokens returns the token of each simulated person or load member:
