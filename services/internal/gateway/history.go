@@ -265,19 +265,7 @@ func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.
 		pos.Advance(p, start-1)
 		// Twice the page, so later copies among the records (skipped) do
 		// not shorten it.
-		err := s.src.ReadRange(ctx, info.Topic, p, start, min(b.End, start+2*int64(limit)), func(rec roomhub.Record) error {
-			d, err := roomhub.DecodeRecord(info.Name, rec)
-			if err != nil {
-				s.m.Undecodable.WithLabelValues(info.Name).Inc()
-				return nil
-			}
-			if dup(d.Msg) {
-				skipped = append(skipped, d.Msg)
-			} else {
-				ds = append(ds, d)
-			}
-			return nil
-		})
+		err := s.readPageRange(ctx, info, p, start, min(b.End, start+2*int64(limit)), dup, &ds, &skipped)
 		if err != nil {
 			return nil, "", err
 		}

@@ -184,6 +184,25 @@ func (s *Server) pageDedup(ctx context.Context, info room.Info) (dup func(messag
 	return func(m message.Stored) bool { return s.hub.Duplicate(info.Name, dd, m) }, release, nil
 }
 
+// readPageRange reads the records [from, to) of partition p for a page:
+// messages go to ds, later copies (dup) to skipped, and records that are not
+// this room's messages are counted and left out.
+func (s *Server) readPageRange(ctx context.Context, info room.Info, p int, from, to int64, dup func(message.Stored) bool, ds *[]*roomhub.Delivery, skipped *[]message.Stored) error {
+	return s.src.ReadRange(ctx, info.Topic, p, from, to, func(rec roomhub.Record) error {
+		d, err := roomhub.DecodeRecord(info.Name, rec)
+		if err != nil {
+			s.m.Undecodable.WithLabelValues(info.Name).Inc()
+			return nil
+		}
+		if dup(d.Msg) {
+			*skipped = append(*skipped, d.Msg)
+		} else {
+			*ds = append(*ds, d)
+		}
+		return nil
+	})
+}
+
 // history reads up to limit messages before the before cursor (the end of
 // the room when it has no position in a partition), newest last, and the
 // cursor of the page before them ("" when there is nothing older). A
@@ -227,19 +246,7 @@ func (s *Server) history(ctx context.Context, info room.Info, before cursor.Curs
 		// Twice the page, so later copies among the records (skipped) do
 		// not shorten it.
 		from := max(b.First, end[p]-2*int64(limit))
-		err := s.src.ReadRange(ctx, info.Topic, p, from, end[p], func(rec roomhub.Record) error {
-			d, err := roomhub.DecodeRecord(info.Name, rec)
-			if err != nil {
-				s.m.Undecodable.WithLabelValues(info.Name).Inc()
-				return nil
-			}
-			if dup(d.Msg) {
-				skipped = append(skipped, d.Msg)
-			} else {
-				ds = append(ds, d)
-			}
-			return nil
-		})
+		err := s.readPageRange(ctx, info, p, from, end[p], dup, &ds, &skipped)
 		if err != nil {
 			return nil, "", err
 		}
