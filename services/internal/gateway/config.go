@@ -85,7 +85,7 @@ func DefaultConfig() Config {
 		PingInterval:     30 * time.Second,
 		WriteTimeout:     10 * time.Second,
 		SendTimeout:      10 * time.Second,
-		DedupWindow:      10 * time.Minute,
+		DedupWindow:      roomhub.DefaultDedupWindow, // history applies the same window
 		DedupEntries:     200_000,
 		TailLinger:       roomhub.DefaultLinger,
 		StallCheck:       roomhub.DefaultStallCheck,
