@@ -12,6 +12,7 @@ import (
 	"palaver.dev/services/internal/gateway/roomhub"
 	"palaver.dev/services/internal/historyapi"
 	"palaver.dev/services/internal/message"
+	"palaver.dev/services/internal/protocol"
 )
 
 // ErrConfig is wrapped by every configuration error.
@@ -28,7 +29,7 @@ type Config struct {
 	// Dev marks dev mode (--auth=dev): it allows the "*" origin.
 	Dev bool
 
-	Limits Limits // announced in welcome
+	Limits protocol.Limits // announced in welcome
 
 	QueueSize    int           // frames queued per connection; past it the room buffers RingSize more, then cuts it as a slow consumer (256)
 	RingSize     int           // latest messages kept per room for recovery (1024)
@@ -71,7 +72,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Limits: Limits{
+		Limits: protocol.Limits{
 			MaxTextBytes:   message.MaxTextBytes,
 			MaxFrameBytes:  16 << 10,
 			SendsPerSecond: 10,

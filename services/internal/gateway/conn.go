@@ -20,6 +20,7 @@ import (
 	"palaver.dev/services/internal/cursor"
 	"palaver.dev/services/internal/gateway/roomhub"
 	"palaver.dev/services/internal/message"
+	"palaver.dev/services/internal/protocol"
 )
 
 // Per-connection limits that are not worth a flag.
@@ -104,7 +105,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.sem = make(chan struct{}, s.cfg.MaxInFlight)
 	if !s.addConn(c) {
 		_ = nc.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
-		_, _ = nc.Write(appendCloseFrame(nil, closeGoingAway, "gateway shutting down"))
+		_, _ = nc.Write(appendCloseFrame(nil, protocol.CloseGoingAway, "gateway shutting down"))
 		_ = nc.Close()
 		return
 	}
@@ -121,7 +122,7 @@ func (c *conn) serve() {
 	defer c.finish()
 	c.timers[0] = time.AfterFunc(c.s.cfg.HelloTimeout, func() {
 		if !c.welcomed.Load() {
-			c.closeWith(closeUnauthorized, "no hello in time", reasonUnauthorized, false)
+			c.closeWith(protocol.CloseUnauthorized, "no hello in time", reasonUnauthorized, false)
 		}
 	})
 	for {
@@ -144,8 +145,8 @@ func (c *conn) serve() {
 // frame handles one client frame.
 func (c *conn) frame(typ ws.OpCode, b []byte) {
 	if typ != ws.OpText {
-		c.s.m.RejectedFrames.WithLabelValues(codeBadFrame).Inc()
-		c.closeWith(closeBadFrame, "binary frames are not part of the protocol", reasonBadFrame, true)
+		c.s.m.RejectedFrames.WithLabelValues(protocol.CodeBadFrame).Inc()
+		c.closeWith(protocol.CloseBadFrame, "binary frames are not part of the protocol", reasonBadFrame, true)
 		return
 	}
 	if c.isClosing() {
@@ -158,9 +159,9 @@ func (c *conn) frame(typ ws.OpCode, b []byte) {
 		c.badFrame(fe.Ref, fe.Code, fe.Msg)
 		return
 	}
-	if !c.welcomed.Load() && f.Op != opHello {
-		c.replyError(f.Ref, codeBadRequest, "the first frame must be hello", "")
-		c.closeWith(closeBadFrame, "the first frame must be hello", reasonBadFrame, true)
+	if !c.welcomed.Load() && f.Op != protocol.OpHello {
+		c.replyError(f.Ref, protocol.CodeBadRequest, "the first frame must be hello", "")
+		c.closeWith(protocol.CloseBadFrame, "the first frame must be hello", reasonBadFrame, true)
 		return
 	}
 	c.handle(f)
@@ -179,9 +180,9 @@ func (c *conn) badFrame(ref, code, msg string) {
 	c.badFrames++
 	switch {
 	case !c.welcomed.Load():
-		c.closeWith(closeBadFrame, "the first frame must be hello", reasonBadFrame, true)
+		c.closeWith(protocol.CloseBadFrame, "the first frame must be hello", reasonBadFrame, true)
 	case c.badFrames >= maxBadFrames:
-		c.closeWith(closeBadFrame, "too many bad frames", reasonBadFrame, true)
+		c.closeWith(protocol.CloseBadFrame, "too many bad frames", reasonBadFrame, true)
 	}
 }
 
@@ -194,15 +195,15 @@ func (c *conn) readFailed(err error) {
 	case errors.As(err, &ce) && ce.peer:
 		code := ce.code
 		if code == ws.StatusNoStatusRcvd {
-			code = ws.StatusNormalClosure
+			code = protocol.CloseNormal
 		}
 		c.closeWith(code, "", reasonClient, false)
 	case errors.As(err, &ce):
-		c.s.m.RejectedFrames.WithLabelValues(codeBadFrame).Inc()
+		c.s.m.RejectedFrames.WithLabelValues(protocol.CodeBadFrame).Inc()
 		c.closeWith(ce.code, ce.reason, reasonBadFrame, false)
 	case errors.Is(err, errMessageTooBig):
-		c.s.m.RejectedFrames.WithLabelValues(codeTooLarge).Inc()
-		c.closeWith(closeTooBig, "message too big", reasonBadFrame, false)
+		c.s.m.RejectedFrames.WithLabelValues(protocol.CodeTooLarge).Inc()
+		c.closeWith(protocol.CloseTooBig, "message too big", reasonBadFrame, false)
 	default:
 		c.markClosed(reasonClient)
 		return
@@ -233,24 +234,24 @@ func (c *conn) drain() {
 }
 
 // handle runs one command; every command gets exactly one answer.
-func (c *conn) handle(f Frame) {
-	if f.Op != opSend && !c.commands.allow(time.Now()) {
+func (c *conn) handle(f protocol.Command) {
+	if f.Op != protocol.OpSend && !c.commands.allow(time.Now()) {
 		c.rateLimited(f.Ref, "too many commands", f.Room)
 		return
 	}
 	var err *protoError
 	switch f.Op {
-	case opHello:
+	case protocol.OpHello:
 		err = c.hello(f)
-	case opJoin:
+	case protocol.OpJoin:
 		err = c.join(f)
-	case opLeave:
+	case protocol.OpLeave:
 		err = c.leave(f)
-	case opSend:
+	case protocol.OpSend:
 		err = c.send(f)
-	case opPing:
-		c.reply(pongFrame{Op: "pong", Ref: f.Ref})
-	case opTyping:
+	case protocol.OpPing:
+		c.reply(protocol.PongFrame{Op: protocol.OpPong, Ref: f.Ref})
+	case protocol.OpTyping:
 		err = c.s.presence.typing(c, f)
 	}
 	if err != nil {
@@ -258,12 +259,12 @@ func (c *conn) handle(f Frame) {
 	}
 }
 
-func (c *conn) hello(f Frame) *protoError {
-	if !slices.Contains(f.Versions, ProtocolVersion) {
-		c.s.m.RejectedFrames.WithLabelValues(codeUnsupportedVersion).Inc()
-		c.enqueue(outItem{frame: mustJSON(errorFrame{Op: "error", Ref: f.Ref, Code: codeUnsupportedVersion,
+func (c *conn) hello(f protocol.Command) *protoError {
+	if !slices.Contains(f.Versions, protocol.Version) {
+		c.s.m.RejectedFrames.WithLabelValues(protocol.CodeUnsupportedVersion).Inc()
+		c.enqueue(outItem{frame: mustJSON(protocol.ErrorFrame{Op: protocol.OpError, Ref: f.Ref, Code: protocol.CodeUnsupportedVersion,
 			Message: "no common protocol version", Supported: supportedVersions})}, true)
-		c.closeWith(closeBadFrame, "no common protocol version", reasonBadFrame, true)
+		c.closeWith(protocol.CloseBadFrame, "no common protocol version", reasonBadFrame, true)
 		return nil
 	}
 	token := f.Token
@@ -274,12 +275,12 @@ func (c *conn) hello(f Frame) *protoError {
 	id, err := c.s.verify(ctx, token)
 	cancel()
 	if err == nil && c.welcomed.Load() && id.UserID != c.id.UserID {
-		return fail(codeBadRequest, "a new token must be for the same user")
+		return fail(protocol.CodeBadRequest, "a new token must be for the same user")
 	}
 	if err != nil {
 		perr := authError(err)
 		c.replyError(f.Ref, perr.code, perr.msg, "")
-		c.closeWith(closeUnauthorized, perr.msg, reasonUnauthorized, true)
+		c.closeWith(protocol.CloseUnauthorized, perr.msg, reasonUnauthorized, true)
 		return nil
 	}
 	// A later hello refreshes the token: the session lasts as long as the
@@ -298,27 +299,27 @@ func (c *conn) hello(f Frame) *protoError {
 	for _, rs := range c.joined() {
 		if !id.MayJoin(rs.name) {
 			c.dropRoom(rs)
-			c.replyError("", codeForbidden, "your new token does not allow this room", rs.name)
+			c.replyError("", protocol.CodeForbidden, "your new token does not allow this room", rs.name)
 		}
 	}
 	name := id.Name
 	if name == "" {
 		name = id.UserID
 	}
-	c.reply(welcomeFrame{Op: "welcome", Ref: f.Ref, Version: ProtocolVersion, User: user{ID: id.UserID, Name: name}, Limits: c.s.cfg.Limits})
+	c.reply(protocol.WelcomeFrame{Op: protocol.OpWelcome, Ref: f.Ref, Version: protocol.Version, User: protocol.User{ID: id.UserID, Name: name}, Limits: c.s.cfg.Limits})
 	return nil
 }
 
 func (c *conn) expired() {
-	c.replyError("", codeUnauthorized, "the token expired", "")
-	c.closeWith(closeUnauthorized, "token expired", reasonUnauthorized, true)
+	c.replyError("", protocol.CodeUnauthorized, "the token expired", "")
+	c.closeWith(protocol.CloseUnauthorized, "token expired", reasonUnauthorized, true)
 }
 
 // ping sends a WebSocket ping every interval; a ping not answered by the
 // next ends the connection.
 func (c *conn) ping() {
 	if c.pingOut.Swap(true) {
-		c.closeWith(ws.StatusPolicyViolation, "no pong", reasonClient, false)
+		c.closeWith(protocol.ClosePolicy, "no pong", reasonClient, false)
 		return
 	}
 	c.mu.Lock()
@@ -345,7 +346,7 @@ func (c *conn) onPing(p []byte) {
 
 func (c *conn) onPong([]byte) { c.pingOut.Store(false) }
 
-func (c *conn) join(f Frame) *protoError {
+func (c *conn) join(f protocol.Command) *protoError {
 	info, perr := c.s.authorize(c.id, f.Room)
 	if perr != nil {
 		return perr
@@ -353,13 +354,13 @@ func (c *conn) join(f Frame) *protoError {
 	req := roomhub.JoinRequest{Last: f.Last}
 	switch {
 	case f.Last < 0 || f.Last > roomhub.MaxLast:
-		return fail(codeBadRequest, fmt.Sprintf("last must be between 0 and %d", roomhub.MaxLast))
+		return fail(protocol.CodeBadRequest, fmt.Sprintf("last must be between 0 and %d", roomhub.MaxLast))
 	case f.Cursor != "" && f.Last > 0:
-		return fail(codeBadRequest, "join with a cursor or with last, not both")
+		return fail(protocol.CodeBadRequest, "join with a cursor or with last, not both")
 	case f.Cursor != "":
 		cur, err := cursor.Parse(f.Cursor)
 		if err != nil {
-			return fail(codeBadRequest, "malformed cursor")
+			return fail(protocol.CodeBadRequest, "malformed cursor")
 		}
 		req.Resume, req.Cursor = true, cur
 	}
@@ -368,22 +369,22 @@ func (c *conn) join(f Frame) *protoError {
 	n := len(c.rooms)
 	c.mu.Unlock()
 	if joined {
-		c.reply(joinedFrame{Op: "joined", Ref: f.Ref, Room: f.Room, Cursor: rs.sub.Cursor().String()})
+		c.reply(protocol.JoinedFrame{Op: protocol.OpJoined, Ref: f.Ref, Room: f.Room, Cursor: rs.sub.Cursor().String()})
 		return nil
 	}
 	if n >= c.s.cfg.MaxRooms {
-		return fail(codeBadRequest, fmt.Sprintf("at most %d rooms per connection", c.s.cfg.MaxRooms))
+		return fail(protocol.CodeBadRequest, fmt.Sprintf("at most %d rooms per connection", c.s.cfg.MaxRooms))
 	}
 	rs = &roomSub{c: c, name: f.Room, delivered: c.s.m.MessagesDelivered.WithLabelValues(f.Room)}
 	ctx, cancel := context.WithTimeout(c.ctx, joinTimeout)
 	sub, err := c.s.hub.Join(ctx, info, rs, req)
 	cancel()
 	if errors.Is(err, roomhub.ErrBadCursor) {
-		return fail(codeBadRequest, "the cursor is not a position in this room (another room's, or a partition the room does not have)")
+		return fail(protocol.CodeBadRequest, "the cursor is not a position in this room (another room's, or a partition the room does not have)")
 	}
 	if err != nil {
 		c.s.log.Warn("gateway: join failed", "room", f.Room, "err", err)
-		return fail(codeUnavailable, "the room cannot be read now; retry")
+		return fail(protocol.CodeUnavailable, "the room cannot be read now; retry")
 	}
 	rs.sub = sub
 	c.mu.Lock()
@@ -398,13 +399,13 @@ func (c *conn) join(f Frame) *protoError {
 	c.rooms[f.Room] = rs
 	c.mu.Unlock()
 	c.s.m.Joins.Inc()
-	c.reply(joinedFrame{Op: "joined", Ref: f.Ref, Room: f.Room, Cursor: sub.Cursor().String(), Recovering: sub.Recovering(), Reset: sub.Reset()})
+	c.reply(protocol.JoinedFrame{Op: protocol.OpJoined, Ref: f.Ref, Room: f.Room, Cursor: sub.Cursor().String(), Recovering: sub.Recovering(), Reset: sub.Reset()})
 	sub.Start()
 	c.s.presence.joined(c, f.Room)
 	return nil
 }
 
-func (c *conn) leave(f Frame) *protoError {
+func (c *conn) leave(f protocol.Command) *protoError {
 	if perr := validRoom(f.Room); perr != nil {
 		return perr
 	}
@@ -412,10 +413,10 @@ func (c *conn) leave(f Frame) *protoError {
 	rs := c.rooms[f.Room]
 	c.mu.Unlock()
 	if rs == nil {
-		return fail(codeNotJoined, "not in this room")
+		return fail(protocol.CodeNotJoined, "not in this room")
 	}
 	c.dropRoom(rs)
-	c.reply(leftFrame{Op: "left", Ref: f.Ref, Room: f.Room})
+	c.reply(protocol.LeftFrame{Op: protocol.OpLeft, Ref: f.Ref, Room: f.Room})
 	return nil
 }
 
@@ -439,7 +440,7 @@ func (c *conn) joined() []*roomSub {
 	return out
 }
 
-func (c *conn) send(f Frame) *protoError {
+func (c *conn) send(f protocol.Command) *protoError {
 	if !c.sends.allow(time.Now()) {
 		c.rateLimited(f.Ref, fmt.Sprintf("over %g sends per second", c.s.cfg.Limits.SendsPerSecond), f.Room)
 		return nil
@@ -451,14 +452,14 @@ func (c *conn) send(f Frame) *protoError {
 	rs := c.rooms[f.Room]
 	c.mu.Unlock()
 	if rs == nil {
-		return fail(codeNotJoined, "join the room before sending to it")
+		return fail(protocol.CodeNotJoined, "join the room before sending to it")
 	}
 	env, perr := c.s.envelope(c.id, f.Room, f.ID, f.Text, f.ClientTime)
 	if perr != nil {
 		return perr
 	}
 	if c.s.draining.Load() {
-		return fail(codeUnavailable, "the gateway is shutting down; send again with the same id after reconnecting")
+		return fail(protocol.CodeUnavailable, "the gateway is shutting down; send again with the same id after reconnecting")
 	}
 	info, err := c.s.rooms.Get(f.Room)
 	if err != nil {
@@ -476,7 +477,7 @@ func (c *conn) send(f Frame) *protoError {
 			if !errors.Is(r.err, errSendTimeout) {
 				c.s.log.Warn("gateway: send failed", "room", env.Room, "err", r.err)
 			}
-			c.replyError(ref, codeUnavailable, "Kafka did not acknowledge the message; send it again with the same id", env.Room)
+			c.replyError(ref, protocol.CodeUnavailable, "Kafka did not acknowledge the message; send it again with the same id", env.Room)
 			return
 		}
 		c.reply(ackFrame(ref, env, r))
@@ -484,17 +485,17 @@ func (c *conn) send(f Frame) *protoError {
 	return nil
 }
 
-func ackFrame(ref string, env *message.Envelope, r sendResult) AckFrame {
-	return AckFrame{Op: "ack", Ref: ref, Room: env.Room, ID: env.ID, Partition: r.pos.Partition, Offset: r.pos.Offset,
-		Time: Time{r.pos.Time}, Duplicate: r.duplicate}
+func ackFrame(ref string, env *message.Envelope, r sendResult) protocol.AckFrame {
+	return protocol.AckFrame{Op: protocol.OpAck, Ref: ref, Room: env.Room, ID: env.ID, Partition: r.pos.Partition, Offset: r.pos.Offset,
+		Time: protocol.Time{Time: r.pos.Time}, Duplicate: r.duplicate}
 }
 
 // rateLimited answers a command over the limit; a client that keeps
 // flooding exhausts its patience and is closed with 4429.
 func (c *conn) rateLimited(ref, msg, room string) {
-	c.replyError(ref, codeRateLimited, msg, room)
+	c.replyError(ref, protocol.CodeRateLimited, msg, room)
 	if !c.patience.allow(time.Now()) {
-		c.closeWith(closeRateLimited, "rate limited", reasonRateLimited, true)
+		c.closeWith(protocol.CloseRateLimited, "rate limited", reasonRateLimited, true)
 	}
 }
 
@@ -503,7 +504,7 @@ func (c *conn) reply(v any) { c.enqueue(outItem{frame: mustJSON(v)}, true) }
 
 func (c *conn) replyError(ref, code, msg, room string) {
 	c.s.m.RejectedFrames.WithLabelValues(code).Inc()
-	c.reply(errorFrame{Op: "error", Ref: ref, Code: code, Message: msg, Room: room})
+	c.reply(protocol.ErrorFrame{Op: protocol.OpError, Ref: ref, Code: code, Message: msg, Room: room})
 }
 
 // enqueue queues a frame without blocking. Answers (reply) may use some
@@ -521,7 +522,7 @@ func (c *conn) enqueue(it outItem, answer bool) bool {
 	if c.queued >= limit {
 		c.mu.Unlock()
 		if answer {
-			c.closeWith(closeSlowConsumer, "slow consumer: reconnect and rejoin with your cursors", reasonSlowConsumer, false)
+			c.closeWith(protocol.CloseSlowConsumer, "slow consumer: reconnect and rejoin with your cursors", reasonSlowConsumer, false)
 		}
 		return false
 	}
@@ -837,7 +838,7 @@ func (c *conn) finish() {
 // goAway is the graceful close at shutdown: in-flight sends get their
 // answers, then 1001.
 func (c *conn) goAway() {
-	c.closeWith(closeGoingAway, "gateway shutting down: reconnect and rejoin with your cursors", reasonGoingAway, true)
+	c.closeWith(protocol.CloseGoingAway, "gateway shutting down: reconnect and rejoin with your cursors", reasonGoingAway, true)
 }
 
 // inFlight is the number of sends waiting for Kafka.
@@ -862,7 +863,7 @@ func (rs *roomSub) PushWait(ctx context.Context, d *roomhub.Delivery) error {
 func (rs *roomSub) Dropped(err error) {
 	c := rs.c
 	if errors.Is(err, roomhub.ErrSlowConsumer) {
-		c.closeWith(closeSlowConsumer, "slow consumer: reconnect and rejoin with your cursors", reasonSlowConsumer, false)
+		c.closeWith(protocol.CloseSlowConsumer, "slow consumer: reconnect and rejoin with your cursors", reasonSlowConsumer, false)
 		return
 	}
 	c.mu.Lock()
@@ -872,14 +873,14 @@ func (rs *roomSub) Dropped(err error) {
 	c.mu.Unlock()
 	c.s.presence.left(c, rs.name)
 	if errors.Is(err, roomhub.ErrRoomGone) {
-		c.replyError("", codeNotFound, "the room was deleted; you are no longer a member", rs.name)
+		c.replyError("", protocol.CodeNotFound, "the room was deleted; you are no longer a member", rs.name)
 		return
 	}
 	if errors.Is(err, roomhub.ErrTopicReplaced) {
-		c.replyError("", codeUnavailable, "the room's topic was replaced; join again with your cursor, which will be reset", rs.name)
+		c.replyError("", protocol.CodeUnavailable, "the room's topic was replaced; join again with your cursor, which will be reset", rs.name)
 		return
 	}
-	c.replyError("", codeUnavailable, "the room's missed messages cannot be read now; join again with your cursor", rs.name)
+	c.replyError("", protocol.CodeUnavailable, "the room's missed messages cannot be read now; join again with your cursor", rs.name)
 }
 
 // envelope validates a send into the envelope to store; clientTime is
@@ -887,17 +888,17 @@ func (rs *roomSub) Dropped(err error) {
 func (s *Server) envelope(id auth.Identity, room, msgID, text, clientTime string) (*message.Envelope, *protoError) {
 	switch {
 	case msgID == "" || len(msgID) > message.MaxIDBytes:
-		return nil, fail(codeBadRequest, fmt.Sprintf("id must be 1 to %d bytes", message.MaxIDBytes))
+		return nil, fail(protocol.CodeBadRequest, fmt.Sprintf("id must be 1 to %d bytes", message.MaxIDBytes))
 	case text == "":
-		return nil, fail(codeBadRequest, "empty text")
+		return nil, fail(protocol.CodeBadRequest, "empty text")
 	case len(text) > s.cfg.Limits.MaxTextBytes:
-		return nil, fail(codeTooLarge, fmt.Sprintf("text is %d bytes, limit %d", len(text), s.cfg.Limits.MaxTextBytes))
+		return nil, fail(protocol.CodeTooLarge, fmt.Sprintf("text is %d bytes, limit %d", len(text), s.cfg.Limits.MaxTextBytes))
 	}
 	var ct time.Time
 	if clientTime != "" {
 		var err error
 		if ct, err = time.Parse(time.RFC3339Nano, clientTime); err != nil || len(clientTime) > 64 {
-			return nil, fail(codeBadRequest, "client_time must be an RFC 3339 time")
+			return nil, fail(protocol.CodeBadRequest, "client_time must be an RFC 3339 time")
 		}
 		ct = ct.UTC().Truncate(time.Millisecond)
 	}
@@ -912,11 +913,11 @@ func (s *Server) envelope(id auth.Identity, room, msgID, text, clientTime string
 	if err := env.Validate(); err != nil {
 		switch {
 		case errors.Is(err, message.ErrInvalidUTF8):
-			return nil, fail(codeInvalidUTF8, "text and id must be valid UTF-8")
+			return nil, fail(protocol.CodeInvalidUTF8, "text and id must be valid UTF-8")
 		case errors.Is(err, message.ErrTooLarge):
-			return nil, fail(codeTooLarge, "a field is too long")
+			return nil, fail(protocol.CodeTooLarge, "a field is too long")
 		default:
-			return nil, fail(codeBadRequest, "invalid message")
+			return nil, fail(protocol.CodeBadRequest, "invalid message")
 		}
 	}
 	return env, nil
@@ -924,7 +925,7 @@ func (s *Server) envelope(id auth.Identity, room, msgID, text, clientTime string
 
 func validRoom(name string) *protoError {
 	if err := message.ValidateRoom(name); err != nil {
-		return fail(codeBadRequest, "invalid room name")
+		return fail(protocol.CodeBadRequest, "invalid room name")
 	}
 	return nil
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
+
+	"palaver.dev/services/internal/protocol"
 )
 
 // TestTimesHaveThreeFractionDigits: times in frames always have three
@@ -23,19 +25,19 @@ func TestTimesHaveThreeFractionDigits(t *testing.T) {
 		{time.Date(2026, 11, 24, 12, 0, 0, 100e6, time.UTC), `"2026-11-24T12:00:00.100Z"`},
 		{time.Date(2026, 11, 24, 13, 0, 0, 123456789, time.FixedZone("CET", 3600)), `"2026-11-24T12:00:00.123Z"`},
 	} {
-		b, err := json.Marshal(AckFrame{Op: "ack", Time: Time{tt.at}})
+		b, err := json.Marshal(protocol.AckFrame{Op: protocol.OpAck, Time: protocol.Time{Time: tt.at}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(string(b), `"time":`+tt.want) {
 			t.Errorf("ack of %v: %s, want time %s", tt.at, b, tt.want)
 		}
-		var back AckFrame
+		var back protocol.AckFrame
 		if err := json.Unmarshal(b, &back); err != nil || !back.Time.Equal(tt.at.Truncate(time.Millisecond)) {
 			t.Errorf("round trip of %s: %v, %v", b, back.Time, err)
 		}
 	}
-	if b, _ := json.Marshal(MessageFrame{}); strings.Contains(string(b), "client_time") {
+	if b, _ := json.Marshal(protocol.MessageFrame{}); strings.Contains(string(b), "client_time") {
 		t.Errorf("a message without client time shows one: %s", b)
 	}
 }
@@ -57,7 +59,7 @@ func TestClientTimeIsStored(t *testing.T) {
 	for {
 		f := c.next()
 		if f.Op == "error" {
-			if f.Code != codeBadRequest || f.Ref != "bad" {
+			if f.Code != protocol.CodeBadRequest || f.Ref != "bad" {
 				t.Fatalf("malformed client_time: %+v", f)
 			}
 			break
@@ -132,12 +134,12 @@ func TestUnreadableRefAndHelloContract(t *testing.T) {
 	c := connect(t, gw, good)
 	for _, frame := range []string{
 		`{"op":"ping","ref":7}`,
-		`{"op":"ping","ref":"` + strings.Repeat("r", MaxRefBytes+1) + `"}`,
+		`{"op":"ping","ref":"` + strings.Repeat("r", protocol.MaxRefBytes+1) + `"}`,
 		"{\"op\":\"ping\",\"ref\":\"\xff\"}",
 	} {
 		c.write([]byte(frame))
 		f := c.next()
-		if f.Op != "error" || f.Ref != "" || f.Room != "" || (f.Code != codeBadFrame && f.Code != codeInvalidUTF8) {
+		if f.Op != "error" || f.Ref != "" || f.Room != "" || (f.Code != protocol.CodeBadFrame && f.Code != protocol.CodeInvalidUTF8) {
 			t.Fatalf("%q answered %+v, want an error with neither ref nor room", frame, f)
 		}
 	}
@@ -146,13 +148,13 @@ func TestUnreadableRefAndHelloContract(t *testing.T) {
 
 	c = dial(t, gw, dialOpts{})
 	c.write(map[string]any{"op": "hello", "ref": "h", "token": good})
-	c.expectError(codeUnsupportedVersion, "h")
-	c.expectClose(closeBadFrame)
+	c.expectError(protocol.CodeUnsupportedVersion, "h")
+	c.expectClose(protocol.CloseBadFrame)
 
 	c = dial(t, gw, dialOpts{})
 	c.write(map[string]any{"op": "ping", "ref": "p"})
-	c.expectError(codeBadRequest, "p")
-	c.expectClose(closeBadFrame)
+	c.expectError(protocol.CodeBadRequest, "p")
+	c.expectClose(protocol.CloseBadFrame)
 }
 
 // TestHTTPRefusesAnExpiredTokenLikeTheWebSocket: a token past its exp but
@@ -167,8 +169,8 @@ func TestHTTPRefusesAnExpiredTokenLikeTheWebSocket(t *testing.T) {
 	}
 	c := dial(t, gw, dialOpts{})
 	c.write(map[string]any{"op": "hello", "ref": "h", "versions": []int{1}, "token": expired})
-	c.expectError(codeUnauthorized, "h")
-	c.expectClose(closeUnauthorized)
+	c.expectError(protocol.CodeUnauthorized, "h")
+	c.expectClose(protocol.CloseUnauthorized)
 }
 
 // TestRoomSeriesExistBeforeTheirFirstEvent: the per-room counters an alert
@@ -245,7 +247,7 @@ func TestLaterCopyIsShownOnce(t *testing.T) {
 	for name, g := range map[string]*testServer{"tailing": gw, "not tailing": other} {
 		_, body := getJSON(t, g, "/v1/rooms/"+info.Name+"/messages", token(t, "ada", nil, time.Hour))
 		var page struct {
-			Messages []MessageFrame `json:"messages"`
+			Messages []protocol.MessageFrame `json:"messages"`
 		}
 		if err := json.Unmarshal(body, &page); err != nil {
 			t.Fatal(err)
@@ -263,7 +265,7 @@ func TestLaterCopyIsShownOnce(t *testing.T) {
 		t.Helper()
 		_, body := getJSON(t, gw, "/v1/rooms/"+info.Name+"/messages?"+q, token(t, "ada", nil, time.Hour))
 		var p struct {
-			Messages      []MessageFrame `json:"messages"`
+			Messages      []protocol.MessageFrame `json:"messages"`
 			Before, After string
 		}
 		if err := json.Unmarshal(body, &p); err != nil {

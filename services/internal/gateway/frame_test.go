@@ -6,42 +6,44 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"palaver.dev/services/internal/protocol"
 )
 
 func TestDecodeFrame(t *testing.T) {
 	tests := []struct {
 		name    string
 		in      string
-		want    Frame
+		want    protocol.Command
 		code    string // expected error code; "" for success
 		wantRef string // ref carried by the error
 	}{
 		{name: "hello", in: `{"op":"hello","ref":"h1","versions":[1,2],"token":"abc"}`,
-			want: Frame{Op: "hello", Ref: "h1", Versions: []int{1, 2}, Token: "abc"}},
+			want: protocol.Command{Op: "hello", Ref: "h1", Versions: []int{1, 2}, Token: "abc"}},
 		{name: "join with cursor", in: `{"op":"join","ref":"j","room":"lobby","cursor":"AQEAKg"}`,
-			want: Frame{Op: "join", Ref: "j", Room: "lobby", Cursor: "AQEAKg"}},
-		{name: "join with last", in: ` {"op":"join","room":"lobby","last":50}`, want: Frame{Op: "join", Room: "lobby", Last: 50}},
+			want: protocol.Command{Op: "join", Ref: "j", Room: "lobby", Cursor: "AQEAKg"}},
+		{name: "join with last", in: ` {"op":"join","room":"lobby","last":50}`, want: protocol.Command{Op: "join", Room: "lobby", Last: 50}},
 		{name: "send", in: `{"op":"send","ref":"s1","room":"lobby","id":"c-1","text":"héllo \u263a"}`,
-			want: Frame{Op: "send", Ref: "s1", Room: "lobby", ID: "c-1", Text: "héllo ☺"}},
-		{name: "ping without ref", in: `{"op":"ping"}`, want: Frame{Op: "ping"}},
-		{name: "unknown fields are ignored", in: `{"op":"leave","room":"x","future":{"a":[1]}}`, want: Frame{Op: "leave", Room: "x"}},
+			want: protocol.Command{Op: "send", Ref: "s1", Room: "lobby", ID: "c-1", Text: "héllo ☺"}},
+		{name: "ping without ref", in: `{"op":"ping"}`, want: protocol.Command{Op: "ping"}},
+		{name: "unknown fields are ignored", in: `{"op":"leave","room":"x","future":{"a":[1]}}`, want: protocol.Command{Op: "leave", Room: "x"}},
 
-		{name: "empty", in: ``, code: codeBadFrame},
-		{name: "not an object", in: `[{"op":"ping"}]`, code: codeBadFrame},
-		{name: "null", in: `null`, code: codeBadFrame},
-		{name: "string", in: `"ping"`, code: codeBadFrame},
-		{name: "truncated", in: `{"op":"ping","ref":"p1"`, code: codeBadFrame},
-		{name: "trailing garbage", in: `{"op":"ping"} {}`, code: codeBadFrame},
-		{name: "no op", in: `{"ref":"x"}`, code: codeBadFrame, wantRef: "x"},
-		{name: "op not a string", in: `{"op":1,"ref":"x"}`, code: codeBadFrame, wantRef: "x"},
-		{name: "text not a string", in: `{"op":"send","ref":"s","text":42}`, code: codeBadFrame, wantRef: "s"},
-		{name: "versions not numbers", in: `{"op":"hello","versions":["1"]}`, code: codeBadFrame},
-		{name: "last not an integer", in: `{"op":"join","room":"r","last":1.5}`, code: codeBadFrame},
-		{name: "ref too long", in: `{"op":"ping","ref":"` + strings.Repeat("r", MaxRefBytes+1) + `"}`, code: codeBadFrame},
-		{name: "unknown op", in: `{"op":"subscribe","ref":"u"}`, code: codeUnknownOp, wantRef: "u"},
-		{name: "op is case-sensitive", in: `{"op":"PING"}`, code: codeUnknownOp},
-		{name: "invalid UTF-8", in: "{\"op\":\"send\",\"ref\":\"s9\",\"text\":\"\xff\xfe\"}", code: codeInvalidUTF8, wantRef: "s9"},
-		{name: "invalid UTF-8 in ref", in: "{\"op\":\"ping\",\"ref\":\"\xc3\"}", code: codeInvalidUTF8},
+		{name: "empty", in: ``, code: protocol.CodeBadFrame},
+		{name: "not an object", in: `[{"op":"ping"}]`, code: protocol.CodeBadFrame},
+		{name: "null", in: `null`, code: protocol.CodeBadFrame},
+		{name: "string", in: `"ping"`, code: protocol.CodeBadFrame},
+		{name: "truncated", in: `{"op":"ping","ref":"p1"`, code: protocol.CodeBadFrame},
+		{name: "trailing garbage", in: `{"op":"ping"} {}`, code: protocol.CodeBadFrame},
+		{name: "no op", in: `{"ref":"x"}`, code: protocol.CodeBadFrame, wantRef: "x"},
+		{name: "op not a string", in: `{"op":1,"ref":"x"}`, code: protocol.CodeBadFrame, wantRef: "x"},
+		{name: "text not a string", in: `{"op":"send","ref":"s","text":42}`, code: protocol.CodeBadFrame, wantRef: "s"},
+		{name: "versions not numbers", in: `{"op":"hello","versions":["1"]}`, code: protocol.CodeBadFrame},
+		{name: "last not an integer", in: `{"op":"join","room":"r","last":1.5}`, code: protocol.CodeBadFrame},
+		{name: "ref too long", in: `{"op":"ping","ref":"` + strings.Repeat("r", protocol.MaxRefBytes+1) + `"}`, code: protocol.CodeBadFrame},
+		{name: "unknown op", in: `{"op":"subscribe","ref":"u"}`, code: protocol.CodeUnknownOp, wantRef: "u"},
+		{name: "op is case-sensitive", in: `{"op":"PING"}`, code: protocol.CodeUnknownOp},
+		{name: "invalid UTF-8", in: "{\"op\":\"send\",\"ref\":\"s9\",\"text\":\"\xff\xfe\"}", code: protocol.CodeInvalidUTF8, wantRef: "s9"},
+		{name: "invalid UTF-8 in ref", in: "{\"op\":\"ping\",\"ref\":\"\xc3\"}", code: protocol.CodeInvalidUTF8},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,21 +91,21 @@ func FuzzDecodeFrame(f *testing.F) {
 				t.Fatalf("error %v is not a FrameError", err)
 			}
 			switch fe.Code {
-			case codeBadFrame, codeUnknownOp, codeInvalidUTF8:
+			case protocol.CodeBadFrame, protocol.CodeUnknownOp, protocol.CodeInvalidUTF8:
 			default:
 				t.Fatalf("unexpected code %q", fe.Code)
 			}
-			if len(fe.Ref) > MaxRefBytes || !utf8.ValidString(fe.Ref) {
+			if len(fe.Ref) > protocol.MaxRefBytes || !utf8.ValidString(fe.Ref) {
 				t.Fatalf("error carries a ref that cannot be echoed: %q", fe.Ref)
 			}
 			return
 		}
 		switch fr.Op {
-		case opHello, opJoin, opLeave, opSend, opPing:
+		case protocol.OpHello, protocol.OpJoin, protocol.OpLeave, protocol.OpSend, protocol.OpPing:
 		default:
 			t.Fatalf("decoded unknown op %q", fr.Op)
 		}
-		if !utf8.Valid(b) || len(fr.Ref) > MaxRefBytes {
+		if !utf8.Valid(b) || len(fr.Ref) > protocol.MaxRefBytes {
 			t.Fatalf("accepted %q", b)
 		}
 	})

@@ -19,6 +19,7 @@ import (
 
 	"palaver.dev/services/internal/cursor"
 	"palaver.dev/services/internal/loadgen"
+	"palaver.dev/services/internal/protocol"
 	"palaver.dev/services/room"
 )
 
@@ -39,7 +40,7 @@ func TestTwoGatewaysChat(t *testing.T) {
 	for _, c := range []*client{ada, grace} {
 		m := c.messages(1)[0]
 		if m.ID != "a-1" || m.Text != "hello from gateway 1" || m.Sender.ID != "ada" || m.Sender.Name != "Ada" ||
-			m.Partition != ack.Partition || m.Offset != ack.Offset || !m.Time.Equal(ack.Time) {
+			m.Partition != ack.Partition || m.Offset != ack.Offset || !m.Time.Equal(ack.Time.Time) {
 			t.Fatalf("message %+v does not match its ack %+v", m, ack)
 		}
 		cur, err := cursor.Parse(m.Cursor)
@@ -176,21 +177,21 @@ func TestBadInput(t *testing.T) {
 		name string
 		run  step
 	}{
-		{"malformed JSON", errorCase(`{"op":"send",`, codeBadFrame, "")},
-		{"not an object", errorCase(`[1,2,3]`, codeBadFrame, "")},
-		{"wrong field type", errorCase(`{"op":"send","ref":"w","room":"x","id":"a","text":7}`, codeBadFrame, "w")},
-		{"unknown op", errorCase(`{"op":"shout","ref":"u"}`, codeUnknownOp, "u")},
-		{"invalid UTF-8", errorCase("{\"op\":\"send\",\"ref\":\"s\",\"room\":\""+info.Name+"\",\"id\":\"x\",\"text\":\"\xc3\x28\"}", codeInvalidUTF8, "s")},
-		{"text too large", errorCase(send("big", strings.Repeat("é", 2049)), codeTooLarge, "s")},
-		{"empty text", errorCase(send("e", ""), codeBadRequest, "s")},
-		{"id too long", errorCase(send(strings.Repeat("i", 65), "hi"), codeBadRequest, "s")},
-		{"missing id", errorCase(send("", "hi"), codeBadRequest, "s")},
-		{"bad room name", errorCase(`{"op":"join","ref":"j","room":"Lobby!"}`, codeBadRequest, "j")},
-		{"unknown room", errorCase(`{"op":"join","ref":"j","room":"no-such-room"}`, codeNotFound, "j")},
-		{"malformed cursor", errorCase(`{"op":"join","ref":"j","room":"`+other.Name+`","cursor":"!!"}`, codeBadRequest, "j")},
-		{"last over 500", errorCase(`{"op":"join","ref":"j","room":"`+other.Name+`","last":501}`, codeBadRequest, "j")},
-		{"send before join", errorCase(`{"op":"send","ref":"n","room":"`+other.Name+`","id":"a","text":"hi"}`, codeNotJoined, "n")},
-		{"leave before join", errorCase(`{"op":"leave","ref":"l","room":"`+other.Name+`"}`, codeNotJoined, "l")},
+		{"malformed JSON", errorCase(`{"op":"send",`, protocol.CodeBadFrame, "")},
+		{"not an object", errorCase(`[1,2,3]`, protocol.CodeBadFrame, "")},
+		{"wrong field type", errorCase(`{"op":"send","ref":"w","room":"x","id":"a","text":7}`, protocol.CodeBadFrame, "w")},
+		{"unknown op", errorCase(`{"op":"shout","ref":"u"}`, protocol.CodeUnknownOp, "u")},
+		{"invalid UTF-8", errorCase("{\"op\":\"send\",\"ref\":\"s\",\"room\":\""+info.Name+"\",\"id\":\"x\",\"text\":\"\xc3\x28\"}", protocol.CodeInvalidUTF8, "s")},
+		{"text too large", errorCase(send("big", strings.Repeat("é", 2049)), protocol.CodeTooLarge, "s")},
+		{"empty text", errorCase(send("e", ""), protocol.CodeBadRequest, "s")},
+		{"id too long", errorCase(send(strings.Repeat("i", 65), "hi"), protocol.CodeBadRequest, "s")},
+		{"missing id", errorCase(send("", "hi"), protocol.CodeBadRequest, "s")},
+		{"bad room name", errorCase(`{"op":"join","ref":"j","room":"Lobby!"}`, protocol.CodeBadRequest, "j")},
+		{"unknown room", errorCase(`{"op":"join","ref":"j","room":"no-such-room"}`, protocol.CodeNotFound, "j")},
+		{"malformed cursor", errorCase(`{"op":"join","ref":"j","room":"`+other.Name+`","cursor":"!!"}`, protocol.CodeBadRequest, "j")},
+		{"last over 500", errorCase(`{"op":"join","ref":"j","room":"`+other.Name+`","last":501}`, protocol.CodeBadRequest, "j")},
+		{"send before join", errorCase(`{"op":"send","ref":"n","room":"`+other.Name+`","id":"a","text":"hi"}`, protocol.CodeNotJoined, "n")},
+		{"leave before join", errorCase(`{"op":"leave","ref":"l","room":"`+other.Name+`"}`, protocol.CodeNotJoined, "l")},
 		{"frame over max_frame_bytes", func(t *testing.T, c *client) {
 			c.hello(good)
 			c.write([]byte(send("huge", strings.Repeat("x", 17<<10))))
@@ -201,17 +202,17 @@ func TestBadInput(t *testing.T) {
 			if err := c.ws.Write(t.Context(), websocket.MessageBinary, []byte(`{"op":"ping"}`)); err != nil {
 				t.Fatal(err)
 			}
-			c.expectClose(closeBadFrame)
+			c.expectClose(protocol.CloseBadFrame)
 		}},
 		{"first frame not hello", func(t *testing.T, c *client) {
 			c.write(map[string]any{"op": "join", "ref": "j", "room": info.Name})
-			c.expectError(codeBadRequest, "j")
-			c.expectClose(closeBadFrame)
+			c.expectError(protocol.CodeBadRequest, "j")
+			c.expectClose(protocol.CloseBadFrame)
 		}},
 		{"garbage before hello", func(t *testing.T, c *client) {
 			c.write([]byte("hello?"))
-			c.expectError(codeBadFrame, "")
-			c.expectClose(closeBadFrame)
+			c.expectError(protocol.CodeBadFrame, "")
+			c.expectClose(protocol.CloseBadFrame)
 		}},
 		{"too many bad frames", func(t *testing.T, c *client) {
 			c.hello(good)
@@ -219,41 +220,41 @@ func TestBadInput(t *testing.T) {
 				c.write([]byte(`{"op":"nope"}`))
 			}
 			for range maxBadFrames {
-				c.expectError(codeUnknownOp, "")
+				c.expectError(protocol.CodeUnknownOp, "")
 			}
-			c.expectClose(closeBadFrame)
+			c.expectClose(protocol.CloseBadFrame)
 		}},
 		{"no common version", func(t *testing.T, c *client) {
 			c.write(map[string]any{"op": "hello", "ref": "h", "versions": []int{2, 3}, "token": good})
-			f := c.expectError(codeUnsupportedVersion, "h")
+			f := c.expectError(protocol.CodeUnsupportedVersion, "h")
 			if !slices.Equal(f.Supported, []int{1}) {
 				t.Errorf("supported = %v", f.Supported)
 			}
-			c.expectClose(closeBadFrame)
+			c.expectClose(protocol.CloseBadFrame)
 		}},
 		{"no token", func(t *testing.T, c *client) {
 			c.write(map[string]any{"op": "hello", "ref": "h", "versions": []int{1}})
-			c.expectError(codeUnauthorized, "h")
-			c.expectClose(closeUnauthorized)
+			c.expectError(protocol.CodeUnauthorized, "h")
+			c.expectClose(protocol.CloseUnauthorized)
 		}},
 		{"badly signed token", func(t *testing.T, c *client) {
 			c.write(map[string]any{"op": "hello", "ref": "h", "versions": []int{1}, "token": good[:len(good)-4] + "AAAA"})
-			c.expectError(codeUnauthorized, "h")
-			c.expectClose(closeUnauthorized)
+			c.expectError(protocol.CodeUnauthorized, "h")
+			c.expectClose(protocol.CloseUnauthorized)
 		}},
 		{"expired token", func(t *testing.T, c *client) {
 			c.write(map[string]any{"op": "hello", "ref": "h", "versions": []int{1}, "token": token(t, "ada", nil, -time.Hour)})
-			c.expectError(codeUnauthorized, "h")
-			c.expectClose(closeUnauthorized)
+			c.expectError(protocol.CodeUnauthorized, "h")
+			c.expectClose(protocol.CloseUnauthorized)
 		}},
 		{"token without the room", func(t *testing.T, c *client) {
 			c.hello(token(t, "ada", []string{other.Name}, time.Hour))
 			c.write(map[string]any{"op": "join", "ref": "j", "room": info.Name})
-			c.expectError(codeForbidden, "j")
+			c.expectError(protocol.CodeForbidden, "j")
 			// forbidden comes before not_found: a token learns nothing of
 			// rooms it may not join.
 			c.write(map[string]any{"op": "join", "ref": "k", "room": "no-such-room"})
-			c.expectError(codeForbidden, "k")
+			c.expectError(protocol.CodeForbidden, "k")
 			c.join(other.Name, nil)
 		}},
 	}
@@ -265,7 +266,7 @@ func TestBadInput(t *testing.T) {
 	if after := e.endOffset(t, info.Topic, 0); after != before {
 		t.Fatalf("bad input reached Kafka: end offset %d -> %d", before, after)
 	}
-	if v := testutil.ToFloat64(gw.metrics.RejectedFrames.WithLabelValues(codeBadFrame)); v < 4 {
+	if v := testutil.ToFloat64(gw.metrics.RejectedFrames.WithLabelValues(protocol.CodeBadFrame)); v < 4 {
 		t.Errorf("rejected bad frames = %v", v)
 	}
 }
@@ -276,7 +277,7 @@ func TestHelloTimeoutAndTokenExpiry(t *testing.T) {
 	gw := startServer(t, e, func(c *Config) { c.HelloTimeout = 200 * time.Millisecond })
 
 	silent := dial(t, gw, dialOpts{})
-	silent.expectClose(closeUnauthorized)
+	silent.expectClose(protocol.CloseUnauthorized)
 
 	// A token from the Authorization header; it expires while connected.
 	hdr := http.Header{"Authorization": {"Bearer " + token(t, "ada", nil, 1500*time.Millisecond)}}
@@ -287,8 +288,8 @@ func TestHelloTimeoutAndTokenExpiry(t *testing.T) {
 		t.Fatalf("welcome %+v", w)
 	}
 	c.join(info.Name, nil)
-	c.expectError(codeUnauthorized, "")
-	c.expectClose(closeUnauthorized)
+	c.expectError(protocol.CodeUnauthorized, "")
+	c.expectClose(protocol.CloseUnauthorized)
 	waitFor(t, "2 unauthorized disconnects counted", func() bool {
 		return testutil.ToFloat64(gw.metrics.Disconnects.WithLabelValues(reasonUnauthorized)) == 2
 	})
@@ -314,7 +315,7 @@ func TestFloodIsRateLimitedThenClosed(t *testing.T) {
 	for {
 		f, err := c.read()
 		if err != nil {
-			if websocket.CloseStatus(err) != closeRateLimited {
+			if websocket.CloseStatus(err) != protocol.CloseRateLimited {
 				t.Fatalf("connection ended with %v, want 4429", err)
 			}
 			break
@@ -322,7 +323,7 @@ func TestFloodIsRateLimitedThenClosed(t *testing.T) {
 		switch {
 		case f.Op == "ack":
 			acks++
-		case f.Op == "error" && f.Code == codeRateLimited:
+		case f.Op == "error" && f.Code == protocol.CodeRateLimited:
 			limited++
 		case f.Op == "message":
 		default:
@@ -388,7 +389,7 @@ func TestSlowConsumerIsCut(t *testing.T) {
 			// Reading again, the stalled client finds what fitted in its
 			// socket, then the close.
 			stalled.startReading()
-			stalled.expectClose(closeSlowConsumer)
+			stalled.expectClose(protocol.CloseSlowConsumer)
 		})
 	}
 }
@@ -421,7 +422,7 @@ func TestDedup(t *testing.T) {
 	other.join(info.Name, nil)
 	first := c.send(info.Name, "same", "once")
 	again := c.send(info.Name, "same", "once")
-	if first.Duplicate || !again.Duplicate || again.Offset != first.Offset || again.Partition != first.Partition || !again.Time.Equal(first.Time) {
+	if first.Duplicate || !again.Duplicate || again.Offset != first.Offset || again.Partition != first.Partition || !again.Time.Equal(first.Time.Time) {
 		t.Fatalf("first %+v, retry %+v", first, again)
 	}
 
@@ -441,7 +442,7 @@ func TestDedup(t *testing.T) {
 
 	// Over HTTP, same user, same id.
 	code, body := postJSON(t, gw1, info.Name, tok, `{"id":"same","text":"once"}`)
-	var ack AckFrame
+	var ack protocol.AckFrame
 	if err := json.Unmarshal(body, &ack); err != nil || code != http.StatusCreated || !ack.Duplicate || ack.Offset != first.Offset {
 		t.Fatalf("POST retry: %d %s", code, body)
 	}
@@ -517,8 +518,8 @@ func TestGracefulShutdown(t *testing.T) {
 	if ack.Duplicate || ack.ID != "last-words" {
 		t.Fatalf("ack %+v", ack)
 	}
-	c.expectClose(closeGoingAway)
-	idle.expectClose(closeGoingAway)
+	c.expectClose(protocol.CloseGoingAway)
+	idle.expectClose(protocol.CloseGoingAway)
 	if err := <-gw.done; err != nil {
 		t.Fatalf("Run = %v", err)
 	}
@@ -561,7 +562,7 @@ func TestHTTPAPI(t *testing.T) {
 	// POST stores 70 messages; errors use the documented statuses.
 	for i := range 70 {
 		code, body := postJSON(t, gw, info.Name, bot, fmt.Sprintf(`{"id":"m%d","text":"build %d passed"}`, i, i))
-		var ack AckFrame
+		var ack protocol.AckFrame
 		if err := json.Unmarshal(body, &ack); err != nil || code != http.StatusCreated || ack.Op != "ack" || ack.Offset != int64(i) || ack.Duplicate {
 			t.Fatalf("POST %d: %d %s", i, code, body)
 		}
@@ -571,18 +572,18 @@ func TestHTTPAPI(t *testing.T) {
 		status                int
 		code                  string
 	}{
-		{"no token", info.Name, "", `{"id":"x","text":"y"}`, 401, codeUnauthorized},
-		{"expired token", info.Name, token(t, "ci", nil, -time.Hour), `{"id":"x","text":"y"}`, 401, codeUnauthorized},
-		{"room not allowed", hidden.Name, bot, `{"id":"x","text":"y"}`, 403, codeForbidden},
-		{"no such room", "nowhere", token(t, "ci", nil, time.Hour), `{"id":"x","text":"y"}`, 404, codeNotFound},
-		{"body too large", info.Name, bot, `{"id":"x","text":"` + strings.Repeat("y", 40<<10) + `"}`, 413, codeTooLarge},
-		{"text too large", info.Name, bot, `{"id":"x","text":"` + strings.Repeat("y", 4097) + `"}`, 413, codeTooLarge},
-		{"not JSON", info.Name, bot, `id=x`, 400, codeBadFrame},
-		{"empty text", info.Name, bot, `{"id":"x","text":""}`, 400, codeBadRequest},
-		{"invalid UTF-8", info.Name, bot, "{\"id\":\"x\",\"text\":\"\xff\"}", 400, codeInvalidUTF8},
+		{"no token", info.Name, "", `{"id":"x","text":"y"}`, 401, protocol.CodeUnauthorized},
+		{"expired token", info.Name, token(t, "ci", nil, -time.Hour), `{"id":"x","text":"y"}`, 401, protocol.CodeUnauthorized},
+		{"room not allowed", hidden.Name, bot, `{"id":"x","text":"y"}`, 403, protocol.CodeForbidden},
+		{"no such room", "nowhere", token(t, "ci", nil, time.Hour), `{"id":"x","text":"y"}`, 404, protocol.CodeNotFound},
+		{"body too large", info.Name, bot, `{"id":"x","text":"` + strings.Repeat("y", 40<<10) + `"}`, 413, protocol.CodeTooLarge},
+		{"text too large", info.Name, bot, `{"id":"x","text":"` + strings.Repeat("y", 4097) + `"}`, 413, protocol.CodeTooLarge},
+		{"not JSON", info.Name, bot, `id=x`, 400, protocol.CodeBadFrame},
+		{"empty text", info.Name, bot, `{"id":"x","text":""}`, 400, protocol.CodeBadRequest},
+		{"invalid UTF-8", info.Name, bot, "{\"id\":\"x\",\"text\":\"\xff\"}", 400, protocol.CodeInvalidUTF8},
 	} {
 		code, body := postJSON(t, gw, tt.room, tt.tok, tt.body)
-		var ae apiError
+		var ae protocol.HTTPError
 		if err := json.Unmarshal(body, &ae); err != nil || code != tt.status || ae.Code != tt.code {
 			t.Errorf("%s: %d %s, want %d %s", tt.name, code, body, tt.status, tt.code)
 		}
@@ -606,8 +607,8 @@ func TestHTTPAPI(t *testing.T) {
 	for pages := 0; ; pages++ {
 		code, body := getJSON(t, gw, path, bot)
 		var page struct {
-			Messages []MessageFrame `json:"messages"`
-			Before   string         `json:"before"`
+			Messages []protocol.MessageFrame `json:"messages"`
+			Before   string                  `json:"before"`
 		}
 		if err := json.Unmarshal(body, &page); err != nil || code != http.StatusOK {
 			t.Fatalf("GET %s: %d %s", path, code, body)
@@ -657,7 +658,7 @@ func TestRegistryNotLoadedYet(t *testing.T) {
 	c.hello(tok)
 	ref := c.ref()
 	c.write(map[string]any{"op": "join", "ref": ref, "room": info.Name})
-	c.expectError(codeUnavailable, ref)
+	c.expectError(protocol.CodeUnavailable, ref)
 	if code, body := getJSON(t, gw, "/v1/rooms", tok); code != http.StatusServiceUnavailable {
 		t.Errorf("GET /v1/rooms while loading: %d %s", code, body)
 	}
@@ -767,7 +768,7 @@ func TestMetricsLint(t *testing.T) {
 	m := NewMetrics(reg)
 	m.MessagesReceived.WithLabelValues("lobby").Inc()
 	m.MessagesDelivered.WithLabelValues("lobby").Inc()
-	m.RejectedFrames.WithLabelValues(codeBadFrame).Inc()
+	m.RejectedFrames.WithLabelValues(protocol.CodeBadFrame).Inc()
 	m.Undecodable.WithLabelValues("lobby").Inc()
 	m.ProduceLatency.Observe(0.002)
 	m.DeliveryLatency.Observe(0.003)
@@ -810,15 +811,15 @@ func TestHelloRefreshesToken(t *testing.T) {
 	c.join(b.Name, nil)
 
 	c.write(map[string]any{"op": "hello", "ref": "other", "versions": []int{1}, "token": token(t, "bob", nil, time.Hour)})
-	c.expectError(codeBadRequest, "other")
+	c.expectError(protocol.CodeBadRequest, "other")
 
 	c.write(map[string]any{"op": "hello", "ref": "again", "versions": []int{1}, "token": token(t, "ada", []string{a.Name}, time.Hour)})
-	if f := c.expectError(codeForbidden, ""); f.Room != b.Name {
+	if f := c.expectError(protocol.CodeForbidden, ""); f.Room != b.Name {
 		t.Fatalf("left %q, want %q", f.Room, b.Name)
 	}
 	c.expect("welcome", "again")
 	c.write(map[string]any{"op": "leave", "ref": "l", "room": b.Name})
-	c.expectError(codeNotJoined, "l")
+	c.expectError(protocol.CodeNotJoined, "l")
 	// The first token's expiry no longer ends the session.
 	time.Sleep(2500 * time.Millisecond)
 	c.write(map[string]any{"op": "ping", "ref": "p"})
@@ -839,7 +840,7 @@ func TestRejoinOnAnotherGateway(t *testing.T) {
 	bob.send(info.Name, "before", "before")
 	seen := ada.messages(1)[0]
 	first.stop()
-	ada.expectClose(closeGoingAway)
+	ada.expectClose(protocol.CloseGoingAway)
 	bob.send(info.Name, "during-1", "during 1")
 	bob.send(info.Name, "during-2", "during 2")
 
@@ -938,13 +939,13 @@ func TestRegistryChangesReachMembers(t *testing.T) {
 	if err := room.Tombstone(ctx, e.writer, info.Name); err != nil {
 		t.Fatal(err)
 	}
-	f := ada.expectError(codeNotFound, "")
+	f := ada.expectError(protocol.CodeNotFound, "")
 	if f.Room != info.Name {
 		t.Fatalf("deletion notice %+v does not name the room", f)
 	}
 	ada.write(map[string]any{"op": "send", "ref": "s-after", "room": info.Name, "id": "late", "text": "anyone?"})
-	ada.expectError(codeNotJoined, "s-after")
+	ada.expectError(protocol.CodeNotJoined, "s-after")
 	ada.write(map[string]any{"op": "join", "ref": "j-after", "room": info.Name})
-	ada.expectError(codeNotFound, "j-after")
+	ada.expectError(protocol.CodeNotFound, "j-after")
 	waitFor(t, "the room's tail to stop", func() bool { return gw.hub.Rooms() == 0 })
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"palaver.dev/services/internal/auth"
+	"palaver.dev/services/internal/protocol"
 	"palaver.dev/services/internal/testio"
 	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/kafkatest"
@@ -188,28 +189,7 @@ func startServer(t testing.TB, e *kafkaEnv, adjust func(*Config)) *testServer {
 }
 
 // frame is any server frame, flattened.
-type frame struct {
-	Op         string    `json:"op"`
-	Ref        string    `json:"ref"`
-	Version    int       `json:"version"`
-	User       user      `json:"user"`
-	Limits     Limits    `json:"limits"`
-	Room       string    `json:"room"`
-	Cursor     string    `json:"cursor"`
-	Recovering bool      `json:"recovering"`
-	Reset      bool      `json:"reset"`
-	ID         string    `json:"id"`
-	Sender     user      `json:"sender"`
-	Text       string    `json:"text"`
-	Time       time.Time `json:"time"`
-	Partition  int       `json:"partition"`
-	Offset     int64     `json:"offset"`
-	Duplicate  bool      `json:"duplicate"`
-	Code       string    `json:"code"`
-	Message    string    `json:"message"`
-	Supported  []int     `json:"supported"`
-	ClientTime time.Time `json:"client_time"`
-}
+type frame = protocol.ServerFrame
 
 // client is a protocol test client.
 type client struct {

@@ -13,6 +13,7 @@ import (
 	"palaver.dev/services/internal/gateway/roomhub"
 	"palaver.dev/services/internal/historyapi"
 	"palaver.dev/services/internal/message"
+	"palaver.dev/services/internal/protocol"
 	"palaver.dev/services/room"
 )
 
@@ -26,9 +27,9 @@ const (
 
 // kafkaPage is a page of messages, read from Kafka or from history.
 type kafkaPage struct {
-	Messages []MessageFrame `json:"messages"`
-	Before   string         `json:"before,omitempty"`
-	After    string         `json:"after,omitempty"`
+	Messages []protocol.MessageFrame `json:"messages"`
+	Before   string                  `json:"before,omitempty"`
+	After    string                  `json:"after,omitempty"`
 }
 
 // page serves GET /v1/rooms/{room}/messages for an authorized room: from
@@ -37,7 +38,7 @@ type kafkaPage struct {
 func (s *Server) page(w http.ResponseWriter, r *http.Request, info room.Info) {
 	req, err := historyapi.ParsePageRequest(r.URL.Query())
 	if err != nil {
-		writeError(w, fail(codeBadRequest, badRequestText(err)))
+		writeError(w, fail(protocol.CodeBadRequest, badRequestText(err)))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), historyReadBudget)
@@ -52,7 +53,7 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request, info room.Info) {
 		page, err := s.hist.Messages(ctx, info.Name, req)
 		if err == nil {
 			s.m.HistoryQueries.WithLabelValues(sourceHistory).Inc()
-			out := kafkaPage{Messages: make([]MessageFrame, len(page.Messages)),
+			out := kafkaPage{Messages: make([]protocol.MessageFrame, len(page.Messages)),
 				Before: withEpoch(page.Before, epoch), After: withEpoch(page.After, epoch)}
 			for i, m := range page.Messages {
 				out.Messages[i] = historyFrame(m, epoch)
@@ -61,7 +62,7 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request, info room.Info) {
 			return
 		}
 		if errors.Is(err, historyapi.ErrBadRequest) {
-			writeError(w, fail(codeBadRequest, badRequestText(err)))
+			writeError(w, fail(protocol.CodeBadRequest, badRequestText(err)))
 			return
 		}
 		s.log.Debug("gateway: history cannot answer; reading Kafka", "room", info.Name, "err", err)
@@ -70,12 +71,12 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request, info room.Info) {
 	s.m.HistoryQueries.WithLabelValues(source).Inc()
 	page, err := s.kafkaPage(ctx, info, epoch, req)
 	if errors.Is(err, roomhub.ErrBadCursor) {
-		writeError(w, fail(codeBadRequest, err.Error()))
+		writeError(w, fail(protocol.CodeBadRequest, err.Error()))
 		return
 	}
 	if err != nil {
 		s.log.Warn("gateway: scroll-back read failed", "room", info.Name, "err", err)
-		writeError(w, fail(codeUnavailable, "the room's history cannot be read now; retry"))
+		writeError(w, fail(protocol.CodeUnavailable, "the room's history cannot be read now; retry"))
 		return
 	}
 	writeJSON(w, http.StatusOK, page)
@@ -96,11 +97,11 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 	}
 	req, err := historyapi.ParseSearchRequest(r.URL.Query())
 	if err != nil {
-		writeError(w, fail(codeBadRequest, badRequestText(err)))
+		writeError(w, fail(protocol.CodeBadRequest, badRequestText(err)))
 		return
 	}
 	if s.hist == nil {
-		writeError(w, fail(codeUnavailable, "search needs the history service, which this gateway is not configured with"))
+		writeError(w, fail(protocol.CodeUnavailable, "search needs the history service, which this gateway is not configured with"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), historyReadBudget)
@@ -113,10 +114,10 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 	res, err := s.hist.Search(ctx, info.Name, req)
 	switch {
 	case errors.Is(err, historyapi.ErrBadRequest):
-		writeError(w, fail(codeBadRequest, badRequestText(err)))
+		writeError(w, fail(protocol.CodeBadRequest, badRequestText(err)))
 	case err != nil:
 		s.log.Warn("gateway: search failed", "room", info.Name, "err", err)
-		writeError(w, fail(codeUnavailable, "search is unavailable now; retry"))
+		writeError(w, fail(protocol.CodeUnavailable, "search is unavailable now; retry"))
 	default:
 		out := searchPage{Results: make([]searchResult, len(res.Results)), Next: res.Next}
 		for i, m := range res.Results {
@@ -135,17 +136,17 @@ type searchPage struct {
 // searchResult is a message frame with its text cut into segments, the
 // words the search matched marked.
 type searchResult struct {
-	MessageFrame
+	protocol.MessageFrame
 	Highlight []historyapi.Segment `json:"highlight"`
 }
 
 // historyFrame is a message from the history service as a message frame,
 // its cursor stamped with the room's epoch.
-func historyFrame(m historyapi.Message, epoch cursor.Epoch) MessageFrame {
-	return MessageFrame{
-		Op: "message", Room: m.Room, ID: m.ID, Sender: user{ID: m.Sender.ID, Name: m.Sender.Name}, Text: m.Text,
-		Time: Time{m.Time}, Partition: m.Partition, Offset: m.Offset, Cursor: withEpoch(m.Cursor, epoch),
-		ClientTime: Time{m.ClientTime},
+func historyFrame(m historyapi.Message, epoch cursor.Epoch) protocol.MessageFrame {
+	return protocol.MessageFrame{
+		Op: protocol.OpMessage, Room: m.Room, ID: m.ID, Sender: protocol.User{ID: m.Sender.ID, Name: m.Sender.Name}, Text: m.Text,
+		Time: protocol.Time{Time: m.Time}, Partition: m.Partition, Offset: m.Offset, Cursor: withEpoch(m.Cursor, epoch),
+		ClientTime: protocol.Time{Time: m.ClientTime},
 	}
 }
 
@@ -165,12 +166,12 @@ func (s *Server) checkCursors(ctx context.Context, info room.Info, cs ...cursor.
 	ids, err := s.src.TopicIDs(ctx, info.Topic)
 	if err != nil {
 		s.log.Warn("gateway: topic id unknown", "room", info.Name, "err", err)
-		return cursor.Epoch{}, fail(codeUnavailable, "the room's history cannot be read now; retry")
+		return cursor.Epoch{}, fail(protocol.CodeUnavailable, "the room's history cannot be read now; retry")
 	}
 	epoch := cursor.NewEpoch(info.Name, ids[info.Topic])
 	for i, c := range cs {
 		if err := checkCursor([]string{"the cursor", "after", "seen"}[min(i, 2)], c, epoch, int(info.Partitions)); err != nil {
-			return epoch, fail(codeBadRequest, err.Error())
+			return epoch, fail(protocol.CodeBadRequest, err.Error())
 		}
 	}
 	return epoch, nil
@@ -237,7 +238,7 @@ func (s *Server) kafkaPage(ctx context.Context, info room.Info, epoch cursor.Epo
 // historyAfter reads up to limit messages from the position from (a
 // partition it lacks: from its first retained offset), oldest first, and
 // the position after them.
-func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.Epoch, from cursor.Cursor, limit int) ([]MessageFrame, string, error) {
+func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.Epoch, from cursor.Cursor, limit int) ([]protocol.MessageFrame, string, error) {
 	n := int(info.Partitions)
 	ps := make([]int, n)
 	for p := range ps {
@@ -279,7 +280,7 @@ func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.
 			oldestLeft[d.Msg.Partition] = d.Msg.Offset
 		}
 	}
-	out := make([]MessageFrame, 0, len(ds))
+	out := make([]protocol.MessageFrame, 0, len(ds))
 	for _, d := range ds {
 		pos.Advance(d.Msg.Partition, d.Msg.Offset)
 		d.Cursor = pos.Clone()

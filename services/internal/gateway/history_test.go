@@ -20,6 +20,7 @@ import (
 	"palaver.dev/services/internal/cursor"
 	"palaver.dev/services/internal/history"
 	"palaver.dev/services/internal/historyapi"
+	"palaver.dev/services/internal/protocol"
 	"palaver.dev/services/internal/shard"
 	"palaver.dev/services/internal/testio"
 	"palaver.dev/services/room"
@@ -74,9 +75,9 @@ func startHistory(t *testing.T, e *kafkaEnv, rooms []room.Info, shardNo, shards 
 }
 
 type pageJSON struct {
-	Messages []MessageFrame `json:"messages"`
-	Before   string         `json:"before"`
-	After    string         `json:"after"`
+	Messages []protocol.MessageFrame `json:"messages"`
+	Before   string                  `json:"before"`
+	After    string                  `json:"after"`
 }
 
 func getPage(t *testing.T, gw *testServer, roomName, query, tok string) pageJSON {
@@ -251,7 +252,7 @@ func TestKafkaPagesOfOneTime(t *testing.T) {
 			}
 			cancel()
 		}
-		name := func(m MessageFrame) string { return fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID) }
+		name := func(m protocol.MessageFrame) string { return fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID) }
 		all := getPage(t, gw, in.Name, "limit=200", tok)
 		var want []string
 		var times []time.Time
@@ -268,7 +269,7 @@ func TestKafkaPagesOfOneTime(t *testing.T) {
 			t.Fatalf("%s: no message in partition 1: %q", in.Name, want)
 		}
 		sortedAll := slices.Clone(all.Messages)
-		slices.SortStableFunc(sortedAll, func(a, b MessageFrame) int {
+		slices.SortStableFunc(sortedAll, func(a, b protocol.MessageFrame) int {
 			return cmp.Or(a.Time.Compare(b.Time.Time), cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
 		})
 		for i, m := range sortedAll {
@@ -373,10 +374,10 @@ func TestKafkaPagesTimeBackward(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // a new topic: the writer's metadata catches up within a second
 	}
-	name := func(m MessageFrame) string { return fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID) }
+	name := func(m protocol.MessageFrame) string { return fmt.Sprintf("%d/%d %s", m.Partition, m.Offset, m.ID) }
 	inOrder := func(p pageJSON) {
 		t.Helper()
-		if !slices.IsSortedFunc(p.Messages, func(a, b MessageFrame) int {
+		if !slices.IsSortedFunc(p.Messages, func(a, b protocol.MessageFrame) int {
 			return cmp.Or(a.Time.Compare(b.Time.Time), cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
 		}) {
 			t.Errorf("page not in order: %+v", p.Messages)

@@ -13,6 +13,7 @@ import (
 	"palaver.dev/services/internal/cursor"
 	"palaver.dev/services/internal/gateway/roomhub"
 	"palaver.dev/services/internal/message"
+	"palaver.dev/services/internal/protocol"
 	"palaver.dev/services/room"
 )
 
@@ -30,13 +31,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, e *protoError) {
-	if e.code == codeUnauthorized {
+	if e.code == protocol.CodeUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="palaver"`)
 	}
-	if e.code == codeRateLimited || e.code == codeUnavailable {
+	if e.code == protocol.CodeRateLimited || e.code == protocol.CodeUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, httpStatus(e.code), apiError{Code: e.code, Message: e.msg})
+	writeJSON(w, protocol.HTTPStatus(e.code), protocol.HTTPError{Code: e.code, Message: e.msg})
 }
 
 // identify authenticates an HTTP API request by its bearer token.
@@ -93,22 +94,22 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.bots.allow(id.UserID, time.Now()) {
-		s.m.RejectedFrames.WithLabelValues(codeRateLimited).Inc()
-		writeError(w, fail(codeRateLimited, "too many messages; slow down"))
+		s.m.RejectedFrames.WithLabelValues(protocol.CodeRateLimited).Inc()
+		writeError(w, fail(protocol.CodeRateLimited, "too many messages; slow down"))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPostBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, fail(codeTooLarge, "request body too large"))
+			writeError(w, fail(protocol.CodeTooLarge, "request body too large"))
 		} else {
-			writeError(w, fail(codeBadRequest, "cannot read the request body"))
+			writeError(w, fail(protocol.CodeBadRequest, "cannot read the request body"))
 		}
 		return
 	}
 	if !utf8.Valid(body) {
-		writeError(w, fail(codeInvalidUTF8, "the body is not valid UTF-8"))
+		writeError(w, fail(protocol.CodeInvalidUTF8, "the body is not valid UTF-8"))
 		return
 	}
 	var req struct {
@@ -117,7 +118,7 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		ClientTime string `json:"client_time"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
-		writeError(w, fail(codeBadFrame, "the body must be a JSON object with string fields id and text"))
+		writeError(w, fail(protocol.CodeBadFrame, "the body must be a JSON object with string fields id and text"))
 		return
 	}
 	env, perr := s.envelope(id, name, req.ID, req.Text, req.ClientTime)
@@ -127,7 +128,7 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.draining.Load() {
-		writeError(w, fail(codeUnavailable, "the gateway is shutting down; retry with the same id"))
+		writeError(w, fail(protocol.CodeUnavailable, "the gateway is shutting down; retry with the same id"))
 		return
 	}
 	// The room's dedup window must be known before the send is stored: a
@@ -138,7 +139,7 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 	cancel()
 	if err != nil {
 		s.log.Warn("gateway: cannot read the room for a send", "room", info.Name, "err", err)
-		writeError(w, fail(codeUnavailable, "the room cannot be read now; retry with the same id"))
+		writeError(w, fail(protocol.CodeUnavailable, "the room cannot be read now; retry with the same id"))
 		return
 	}
 	defer release()
@@ -147,7 +148,7 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 	select {
 	case sr := <-res:
 		if sr.err != nil {
-			writeError(w, fail(codeUnavailable, "Kafka did not acknowledge the message; retry with the same id"))
+			writeError(w, fail(protocol.CodeUnavailable, "Kafka did not acknowledge the message; retry with the same id"))
 			return
 		}
 		writeJSON(w, http.StatusCreated, ackFrame("", env, sr))
@@ -209,7 +210,7 @@ func (s *Server) readPageRange(ctx context.Context, info room.Info, p int, from,
 // before cursor of another room, of another incarnation of the room's
 // topic, or naming a partition the room does not have is an error
 // wrapping roomhub.ErrBadCursor.
-func (s *Server) history(ctx context.Context, info room.Info, before cursor.Cursor, limit int) ([]MessageFrame, string, error) {
+func (s *Server) history(ctx context.Context, info room.Info, before cursor.Cursor, limit int) ([]protocol.MessageFrame, string, error) {
 	n := int(info.Partitions)
 	ids, err := s.src.TopicIDs(ctx, info.Topic)
 	if err != nil {
@@ -286,7 +287,7 @@ func (s *Server) history(ctx context.Context, info room.Info, before cursor.Curs
 	if older {
 		olderCursor = pos.String()
 	}
-	out := make([]MessageFrame, 0, len(ds))
+	out := make([]protocol.MessageFrame, 0, len(ds))
 	for _, d := range ds {
 		pos.Advance(d.Msg.Partition, d.Msg.Offset)
 		d.Cursor = pos.Clone()

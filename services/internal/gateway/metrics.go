@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"palaver.dev/services/internal/gateway/roomhub"
+	"palaver.dev/services/internal/protocol"
 )
 
 // Disconnect reasons, the values of palaver_gateway_disconnects_total's
@@ -83,8 +84,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, s := range []string{"ring", "kafka"} {
 		m.Recoveries.WithLabelValues(s)
 	}
-	for _, c := range []string{codeBadFrame, codeUnknownOp, codeUnsupportedVersion, codeUnauthorized, codeForbidden,
-		codeNotFound, codeNotJoined, codeBadRequest, codeTooLarge, codeInvalidUTF8, codeRateLimited, codeUnavailable, codeInternal} {
+	for _, c := range []string{protocol.CodeBadFrame, protocol.CodeUnknownOp, protocol.CodeUnsupportedVersion, protocol.CodeUnauthorized, protocol.CodeForbidden,
+		protocol.CodeNotFound, protocol.CodeNotJoined, protocol.CodeBadRequest, protocol.CodeTooLarge, protocol.CodeInvalidUTF8, protocol.CodeRateLimited, protocol.CodeUnavailable, protocol.CodeInternal} {
 		m.RejectedFrames.WithLabelValues(c)
 	}
 	m.presence = newPresenceMetrics(reg)

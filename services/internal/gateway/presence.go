@@ -22,6 +22,7 @@ import (
 
 	"palaver.dev/services/internal/envflag"
 	"palaver.dev/services/internal/presence"
+	"palaver.dev/services/internal/protocol"
 	"palaver.dev/services/kafkabus"
 )
 
@@ -178,31 +179,6 @@ func newPresenceMetrics(reg prometheus.Registerer) *presenceMetrics {
 	return m
 }
 
-// Presence frames (docs/protocol.md).
-type presenceFrame struct {
-	Op        string `json:"op"` // "presence"
-	Room      string `json:"room"`
-	Count     int    `json:"count"`
-	Users     []user `json:"users"`
-	Truncated bool   `json:"truncated"`
-	Typing    []user `json:"typing"`
-}
-
-type presenceDiffFrame struct {
-	Op     string  `json:"op"` // "presence_diff"
-	Room   string  `json:"room"`
-	Count  int     `json:"count"`
-	Joined []user  `json:"joined,omitempty"`
-	Left   []user  `json:"left,omitempty"`
-	Typing *[]user `json:"typing,omitempty"` // present when it changed: everyone typing now
-}
-
-type typedFrame struct {
-	Op   string `json:"op"` // "typed"
-	Ref  string `json:"ref,omitempty"`
-	Room string `json:"room"`
-}
-
 // presenceHub is the gateway's presence: it writes this gateway's events
 // and pushes the presence of its members' rooms to them.
 type presenceHub struct {
@@ -243,7 +219,7 @@ type presRoom struct {
 	joined  map[string]string
 	left    map[string]string
 	count   int
-	typing  []user
+	typing  []protocol.User
 	typed   bool // typing changed since the last frame
 	pending bool // a change waits for the next frame
 	last    time.Time
@@ -372,7 +348,7 @@ func (h *presenceHub) broadcast(typ string) {
 	h.m.Events.WithLabelValues(typ).Add(float64(n))
 }
 
-func (h *presenceHub) event(typ, room, connID string, id user) {
+func (h *presenceHub) event(typ, room, connID string, id protocol.User) {
 	e := presence.Event{V: presence.EventVersion, Type: typ, Gateway: h.cfg.GatewayID, Room: room, Conn: connID, User: id.ID, Name: id.Name}
 	h.send(kafka.Message{Topic: h.cfg.EventsTopic, Key: []byte(room), Value: e.Encode(), Time: time.Now()})
 	h.m.Events.WithLabelValues(typ).Inc()
@@ -402,12 +378,12 @@ func (h *presenceHub) shutdown() error {
 	return h.w.Close()
 }
 
-func connUser(c *conn) user {
+func connUser(c *conn) protocol.User {
 	name := c.id.Name
 	if name == "" {
 		name = c.id.UserID
 	}
-	return user{ID: c.id.UserID, Name: name}
+	return protocol.User{ID: c.id.UserID, Name: name}
 }
 
 // joined records a connection's join: the event out, the connection a
@@ -511,12 +487,12 @@ func (h *presenceHub) dropMemberLocked(c *conn, room string) {
 
 // typing relays a typing command: at most one per connection and room per
 // typing interval reaches the presence service, the rest are coalesced.
-func (h *presenceHub) typing(c *conn, f Frame) *protoError {
+func (h *presenceHub) typing(c *conn, f protocol.Command) *protoError {
 	if perr := validRoom(f.Room); perr != nil {
 		return perr
 	}
 	if h == nil {
-		return fail(codeUnavailable, "presence is not enabled on this gateway")
+		return fail(protocol.CodeUnavailable, "presence is not enabled on this gateway")
 	}
 	now := time.Now()
 	h.mu.Lock()
@@ -528,7 +504,7 @@ func (h *presenceHub) typing(c *conn, f Frame) *protoError {
 	}
 	if !joined {
 		h.mu.Unlock()
-		return fail(codeNotJoined, "join the room before typing in it")
+		return fail(protocol.CodeNotJoined, "join the room before typing in it")
 	}
 	relay := now.Sub(last) >= h.cfg.TypingInterval
 	if relay {
@@ -542,7 +518,7 @@ func (h *presenceHub) typing(c *conn, f Frame) *protoError {
 	} else {
 		h.m.Typing.WithLabelValues("coalesced").Inc()
 	}
-	c.reply(typedFrame{Op: "typed", Ref: f.Ref, Room: f.Room})
+	c.reply(protocol.TypedFrame{Op: protocol.OpTyped, Ref: f.Ref, Room: f.Room})
 	return nil
 }
 
@@ -617,11 +593,11 @@ func (h *presenceHub) changed(prev, next *presence.Room) {
 	r.timer = time.AfterFunc(wait, func() { h.flush(r) })
 }
 
-func typists(r *presence.Room) []user {
-	out := make([]user, 0, len(r.Typing))
+func typists(r *presence.Room) []protocol.User {
+	out := make([]protocol.User, 0, len(r.Typing))
 	for _, id := range r.Typing {
 		if i, ok := slices.BinarySearchFunc(r.Users, id, func(u presence.User, id string) int { return strings.Compare(u.ID, id) }); ok {
-			out = append(out, user{ID: id, Name: r.Users[i].Name})
+			out = append(out, protocol.User{ID: id, Name: r.Users[i].Name})
 		}
 	}
 	return out
@@ -636,7 +612,7 @@ func (h *presenceHub) flush(r *presRoom) {
 		return
 	}
 	r.pending, r.last = false, time.Now()
-	f := presenceDiffFrame{Op: "presence_diff", Room: r.name, Count: r.count, Joined: usersOf(r.joined), Left: usersOf(r.left)}
+	f := protocol.PresenceDiffFrame{Op: protocol.OpPresenceDiff, Room: r.name, Count: r.count, Joined: usersOf(r.joined), Left: usersOf(r.left)}
 	if r.typed {
 		t := r.typing
 		f.Typing = &t
@@ -697,12 +673,12 @@ func (h *presenceHub) flush(r *presRoom) {
 	}
 }
 
-func usersOf(m map[string]string) []user {
-	out := make([]user, 0, len(m))
+func usersOf(m map[string]string) []protocol.User {
+	out := make([]protocol.User, 0, len(m))
 	for id, name := range m {
-		out = append(out, user{ID: id, Name: name})
+		out = append(out, protocol.User{ID: id, Name: name})
 	}
-	slices.SortFunc(out, func(a, b user) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b protocol.User) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 
@@ -712,15 +688,17 @@ func (h *presenceHub) snapshotLocked(r *presRoom) []byte {
 	if r.snap != nil {
 		return r.snap
 	}
-	f := presenceFrame{Op: "presence", Room: r.name, Users: []user{}, Typing: []user{}}
+	f := protocol.PresenceFrame{Op: protocol.OpPresence, Room: r.name, Users: []protocol.User{}, Typing: []protocol.User{}}
 	if st := h.view.Get(r.name); st != nil {
 		f.Count = st.Count
 		f.Truncated = len(st.Users) > h.cfg.MembersCap
-		us := make([]user, len(st.Users))
+		us := make([]protocol.User, len(st.Users))
 		for i, u := range st.Users {
-			us[i] = user{ID: u.ID, Name: u.Name}
+			us[i] = protocol.User{ID: u.ID, Name: u.Name}
 		}
-		slices.SortFunc(us, func(a, b user) int { return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID)) })
+		slices.SortFunc(us, func(a, b protocol.User) int {
+			return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
+		})
 		f.Users = us[:min(len(us), h.cfg.MembersCap)]
 		f.Typing = typists(st)
 	}
@@ -757,7 +735,7 @@ func (s *Server) getPresence(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.presence == nil {
-		writeError(w, fail(codeUnavailable, "presence is not enabled on this gateway"))
+		writeError(w, fail(protocol.CodeUnavailable, "presence is not enabled on this gateway"))
 		return
 	}
 	q := r.URL.Query()
@@ -765,19 +743,19 @@ func (s *Server) getPresence(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxPresencePage {
-			writeError(w, fail(codeBadRequest, fmt.Sprintf("limit must be between 1 and %d", maxPresencePage)))
+			writeError(w, fail(protocol.CodeBadRequest, fmt.Sprintf("limit must be between 1 and %d", maxPresencePage)))
 			return
 		}
 		limit = n
 	}
 	after := q.Get("after")
 	body := struct {
-		Room   string `json:"room"`
-		Count  int    `json:"count"`
-		Users  []user `json:"users"`
-		Typing []user `json:"typing"`
-		Next   string `json:"next,omitempty"`
-	}{Room: info.Name, Users: []user{}, Typing: []user{}}
+		Room   string          `json:"room"`
+		Count  int             `json:"count"`
+		Users  []protocol.User `json:"users"`
+		Typing []protocol.User `json:"typing"`
+		Next   string          `json:"next,omitempty"`
+	}{Room: info.Name, Users: []protocol.User{}, Typing: []protocol.User{}}
 	if st := s.presence.view.Get(info.Name); st != nil {
 		body.Count = st.Count
 		body.Typing = typists(st)
@@ -790,7 +768,7 @@ func (s *Server) getPresence(w http.ResponseWriter, r *http.Request) {
 		}
 		end := min(len(st.Users), i+limit)
 		for _, u := range st.Users[i:end] {
-			body.Users = append(body.Users, user{ID: u.ID, Name: u.Name})
+			body.Users = append(body.Users, protocol.User{ID: u.ID, Name: u.Name})
 		}
 		if end < len(st.Users) && end > i {
 			body.Next = st.Users[end-1].ID

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/protocol"
 	"palaver.dev/services/room"
 )
 
@@ -76,7 +77,7 @@ func TestWrongCursorsAreBadRequests(t *testing.T) {
 	for name, cur := range map[string]string{"partition 7": seven.String(), "another room's": otherCursor} {
 		c := connect(t, gw, token(t, "bob", nil, time.Hour))
 		c.write(map[string]any{"op": "join", "ref": "j", "room": info.Name, "cursor": cur})
-		c.expectError(codeBadRequest, "j")
+		c.expectError(protocol.CodeBadRequest, "j")
 		c.quiet()
 		_ = name
 	}
@@ -103,7 +104,7 @@ func TestCursorOfARecreatedTopic(t *testing.T) {
 	old := ada.messages(5)[4].Cursor
 
 	recreate(t, e, info)
-	f := ada.expectError(codeUnavailable, "")
+	f := ada.expectError(protocol.CodeUnavailable, "")
 	if f.Room != info.Name {
 		t.Fatalf("error %+v, want the room named", f)
 	}
@@ -173,7 +174,7 @@ func TestRetryAfterRestartIsDeduplicated(t *testing.T) {
 	c = connect(t, again, tok)
 	c.join(info.Name, nil)
 	dup := c.send(info.Name, "x", "only once")
-	if !dup.Duplicate || dup.Offset != ack.Offset || !dup.Time.Equal(ack.Time) {
+	if !dup.Duplicate || dup.Offset != ack.Offset || !dup.Time.Equal(ack.Time.Time) {
 		t.Fatalf("retry after the restart: %+v, first ack %+v", dup, ack)
 	}
 
@@ -196,10 +197,10 @@ func TestRetryAfterRestartIsDeduplicated(t *testing.T) {
 	}
 }
 
-func mustPost(t *testing.T, s *testServer, room, tok, body string) AckFrame {
+func mustPost(t *testing.T, s *testServer, room, tok, body string) protocol.AckFrame {
 	t.Helper()
 	code, b := postJSON(t, s, room, tok, body)
-	var ack AckFrame
+	var ack protocol.AckFrame
 	if err := json.Unmarshal(b, &ack); err != nil || code != http.StatusCreated {
 		t.Fatalf("POST %s: %d %s (%v)", body, code, b, err)
 	}

@@ -22,6 +22,7 @@ import (
 	"palaver.dev/services/internal/gateway/roomhub"
 	"palaver.dev/services/internal/gateway/web"
 	"palaver.dev/services/internal/historyapi"
+	"palaver.dev/services/internal/protocol"
 	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/room"
 )
@@ -232,7 +233,7 @@ func (s *Server) watchWrites(ctx context.Context) {
 			}
 			s.connMu.Unlock()
 			for _, c := range stuck {
-				c.closeWith(closeSlowConsumer, "slow consumer: reconnect and rejoin with your cursors", reasonSlowConsumer, false)
+				c.closeWith(protocol.CloseSlowConsumer, "slow consumer: reconnect and rejoin with your cursors", reasonSlowConsumer, false)
 			}
 		}
 	}
@@ -315,7 +316,7 @@ func (s *Server) authorize(id auth.Identity, name string) (room.Info, *protoErro
 		return room.Info{}, err
 	}
 	if !id.MayJoin(name) {
-		return room.Info{}, fail(codeForbidden, "your token does not allow this room")
+		return room.Info{}, fail(protocol.CodeForbidden, "your token does not allow this room")
 	}
 	info, err := s.rooms.Get(name)
 	if err != nil {
@@ -328,9 +329,9 @@ func (s *Server) authorize(id auth.Identity, name string) (room.Info, *protoErro
 // that has not yet read the registry must not say a room does not exist.
 func lookupError(err error) *protoError {
 	if errors.Is(err, room.ErrNotLoaded) {
-		return fail(codeUnavailable, "the gateway is still loading the rooms; retry")
+		return fail(protocol.CodeUnavailable, "the gateway is still loading the rooms; retry")
 	}
-	return fail(codeNotFound, "no such room")
+	return fail(protocol.CodeNotFound, "no such room")
 }
 
 // verify checks a token for the WebSocket and the HTTP API alike. A token
@@ -349,22 +350,24 @@ func (s *Server) verify(ctx context.Context, token string) (auth.Identity, error
 func authError(err error) *protoError {
 	switch {
 	case errors.Is(err, auth.ErrExpired):
-		return fail(codeUnauthorized, "the token expired")
+		return fail(protocol.CodeUnauthorized, "the token expired")
 	case errors.Is(err, auth.ErrMissingToken):
-		return fail(codeUnauthorized, "no token: send it in hello or as Authorization: Bearer")
+		return fail(protocol.CodeUnauthorized, "no token: send it in hello or as Authorization: Bearer")
 	default:
-		return fail(codeUnauthorized, "the token is not valid")
+		return fail(protocol.CodeUnauthorized, "the token is not valid")
 	}
 }
 
 // botLimits rate-limits HTTP sends per user, like a connection's sends.
 type botLimits struct {
-	limits Limits
+	limits protocol.Limits
 	mu     sync.Mutex
 	m      map[string]*bucket
 }
 
-func newBotLimits(l Limits) *botLimits { return &botLimits{limits: l, m: map[string]*bucket{}} }
+func newBotLimits(l protocol.Limits) *botLimits {
+	return &botLimits{limits: l, m: map[string]*bucket{}}
+}
 
 func (b *botLimits) allow(userID string, now time.Time) bool {
 	b.mu.Lock()

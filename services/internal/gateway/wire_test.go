@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/gobwas/ws"
+
+	"palaver.dev/services/internal/protocol"
 )
 
 // TestFrameEnd: for every point a write can stop at in a batch of frames
@@ -22,7 +24,7 @@ func TestFrameEnd(t *testing.T) {
 		buf = appendTextFrame(buf, bytes.Repeat([]byte("a"), n))
 		ends = append(ends, len(buf))
 	}
-	buf = appendCloseFrame(buf, closeSlowConsumer, "slow")
+	buf = appendCloseFrame(buf, protocol.CloseSlowConsumer, "slow")
 	ends = append(ends, len(buf))
 	if got := frameEnd(buf, 0); got != 0 {
 		t.Fatalf("frameEnd(0) = %d", got)
@@ -48,11 +50,11 @@ func TestAppendFrame(t *testing.T) {
 		}
 	}
 	long := strings.Repeat("r", 200)
-	f, err := readServerFrame(appendCloseFrame(nil, closeSlowConsumer, long))
+	f, err := readServerFrame(appendCloseFrame(nil, protocol.CloseSlowConsumer, long))
 	if err != nil || f.Header.OpCode != ws.OpClose || len(f.Payload) != ws.MaxControlFramePayloadSize {
 		t.Fatalf("close frame: %+v, %v", f.Header, err)
 	}
-	if code, reason := ws.ParseCloseFrameData(f.Payload); code != closeSlowConsumer || reason != long[:123] {
+	if code, reason := ws.ParseCloseFrameData(f.Payload); code != protocol.CloseSlowConsumer || reason != long[:123] {
 		t.Fatalf("close frame: %d %q", code, reason)
 	}
 }

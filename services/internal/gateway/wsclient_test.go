@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
+	"palaver.dev/services/internal/protocol"
 	"palaver.dev/services/room"
 )
 
@@ -376,7 +377,7 @@ func TestSlowConsumerGetsItsCloseFrame(t *testing.T) {
 				}
 				var got offsets
 				cc, err := c.untilClose(func(msg []byte) { got.add(t, msg) })
-				if err != nil || cc.code != closeSlowConsumer {
+				if err != nil || cc.code != protocol.CloseSlowConsumer {
 					t.Fatalf("run %d: after %d messages: close %+v, %v; want 4408", i, got.n, cc, err)
 				}
 				if got.n == 0 || got.n >= 200 {
@@ -423,7 +424,7 @@ func TestOversizedMessageGetsItsCloseFrame(t *testing.T) {
 				t.Fatalf("run %d: write after %d of %d bytes: %v", i, sent, size, err)
 			}
 		}
-		if err := c.write(wsClose, closeBody(closeTooBig)); err != nil {
+		if err := c.write(wsClose, closeBody(protocol.CloseTooBig)); err != nil {
 			t.Fatalf("run %d: write the close frame: %v", i, err)
 		}
 		_ = c.nc.(*net.TCPConn).CloseWrite()
@@ -431,7 +432,7 @@ func TestOversizedMessageGetsItsCloseFrame(t *testing.T) {
 			t.Fatalf("run %d: after the close frame: %d bytes, %v; want the end of the stream", i, n, err)
 		}
 	}
-	if n := testutil.ToFloat64(gw.metrics.RejectedFrames.WithLabelValues(codeTooLarge)); n != 4 {
+	if n := testutil.ToFloat64(gw.metrics.RejectedFrames.WithLabelValues(protocol.CodeTooLarge)); n != 4 {
 		t.Fatalf("%v messages rejected as too large, want 4", n)
 	}
 }
@@ -544,7 +545,7 @@ func TestFramesUnderStress(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else {
-				want = closeGoingAway
+				want = protocol.CloseGoingAway
 				gw.stop()
 			}
 			cc, err := c.untilClose(func(msg []byte) { got.add(t, msg) })
