@@ -17,6 +17,7 @@ import (
 
 	"palaver.dev/services/internal/chatclient"
 	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/protocol"
 )
 
 // maxSendRetries bounds the retries of one line answered unavailable or
@@ -434,14 +435,14 @@ func (s *chat) sendLoop(ctx context.Context, c *chatclient.Client) error {
 				s.say("ack %s partition %d offset %d%s", ack.ID, ack.Partition, ack.Offset, dup)
 			}
 			s.out = nil
-		case (code == chatclient.CodeUnavailable || code == chatclient.CodeRateLimited) && retries >= maxSendRetries:
+		case (code == protocol.CodeUnavailable || code == protocol.CodeRateLimited) && retries >= maxSendRetries:
 			s.failed++
 			s.say("not sent after %d tries (it may or may not be stored): %v", retries+1, err)
 			s.out = nil
-		case code == chatclient.CodeUnavailable || code == chatclient.CodeRateLimited:
+		case code == protocol.CodeUnavailable || code == protocol.CodeRateLimited:
 			wait := backoff(s.o.MinBackoff, s.o.MaxBackoff, retries)
 			retries++
-			if code == chatclient.CodeUnavailable || s.o.Verbose {
+			if code == protocol.CodeUnavailable || s.o.Verbose {
 				s.say("send: %s; retrying in %s with the same id", code, wait.Round(time.Millisecond))
 			}
 			select {
@@ -451,7 +452,7 @@ func (s *chat) sendLoop(ctx context.Context, c *chatclient.Client) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-		case code == chatclient.CodeTooLarge || code == chatclient.CodeInvalidUTF8 || code == chatclient.CodeBadRequest:
+		case code == protocol.CodeTooLarge || code == protocol.CodeInvalidUTF8 || code == protocol.CodeBadRequest:
 			s.failed++
 			s.say("not sent: %v", err)
 			s.out = nil
@@ -561,15 +562,15 @@ func newID() string {
 // retryable reports whether a failed connection or join is worth another try.
 func retryable(err error) bool {
 	switch chatclient.Code(err) {
-	case chatclient.CodeNotFound, chatclient.CodeForbidden, chatclient.CodeUnauthorized,
-		chatclient.CodeBadRequest, chatclient.CodeUnsupportedVersion:
+	case protocol.CodeNotFound, protocol.CodeForbidden, protocol.CodeUnauthorized,
+		protocol.CodeBadRequest, protocol.CodeUnsupportedVersion:
 		return false
 	case "":
 	default:
 		return true // unavailable, rate_limited, internal...
 	}
 	switch chatclient.CloseCode(err) {
-	case chatclient.CloseUnauthorized, chatclient.CloseBadFrame, chatclient.CloseTooBig:
+	case protocol.CloseUnauthorized, protocol.CloseBadFrame, protocol.CloseTooBig:
 		return false
 	}
 	var ue *UsageError
@@ -577,7 +578,7 @@ func retryable(err error) bool {
 }
 
 func isAuthFailure(err error) bool {
-	return chatclient.Code(err) == chatclient.CodeUnauthorized || chatclient.CloseCode(err) == chatclient.CloseUnauthorized
+	return chatclient.Code(err) == protocol.CodeUnauthorized || chatclient.CloseCode(err) == protocol.CloseUnauthorized
 }
 
 // describe says why a connection ended, for the reconnect notice.
@@ -585,11 +586,11 @@ func describe(err error) string {
 	var ce *chatclient.CloseError
 	if errors.As(err, &ce) {
 		switch ce.Code {
-		case chatclient.CloseGoingAway:
+		case protocol.CloseGoingAway:
 			return "the gateway is going away"
-		case chatclient.CloseSlowConsumer:
+		case protocol.CloseSlowConsumer:
 			return "disconnected as a slow consumer"
-		case chatclient.CloseRateLimited:
+		case protocol.CloseRateLimited:
 			return "disconnected for flooding"
 		}
 		return fmt.Sprintf("disconnected (close %d %s)", ce.Code, ce.Reason)

@@ -16,8 +16,8 @@ import (
 
 	"github.com/coder/websocket"
 
-	"palaver.dev/services/internal/chatclient"
 	"palaver.dev/services/internal/chatclient/fakegateway"
+	"palaver.dev/services/internal/protocol"
 	"palaver.dev/services/internal/testio"
 )
 
@@ -215,7 +215,7 @@ func TestChatReloginWhenTheTokenIsRefused(t *testing.T) {
 	// Only a token refused once joined is an expired one: a refusal of
 	// the first join ends the chat.
 	waitFor(t, "the join", func() bool { return strings.Contains(errw.String(), "you are Ada in lobby") })
-	gw.CloseAll(chatclient.CloseUnauthorized, "token expired")
+	gw.CloseAll(protocol.CloseUnauthorized, "token expired")
 	waitFor(t, "the new connection", func() bool { return len(gw.Joins()) == 2 })
 	pw.Close()
 	if err := <-done; err != nil {

@@ -19,6 +19,7 @@ import (
 	"palaver.dev/services/internal/chatclient"
 	"palaver.dev/services/internal/envflag"
 	"palaver.dev/services/internal/message"
+	"palaver.dev/services/internal/protocol"
 )
 
 // Exit codes of the chat commands, also documented in docs/cli.md.
@@ -49,14 +50,14 @@ func ExitCode(err error) int {
 		return ExitUsage
 	}
 	switch chatclient.Code(err) {
-	case chatclient.CodeNotFound:
+	case protocol.CodeNotFound:
 		return ExitNotFound
-	case chatclient.CodeUnauthorized:
+	case protocol.CodeUnauthorized:
 		return ExitUnauthorized
-	case chatclient.CodeForbidden:
+	case protocol.CodeForbidden:
 		return ExitForbidden
 	}
-	if chatclient.CloseCode(err) == chatclient.CloseUnauthorized {
+	if chatclient.CloseCode(err) == protocol.CloseUnauthorized {
 		return ExitUnauthorized
 	}
 	return ExitFailure
@@ -149,7 +150,7 @@ func validateRoom(room string) error {
 // gateway without dev login is said so.
 func (c *Conn) explainLogin(ctx context.Context, err error) error {
 	err = c.explain(ctx, err)
-	if c.devLogin() && chatclient.Code(err) == chatclient.CodeNotFound {
+	if c.devLogin() && chatclient.Code(err) == protocol.CodeNotFound {
 		return &UsageError{fmt.Sprintf("--name: the gateway at %s has no dev login (it is not in dev mode): use --token-file FILE or $PALAVER_TOKEN", c.URL)}
 	}
 	return err
@@ -175,7 +176,7 @@ func (c *Conn) explain(ctx context.Context, err error) error {
 // rooms there are when the room named does not exist.
 func (c *Conn) explainJoin(ctx context.Context, err error, token, room string) error {
 	err = c.explain(ctx, err)
-	if chatclient.Code(err) != chatclient.CodeNotFound {
+	if chatclient.Code(err) != protocol.CodeNotFound {
 		return err
 	}
 	api := &chatclient.API{BaseURL: c.URL, Token: token}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"palaver.dev/services/internal/protocol"
 )
 
 // maxBody bounds what the client reads of an HTTP answer.
@@ -150,10 +152,7 @@ func (a *API) do(ctx context.Context, method, path string, in, out any) error {
 // httpError turns an error answer into an *Error. An answer without the
 // protocol's body (a proxy, a plain 404) gets the code its status implies.
 func httpError(status int, body []byte) *Error {
-	var e struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
+	var e protocol.HTTPError
 	if json.Unmarshal(body, &e) == nil && e.Code != "" {
 		return &Error{Code: e.Code, Message: e.Message, Status: status}
 	}
@@ -170,19 +169,19 @@ func httpError(status int, body []byte) *Error {
 func statusCode(status int) string {
 	switch status {
 	case http.StatusBadRequest:
-		return CodeBadRequest
+		return protocol.CodeBadRequest
 	case http.StatusUnauthorized:
-		return CodeUnauthorized
+		return protocol.CodeUnauthorized
 	case http.StatusForbidden:
-		return CodeForbidden
+		return protocol.CodeForbidden
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
-		return CodeNotFound
+		return protocol.CodeNotFound
 	case http.StatusRequestEntityTooLarge:
-		return CodeTooLarge
+		return protocol.CodeTooLarge
 	case http.StatusTooManyRequests:
-		return CodeRateLimited
+		return protocol.CodeRateLimited
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
-		return CodeUnavailable
+		return protocol.CodeUnavailable
 	}
-	return CodeInternal
+	return protocol.CodeInternal
 }

@@ -7,6 +7,7 @@ import (
 
 	"palaver.dev/services/internal/chatclient"
 	"palaver.dev/services/internal/chatclient/fakegateway"
+	"palaver.dev/services/internal/protocol"
 )
 
 func TestDevLoginRoomsHistoryPost(t *testing.T) {
@@ -34,10 +35,10 @@ func TestDevLoginRoomsHistoryPost(t *testing.T) {
 		t.Fatalf("older History = %+v, %v", older, err)
 	}
 
-	if _, err := (&chatclient.API{BaseURL: gw.URL, Token: "bad"}).Rooms(t.Context()); chatclient.Code(err) != chatclient.CodeUnauthorized {
+	if _, err := (&chatclient.API{BaseURL: gw.URL, Token: "bad"}).Rooms(t.Context()); chatclient.Code(err) != protocol.CodeUnauthorized {
 		t.Fatalf("Rooms with a bad token = %v", err)
 	}
-	if _, err := api.History(t.Context(), "nowhere", "", 0); chatclient.Code(err) != chatclient.CodeNotFound {
+	if _, err := api.History(t.Context(), "nowhere", "", 0); chatclient.Code(err) != protocol.CodeNotFound {
 		t.Fatalf("History of no room = %v", err)
 	}
 }
@@ -46,7 +47,7 @@ func TestHTTPErrorWithoutProtocolBody(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	defer srv.Close()
 	_, err := chatclient.DevLogin(t.Context(), srv.URL, "Ada")
-	if chatclient.Code(err) != chatclient.CodeNotFound {
+	if chatclient.Code(err) != protocol.CodeNotFound {
 		t.Fatalf("DevLogin on a gateway without dev login = %v, want not_found", err)
 	}
 	tests := map[int]string{400: "bad_request", 401: "unauthorized", 403: "forbidden", 413: "too_large", 429: "rate_limited", 503: "unavailable", 500: "internal"}

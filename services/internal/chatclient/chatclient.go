@@ -5,44 +5,16 @@
 //
 // Errors the server answers with are *Error values carrying the protocol's
 // stable code; a connection the server closed ends with a *CloseError
-// carrying the close code.
+// carrying the close code. The codes, and the frames on the wire, are
+// package protocol's.
 package chatclient
 
 import (
 	"errors"
 	"fmt"
 	"time"
-)
 
-// Version is the protocol version this package speaks.
-const Version = 1
-
-// Error codes of the protocol (docs/protocol.md, "error").
-const (
-	CodeBadFrame           = "bad_frame"
-	CodeUnknownOp          = "unknown_op"
-	CodeUnsupportedVersion = "unsupported_version"
-	CodeUnauthorized       = "unauthorized"
-	CodeForbidden          = "forbidden"
-	CodeNotFound           = "not_found"
-	CodeNotJoined          = "not_joined"
-	CodeBadRequest         = "bad_request"
-	CodeTooLarge           = "too_large"
-	CodeInvalidUTF8        = "invalid_utf8"
-	CodeRateLimited        = "rate_limited"
-	CodeUnavailable        = "unavailable"
-	CodeInternal           = "internal"
-)
-
-// Close codes of the protocol (docs/protocol.md, "Close codes").
-const (
-	CloseNormal       = 1000
-	CloseGoingAway    = 1001
-	CloseTooBig       = 1009
-	CloseBadFrame     = 4400
-	CloseUnauthorized = 4401
-	CloseSlowConsumer = 4408
-	CloseRateLimited  = 4429
+	"palaver.dev/services/internal/protocol"
 )
 
 // ErrClosed is returned by commands on a client that Close closed.
@@ -51,7 +23,7 @@ var ErrClosed = errors.New("chatclient: client closed")
 // Error is an error the server answered with: an `error` frame, or an HTTP
 // error body.
 type Error struct {
-	Code    string // stable code, one of the Code constants
+	Code    string // stable code, one of package protocol's Code constants
 	Message string // human-readable detail; may change between releases
 	Room    string // the room the command named, if any
 	// Supported lists the server's protocol versions (unsupported_version).
@@ -86,7 +58,7 @@ type CloseError struct {
 }
 
 func (e *CloseError) Error() string {
-	name := closeNames[e.Code]
+	name := protocol.CloseName(e.Code)
 	if name == "" {
 		name = "closed"
 	}
@@ -95,16 +67,6 @@ func (e *CloseError) Error() string {
 		s += ": " + e.Reason
 	}
 	return s
-}
-
-var closeNames = map[int]string{
-	CloseNormal:       "normal",
-	CloseGoingAway:    "going away",
-	CloseTooBig:       "too big",
-	CloseBadFrame:     "bad frame",
-	CloseUnauthorized: "unauthorized",
-	CloseSlowConsumer: "slow consumer",
-	CloseRateLimited:  "rate limited",
 }
 
 // CloseCode returns the close code carried by err (a *CloseError anywhere in
@@ -118,18 +80,10 @@ func CloseCode(err error) int {
 }
 
 // User is who a token names.
-type User struct {
-	ID   string `json:"id"`
-	Name string `json:"name,omitempty"`
-}
+type User = protocol.User
 
 // Limits are the server's limits announced in welcome.
-type Limits struct {
-	MaxTextBytes   int     `json:"max_text_bytes"`
-	MaxFrameBytes  int     `json:"max_frame_bytes"`
-	SendsPerSecond float64 `json:"sends_per_second"`
-	SendBurst      int     `json:"send_burst"`
-}
+type Limits = protocol.Limits
 
 // Welcome is the server's answer to hello.
 type Welcome struct {

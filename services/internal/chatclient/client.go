@@ -19,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 
 	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/protocol"
 )
 
 // Defaults of Options.
@@ -63,7 +64,7 @@ type Client struct {
 	refs atomic.Uint64
 
 	mu      sync.Mutex
-	pending map[string]chan frame
+	pending map[string]chan protocol.ServerFrame
 	rooms   map[string]*roomState
 	err     error
 
@@ -120,7 +121,7 @@ func Dial(ctx context.Context, baseURL, token string, opts *Options) (*Client, e
 		api:     API{BaseURL: baseURL, Token: token, HTTPClient: opts.HTTPClient},
 		log:     opts.Logger,
 		onPres:  opts.OnPresence,
-		pending: make(map[string]chan frame),
+		pending: make(map[string]chan protocol.ServerFrame),
 		rooms:   make(map[string]*roomState),
 		done:    make(chan struct{}),
 		closing: make(chan struct{}),
@@ -173,10 +174,10 @@ func (c *Client) hello(ctx context.Context, token string, opts *Options) error {
 	defer cancel()
 	versions := opts.Versions
 	if len(versions) == 0 {
-		versions = []int{Version}
+		versions = []int{protocol.Version}
 	}
 	const ref = "hello"
-	if err := c.write(ctx, clientFrame{Op: "hello", Ref: ref, Versions: versions, Token: token}); err != nil {
+	if err := c.write(ctx, protocol.Command{Op: protocol.OpHello, Ref: ref, Versions: versions, Token: token}); err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
 	for {
@@ -189,11 +190,11 @@ func (c *Client) hello(ctx context.Context, token string, opts *Options) error {
 			continue // not the answer to hello; nothing else is expected yet
 		}
 		switch f.Op {
-		case "welcome":
+		case protocol.OpWelcome:
 			c.welcome = Welcome{Version: f.Version, User: f.User, Limits: f.Limits}
 			return nil
-		case "error":
-			return fmt.Errorf("hello: %w", f.err())
+		case protocol.OpError:
+			return fmt.Errorf("hello: %w", errorOf(&f))
 		default:
 			return fmt.Errorf("hello: unexpected answer %q", f.Op)
 		}
@@ -214,7 +215,7 @@ func (c *Client) Rooms(ctx context.Context) ([]Room, error) { return c.api.Rooms
 // server sent them, without a message the client already delivered. The
 // channel is bounded: while it is full the client stops reading the
 // connection, and a server whose queue for the client overflows closes it
-// with CloseSlowConsumer. It is closed when the connection ends, after the
+// with protocol.CloseSlowConsumer. It is closed when the connection ends, after the
 // messages already received; then Err tells why.
 func (c *Client) Messages() <-chan Message { return c.msgs }
 
@@ -271,7 +272,7 @@ func applyPresence(users, joined, left []User) []User {
 // Typing tells the room's members that the user is typing (the typing
 // command); the server answers typed.
 func (c *Client) Typing(ctx context.Context, room string) error {
-	if _, err := c.call(ctx, clientFrame{Op: "typing", Room: room}, "typed"); err != nil {
+	if _, err := c.call(ctx, protocol.Command{Op: protocol.OpTyping, Room: room}, protocol.OpTyped); err != nil {
 		return fmt.Errorf("typing in %s: %w", room, err)
 	}
 	return nil
@@ -292,7 +293,7 @@ func (c *Client) Presence(room string) []User {
 // server first delivers every message stored after it; otherwise delivery
 // starts with the next message, preceded by the latest last ones if last > 0.
 func (c *Client) Join(ctx context.Context, room, cursor string, last int) (Joined, error) {
-	f, err := c.call(ctx, clientFrame{Op: "join", Room: room, Cursor: cursor, Last: last}, "joined")
+	f, err := c.call(ctx, protocol.Command{Op: protocol.OpJoin, Room: room, Cursor: cursor, Last: last}, protocol.OpJoined)
 	if err != nil {
 		return Joined{}, fmt.Errorf("join %q: %w", room, err)
 	}
@@ -301,7 +302,7 @@ func (c *Client) Join(ctx context.Context, room, cursor string, last int) (Joine
 
 // Leave unsubscribes from room.
 func (c *Client) Leave(ctx context.Context, room string) error {
-	if _, err := c.call(ctx, clientFrame{Op: "leave", Room: room}, "left"); err != nil {
+	if _, err := c.call(ctx, protocol.Command{Op: protocol.OpLeave, Room: room}, protocol.OpLeft); err != nil {
 		return fmt.Errorf("leave %q: %w", room, err)
 	}
 	return nil
@@ -313,17 +314,17 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 // the message may or may not be stored: send again with the same id, which
 // is never stored twice.
 func (c *Client) Send(ctx context.Context, room, id, text string) (Ack, error) {
-	now := time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00")
-	f, err := c.call(ctx, clientFrame{Op: "send", Room: room, ID: id, Text: text, ClientTime: now}, "ack")
+	now := time.Now().UTC().Format(protocol.TimeLayout)
+	f, err := c.call(ctx, protocol.Command{Op: protocol.OpSend, Room: room, ID: id, Text: text, ClientTime: now}, protocol.OpAck)
 	if err != nil {
 		return Ack{}, fmt.Errorf("send to %q: %w", room, err)
 	}
-	return Ack{Room: f.Room, ID: f.ID, Partition: f.Partition, Offset: f.Offset, Time: f.Time, Duplicate: f.Duplicate}, nil
+	return Ack{Room: f.Room, ID: f.ID, Partition: f.Partition, Offset: f.Offset, Time: f.Time.Time, Duplicate: f.Duplicate}, nil
 }
 
 // Ping asks the server for a pong.
 func (c *Client) Ping(ctx context.Context) error {
-	if _, err := c.call(ctx, clientFrame{Op: "ping"}, "pong"); err != nil {
+	if _, err := c.call(ctx, protocol.Command{Op: protocol.OpPing}, protocol.OpPong); err != nil {
 		return fmt.Errorf("ping: %w", err)
 	}
 	return nil
@@ -342,14 +343,14 @@ func (c *Client) Close() error {
 }
 
 // call sends f with a fresh ref and waits for its one answer.
-func (c *Client) call(ctx context.Context, f clientFrame, want string) (frame, error) {
+func (c *Client) call(ctx context.Context, f protocol.Command, want string) (protocol.ServerFrame, error) {
 	f.Ref = "r" + strconv.FormatUint(c.refs.Add(1), 10)
-	ch := make(chan frame, 1)
+	ch := make(chan protocol.ServerFrame, 1)
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		return frame{}, err
+		return protocol.ServerFrame{}, err
 	}
 	c.pending[f.Ref] = ch
 	c.mu.Unlock()
@@ -361,34 +362,34 @@ func (c *Client) call(ctx context.Context, f clientFrame, want string) (frame, e
 
 	if err := c.write(ctx, f); err != nil {
 		if e := c.Err(); e != nil {
-			return frame{}, e
+			return protocol.ServerFrame{}, e
 		}
-		return frame{}, err
+		return protocol.ServerFrame{}, err
 	}
-	var ans frame
+	var ans protocol.ServerFrame
 	select {
 	case ans = <-ch:
 	case <-c.done:
 		select {
 		case ans = <-ch: // answered just before the end
 		default:
-			return frame{}, c.Err()
+			return protocol.ServerFrame{}, c.Err()
 		}
 	case <-ctx.Done():
-		return frame{}, ctx.Err()
+		return protocol.ServerFrame{}, ctx.Err()
 	}
 	switch ans.Op {
 	case want:
 		return ans, nil
-	case "error":
-		return frame{}, ans.err()
+	case protocol.OpError:
+		return protocol.ServerFrame{}, errorOf(&ans)
 	}
-	return frame{}, fmt.Errorf("chatclient: answer %q to %q, want %q", ans.Op, f.Op, want)
+	return protocol.ServerFrame{}, fmt.Errorf("chatclient: answer %q to %q, want %q", ans.Op, f.Op, want)
 }
 
 // write sends one frame. The caller's context only decides whether to start:
 // cancelling a write midway would close the connection.
-func (c *Client) write(ctx context.Context, f clientFrame) error {
+func (c *Client) write(ctx context.Context, f protocol.Command) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -440,10 +441,10 @@ func (c *Client) read() {
 
 // handle processes one server frame; it returns false when Close was called
 // while it waited for room on Messages.
-func (c *Client) handle(f frame) bool {
+func (c *Client) handle(f protocol.ServerFrame) bool {
 	switch f.Op {
-	case "message":
-		m := f.message()
+	case protocol.OpMessage:
+		m := messageOf(&f)
 		// Positions move before the hand-over, so that Cursor never lags a
 		// message the reader already has; a hand-over cut short by Close
 		// puts the cursor back, so nothing undelivered is skipped on resume.
@@ -469,9 +470,9 @@ func (c *Client) handle(f frame) bool {
 			c.mu.Unlock()
 			return false
 		}
-	case "presence", "presence_diff":
-		p := Presence{Room: f.Room, Diff: f.Op == "presence_diff", Count: f.Count, Users: f.Users, Truncated: f.Truncated,
-			Joined: f.Joined, Left: f.Left, TypingChanged: f.Typing != nil || f.Op == "presence"}
+	case protocol.OpPresence, protocol.OpPresenceDiff:
+		p := Presence{Room: f.Room, Diff: f.Op == protocol.OpPresenceDiff, Count: f.Count, Users: f.Users, Truncated: f.Truncated,
+			Joined: f.Joined, Left: f.Left, TypingChanged: f.Typing != nil || f.Op == protocol.OpPresence}
 		if f.Typing != nil {
 			p.Typing = *f.Typing
 		}
@@ -487,7 +488,7 @@ func (c *Client) handle(f frame) bool {
 			c.onPres(p)
 		}
 		return true
-	case "joined":
+	case protocol.OpJoined:
 		// Recorded here, in order with the messages of the join that follow.
 		c.mu.Lock()
 		r := c.room(f.Room)
@@ -512,13 +513,13 @@ func (c *Client) handle(f frame) bool {
 	}
 	if f.Ref == "" {
 		switch {
-		case f.Op == "error" && f.Room != "":
+		case f.Op == protocol.OpError && f.Room != "":
 			select {
-			case c.ended <- f.err():
+			case c.ended <- errorOf(&f):
 			default:
 				c.log.Warn("dropping a notice nobody reads", "room", f.Room, "code", f.Code)
 			}
-		case f.Op == "error":
+		case f.Op == protocol.OpError:
 			c.log.Info("server error", "code", f.Code, "message", f.Message)
 		default:
 			c.log.Debug("ignoring a frame", "op", f.Op)

@@ -13,6 +13,7 @@ import (
 
 	"palaver.dev/services/internal/chatclient"
 	"palaver.dev/services/internal/chatclient/fakegateway"
+	"palaver.dev/services/internal/protocol"
 )
 
 func dial(t *testing.T, gw *fakegateway.Server, name string) *chatclient.Client {
@@ -62,9 +63,9 @@ func TestDialErrors(t *testing.T) {
 		versions []int
 		code     string
 	}{
-		{"bad token", "nope", nil, chatclient.CodeUnauthorized},
-		{"no token", "", nil, chatclient.CodeUnauthorized},
-		{"no common version", fakegateway.Token("Ada"), []int{7}, chatclient.CodeUnsupportedVersion},
+		{"bad token", "nope", nil, protocol.CodeUnauthorized},
+		{"no token", "", nil, protocol.CodeUnauthorized},
+		{"no common version", fakegateway.Token("Ada"), []int{7}, protocol.CodeUnsupportedVersion},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,7 +74,7 @@ func TestDialErrors(t *testing.T) {
 				t.Fatalf("Dial error = %v (code %q), want code %q", err, got, tt.code)
 			}
 			var e *chatclient.Error
-			if errors.As(err, &e) && tt.code == chatclient.CodeUnsupportedVersion && len(e.Supported) != 1 {
+			if errors.As(err, &e) && tt.code == protocol.CodeUnsupportedVersion && len(e.Supported) != 1 {
 				t.Fatalf("Supported = %v", e.Supported)
 			}
 		})
@@ -89,7 +90,7 @@ func TestDialHTTPErrorAndBadURL(t *testing.T) {
 	defer srv.Close()
 	_, err := chatclient.Dial(t.Context(), srv.URL, "x", nil)
 	var e *chatclient.Error
-	if !errors.As(err, &e) || e.Code != chatclient.CodeUnauthorized || e.Status != 401 || e.Message != "token expired" {
+	if !errors.As(err, &e) || e.Code != protocol.CodeUnauthorized || e.Status != 401 || e.Message != "token expired" {
 		t.Fatalf("Dial to a 401 = %v", err)
 	}
 	for _, u := range []string{"ftp://x", "127.0.0.1:8080", "http://"} {
@@ -134,7 +135,7 @@ func TestJoinSendReceive(t *testing.T) {
 	if err := grace.Leave(t.Context(), "lobby"); err != nil {
 		t.Fatalf("Leave: %v", err)
 	}
-	if err := grace.Leave(t.Context(), "lobby"); chatclient.Code(err) != chatclient.CodeNotJoined {
+	if err := grace.Leave(t.Context(), "lobby"); chatclient.Code(err) != protocol.CodeNotJoined {
 		t.Fatalf("second Leave = %v, want not_joined", err)
 	}
 }
@@ -147,10 +148,10 @@ func TestCommandErrors(t *testing.T) {
 		do   func() error
 		code string
 	}{
-		{"join unknown room", func() error { _, err := c.Join(t.Context(), "nowhere", "", 0); return err }, chatclient.CodeNotFound},
-		{"join forbidden room", func() error { _, err := c.Join(t.Context(), "secret", "", 0); return err }, chatclient.CodeForbidden},
-		{"join with a bad cursor", func() error { _, err := c.Join(t.Context(), "lobby", "!!", 0); return err }, chatclient.CodeBadRequest},
-		{"send before join", func() error { _, err := c.Send(t.Context(), "random", "c-1", "hi"); return err }, chatclient.CodeNotJoined},
+		{"join unknown room", func() error { _, err := c.Join(t.Context(), "nowhere", "", 0); return err }, protocol.CodeNotFound},
+		{"join forbidden room", func() error { _, err := c.Join(t.Context(), "secret", "", 0); return err }, protocol.CodeForbidden},
+		{"join with a bad cursor", func() error { _, err := c.Join(t.Context(), "lobby", "!!", 0); return err }, protocol.CodeBadRequest},
+		{"send before join", func() error { _, err := c.Send(t.Context(), "random", "c-1", "hi"); return err }, protocol.CodeNotJoined},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -243,7 +244,7 @@ func TestJoinResetForgetsOldPositions(t *testing.T) {
 }
 
 func TestServerCloseSurfacesCode(t *testing.T) {
-	for _, code := range []int{chatclient.CloseGoingAway, chatclient.CloseSlowConsumer, chatclient.CloseUnauthorized} {
+	for _, code := range []int{protocol.CloseGoingAway, protocol.CloseSlowConsumer, protocol.CloseUnauthorized} {
 		gw := fakegateway.Start(t)
 		c := dial(t, gw, "Ada")
 		if _, err := c.Join(t.Context(), "lobby", "", 0); err != nil {
@@ -350,10 +351,10 @@ func TestEndedReportsRoomsTheServerLeft(t *testing.T) {
 	if _, err := c.Join(t.Context(), "lobby", "", 0); err != nil {
 		t.Fatal(err)
 	}
-	gw.EndRoom("lobby", chatclient.CodeNotFound)
+	gw.EndRoom("lobby", protocol.CodeNotFound)
 	select {
 	case e := <-c.Ended():
-		if e.Code != chatclient.CodeNotFound || e.Room != "lobby" {
+		if e.Code != protocol.CodeNotFound || e.Room != "lobby" {
 			t.Fatalf("Ended: %+v", e)
 		}
 	case <-time.After(5 * time.Second):

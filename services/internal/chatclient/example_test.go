@@ -6,6 +6,7 @@ import (
 
 	"palaver.dev/services/internal/chatclient"
 	"palaver.dev/services/internal/chatclient/fakegateway"
+	"palaver.dev/services/internal/protocol"
 )
 
 // Join a room, send a message, and read it back; then resume from the
@@ -40,7 +41,7 @@ func Example() {
 	resume := c.Cursor("lobby")
 	c.Close()
 
-	if _, err := chatclient.Dial(ctx, gw.URL, "forged", nil); chatclient.Code(err) == chatclient.CodeUnauthorized {
+	if _, err := chatclient.Dial(ctx, gw.URL, "forged", nil); chatclient.Code(err) == protocol.CodeUnauthorized {
 		fmt.Println("a bad token is refused:", chatclient.Code(err))
 	}
 

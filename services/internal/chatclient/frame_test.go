@@ -45,7 +45,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		if fr.Op == "" {
 			t.Fatal("decoded a frame without op")
 		}
-		_ = fr.message()
-		_ = fr.err().Error()
+		_ = messageOf(&fr)
+		_ = errorOf(&fr).Error()
 	})
 }

@@ -7,6 +7,7 @@ import (
 
 	"palaver.dev/services/internal/chatclient"
 	"palaver.dev/services/internal/loadgen"
+	"palaver.dev/services/internal/protocol"
 )
 
 // A broker killed with SIGKILL while people chat, then restarted: rooms
@@ -136,7 +137,7 @@ func TestSlowConsumerAndFlooder(t *testing.T) {
 			case f.Op == "ack":
 				floodAcks++
 				c.l.Ack(f.Room, f.ID, loadgen.Position{Partition: f.Partition, Offset: f.Offset})
-			case f.Op == "error" && f.Code == chatclient.CodeRateLimited:
+			case f.Op == "error" && f.Code == protocol.CodeRateLimited:
 				floodLimited++
 			}
 		}
@@ -148,7 +149,7 @@ func TestSlowConsumerAndFlooder(t *testing.T) {
 	}
 	select {
 	case err := <-floodEnd:
-		if chatclient.CloseCode(err) != chatclient.CloseRateLimited {
+		if chatclient.CloseCode(err) != protocol.CloseRateLimited {
 			t.Errorf("the flooder's connection ended with %v, want 4429", err)
 		}
 	case <-time.After(time.Minute):
@@ -178,7 +179,7 @@ func TestSlowConsumerAndFlooder(t *testing.T) {
 			cursor = f.Cursor
 		}
 	}
-	if chatclient.CloseCode(end) != chatclient.CloseSlowConsumer {
+	if chatclient.CloseCode(end) != protocol.CloseSlowConsumer {
 		t.Fatalf("the stalled member's connection ended with %v, want 4408", end)
 	}
 	t.Logf("stalled member: read %d messages, then %v; resuming", len(in.Got(room)), end)
@@ -213,7 +214,7 @@ func TestSlowConsumerAndFlooder(t *testing.T) {
 	if len(v.Closes) > 0 {
 		t.Errorf("members chatting at their pace lost their connections: %v", v.Closes)
 	}
-	if v.Errors[chatclient.CodeRateLimited] > 0 {
+	if v.Errors[protocol.CodeRateLimited] > 0 {
 		t.Errorf("members chatting at their pace were rate limited: %v", v.Errors)
 	}
 	// The stalled member (checked by Verify with the others) has every

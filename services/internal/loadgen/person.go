@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"palaver.dev/services/internal/chatclient"
+	"palaver.dev/services/internal/protocol"
 )
 
 // Person is a simulated chat user that behaves as a good client should:
@@ -261,14 +262,14 @@ func (p *Person) handle(c *Client, f *Frame) {
 func (p *Person) failed(f *Frame) {
 	switch {
 	case strings.HasPrefix(f.Ref, "t:"):
-		if f.Code == chatclient.CodeUnknownOp {
+		if f.Code == protocol.CodeUnknownOp {
 			p.l.TypingOff.Store(true)
 		}
 	case strings.HasPrefix(f.Ref, "j:"):
 		m := p.rooms[f.Room]
 		switch {
 		case m == nil:
-		case f.Code == chatclient.CodeUnavailable:
+		case f.Code == protocol.CodeUnavailable:
 			m.rejoinAt = time.Now().Add(300 * time.Millisecond)
 		default: // not_found, forbidden: give up on the room
 			delete(p.rooms, f.Room)
@@ -277,9 +278,9 @@ func (p *Person) failed(f *Frame) {
 	case p.pending[f.Ref] != nil:
 		o := p.pending[f.Ref]
 		switch f.Code {
-		case chatclient.CodeRateLimited:
+		case protocol.CodeRateLimited:
 			o.written, o.retryAt = false, time.Now().Add(time.Second)
-		case chatclient.CodeUnavailable, chatclient.CodeNotJoined:
+		case protocol.CodeUnavailable, protocol.CodeNotJoined:
 			o.written, o.retryAt = false, time.Now().Add(300*time.Millisecond)
 		default: // refused for good
 			delete(p.pending, f.Ref)
@@ -289,7 +290,7 @@ func (p *Person) failed(f *Frame) {
 		if m == nil {
 			return
 		}
-		if f.Code == chatclient.CodeUnavailable {
+		if f.Code == protocol.CodeUnavailable {
 			m.joined, m.rejoinAt = false, time.Now() // join again from the cursor (retry)
 			return
 		}

@@ -13,6 +13,7 @@ import (
 	"palaver.dev/services/internal/auth"
 	"palaver.dev/services/internal/chatcli"
 	"palaver.dev/services/internal/chatclient"
+	"palaver.dev/services/internal/protocol"
 	"palaver.dev/services/internal/testio"
 	"palaver.dev/services/kafkatest"
 )
@@ -78,13 +79,13 @@ func TestGoClientAgainstTheGateway(t *testing.T) {
 		err  error
 		code string
 	}{
-		{"join a room that does not exist", func() error { _, err := c.Join(ctx, "nowhere", "", 0); return err }(), chatclient.CodeNotFound},
+		{"join a room that does not exist", func() error { _, err := c.Join(ctx, "nowhere", "", 0); return err }(), protocol.CodeNotFound},
 		{"send too much text", func() error {
 			_, err := c.Send(ctx, "engineering", run+"-big", strings.Repeat("x", c.Welcome().Limits.MaxTextBytes+1))
 			return err
-		}(), chatclient.CodeTooLarge},
-		{"send to a room not joined", func() error { _, err := c.Send(ctx, "random", run+"-2", "x"); return err }(), chatclient.CodeNotJoined},
-		{"dial with a forged token", func() error { _, err := chatclient.Dial(ctx, g.URL, "forged", nil); return err }(), chatclient.CodeUnauthorized},
+		}(), protocol.CodeTooLarge},
+		{"send to a room not joined", func() error { _, err := c.Send(ctx, "random", run+"-2", "x"); return err }(), protocol.CodeNotJoined},
+		{"dial with a forged token", func() error { _, err := chatclient.Dial(ctx, g.URL, "forged", nil); return err }(), protocol.CodeUnauthorized},
 	} {
 		if got := chatclient.Code(tt.err); got != tt.code {
 			t.Errorf("%s: %v, want code %s", tt.name, tt.err, tt.code)
