@@ -21,6 +21,7 @@ import (
 	"github.com/coder/websocket"
 
 	"palaver.dev/services/internal/cursor"
+	"palaver.dev/services/internal/protocol"
 )
 
 // Tokens the fake accepts: "tok-<name>" names user u-<name> with display
@@ -59,7 +60,7 @@ type room struct {
 type msg struct {
 	ID, SenderID, SenderName, Text string
 	Time                           time.Time
-	ClientTime                     string // as the send said; "" when it did not
+	ClientTime                     time.Time // as the send said; zero when it did not
 }
 
 type conn struct {
@@ -102,7 +103,7 @@ func New() *Server {
 
 // Close closes every connection (going away) and stops the server.
 func (s *Server) Close() {
-	s.CloseAll(websocket.StatusGoingAway, "server closed")
+	s.CloseAll(protocol.CloseGoingAway, "server closed")
 	s.Server.Close()
 }
 
@@ -174,7 +175,7 @@ func (s *Server) EndRoom(roomName, code string) {
 		delete(c.joined, roomName)
 		c.mu.Unlock()
 		if joined {
-			c.send(map[string]any{"op": "error", "code": code, "message": "membership ended", "room": roomName})
+			c.send(protocol.ErrorFrame{Op: protocol.OpError, Code: code, Message: "membership ended", Room: roomName})
 		}
 	}
 }
@@ -230,14 +231,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func httpErr(w http.ResponseWriter, status int, code, message string) {
-	writeJSON(w, status, map[string]string{"code": code, "message": message})
+func httpErr(w http.ResponseWriter, code, message string) {
+	writeJSON(w, protocol.HTTPStatus(code), protocol.HTTPError{Code: code, Message: message})
 }
 
 func (s *Server) devLogin(w http.ResponseWriter, r *http.Request) {
 	var in struct{ Name string }
 	if err := json.NewDecoder(r.Body).Decode(&in); err != nil || in.Name == "" {
-		httpErr(w, 400, "bad_request", "name required")
+		httpErr(w, protocol.CodeBadRequest, "name required")
 		return
 	}
 	writeJSON(w, 200, map[string]any{"token": Token(in.Name), "expires_at": time.Now().Add(time.Hour)})
@@ -245,7 +246,7 @@ func (s *Server) devLogin(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) listRooms(w http.ResponseWriter, r *http.Request) {
 	if _, _, _, ok := userOf(bearer(r)); !ok {
-		httpErr(w, 401, "unauthorized", "no valid token")
+		httpErr(w, protocol.CodeUnauthorized, "no valid token")
 		return
 	}
 	s.mu.Lock()
@@ -258,16 +259,12 @@ func (s *Server) listRooms(w http.ResponseWriter, r *http.Request) {
 }
 
 // frameOf renders stored message i of a room as a message frame.
-func frameOf(roomName string, i int, m msg) map[string]any {
+func frameOf(roomName string, i int, m msg) protocol.MessageFrame {
 	var c cursor.Cursor
 	c.Advance(0, int64(i))
-	f := map[string]any{"op": "message", "room": roomName, "id": m.ID,
-		"sender": map[string]string{"id": m.SenderID, "name": m.SenderName},
-		"text":   m.Text, "time": m.Time, "partition": 0, "offset": i, "cursor": c.String()}
-	if m.ClientTime != "" {
-		f["client_time"] = m.ClientTime
-	}
-	return f
+	return protocol.MessageFrame{Op: protocol.OpMessage, Room: roomName, ID: m.ID,
+		Sender: protocol.User{ID: m.SenderID, Name: m.SenderName}, Text: m.Text, Time: protocol.Time{Time: m.Time},
+		Partition: 0, Offset: int64(i), Cursor: c.String(), ClientTime: protocol.Time{Time: m.ClientTime}}
 }
 
 func positionOf(token string) (int, error) {
@@ -281,7 +278,7 @@ func positionOf(token string) (int, error) {
 
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	if _, _, _, ok := userOf(bearer(r)); !ok {
-		httpErr(w, 401, "unauthorized", "no valid token")
+		httpErr(w, protocol.CodeUnauthorized, "no valid token")
 		return
 	}
 	s.mu.Lock()
@@ -289,14 +286,14 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("room")
 	rm := s.rooms[name]
 	if rm == nil {
-		httpErr(w, 404, "not_found", "no such room")
+		httpErr(w, protocol.CodeNotFound, "no such room")
 		return
 	}
 	end := len(rm.messages)
 	if b := r.URL.Query().Get("before"); b != "" {
 		p, err := positionOf(b)
 		if err != nil {
-			httpErr(w, 400, "bad_request", "bad cursor")
+			httpErr(w, protocol.CodeBadRequest, "bad cursor")
 			return
 		}
 		end = min(p, end)
@@ -306,7 +303,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		limit = 50
 	}
 	start := max(0, end-limit)
-	msgs := []map[string]any{}
+	msgs := []protocol.MessageFrame{}
 	for i := start; i < end; i++ {
 		msgs = append(msgs, frameOf(name, i, rm.messages[i]))
 	}
@@ -320,7 +317,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 // one page, each with its highlight.
 func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 	if _, _, _, ok := userOf(bearer(r)); !ok {
-		httpErr(w, 401, "unauthorized", "no valid token")
+		httpErr(w, protocol.CodeUnauthorized, "no valid token")
 		return
 	}
 	s.mu.Lock()
@@ -328,15 +325,19 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("room")
 	rm := s.rooms[name]
 	if rm == nil {
-		httpErr(w, 404, "not_found", "no such room")
+		httpErr(w, protocol.CodeNotFound, "no such room")
 		return
 	}
 	want := strings.Fields(strings.ToLower(r.URL.Query().Get("q")))
 	if len(want) == 0 {
-		httpErr(w, 400, "bad_request", "no words to search for")
+		httpErr(w, protocol.CodeBadRequest, "no words to search for")
 		return
 	}
-	results := []map[string]any{}
+	type result struct {
+		protocol.MessageFrame
+		Highlight []map[string]any `json:"highlight"`
+	}
+	results := []result{}
 	for i := len(rm.messages) - 1; i >= 0; i-- {
 		m := rm.messages[i]
 		var segs []map[string]any
@@ -350,9 +351,7 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 			segs = append(segs, map[string]any{"text": word, "mark": mark})
 		}
 		if !slices.ContainsFunc(want, func(w string) bool { return !found[w] }) {
-			f := frameOf(name, i, m)
-			f["highlight"] = segs
-			results = append(results, f)
+			results = append(results, result{frameOf(name, i, m), segs})
 		}
 	}
 	writeJSON(w, 200, map[string]any{"results": results})
@@ -361,40 +360,49 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 	id, name, _, ok := userOf(bearer(r))
 	if !ok {
-		httpErr(w, 401, "unauthorized", "no valid token")
+		httpErr(w, protocol.CodeUnauthorized, "no valid token")
 		return
 	}
 	var in struct{ ID, Text string }
 	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
-		httpErr(w, 400, "bad_request", "bad body")
+		httpErr(w, protocol.CodeBadRequest, "bad body")
 		return
 	}
 	ack, code := s.store(r.PathValue("room"), id, name, in.ID, in.Text, "")
 	if code != "" {
-		httpErr(w, map[string]int{"not_found": 404, "bad_request": 400}[code], code, code)
+		httpErr(w, code, code)
 		return
 	}
 	writeJSON(w, 201, ack)
 }
 
-// store appends a message, or returns the first one's ack for a duplicate id.
-func (s *Server) store(roomName, userID, userName, id, text, clientTime string) (map[string]any, string) {
+// store appends a message, or returns the first one's ack for a duplicate
+// id; else the error code.
+func (s *Server) store(roomName, userID, userName, id, text, clientTime string) (protocol.AckFrame, string) {
+	var sentAt time.Time
+	if clientTime != "" {
+		t, err := time.Parse(time.RFC3339, clientTime)
+		if err != nil {
+			return protocol.AckFrame{}, protocol.CodeBadRequest
+		}
+		sentAt = t
+	}
 	s.mu.Lock()
 	rm := s.rooms[roomName]
 	if rm == nil {
 		s.mu.Unlock()
-		return nil, "not_found"
+		return protocol.AckFrame{}, protocol.CodeNotFound
 	}
 	if id == "" || text == "" {
 		s.mu.Unlock()
-		return nil, "bad_request"
+		return protocol.AckFrame{}, protocol.CodeBadRequest
 	}
 	key := userID + "\x00" + id
 	i, dup := rm.ids[key]
 	if !dup {
 		i = len(rm.messages)
 		rm.ids[key] = i
-		rm.messages = append(rm.messages, msg{ID: id, SenderID: userID, SenderName: userName, Text: text, Time: time.Now().UTC(), ClientTime: clientTime})
+		rm.messages = append(rm.messages, msg{ID: id, SenderID: userID, SenderName: userName, Text: text, Time: time.Now().UTC(), ClientTime: sentAt})
 	}
 	m := rm.messages[i]
 	var targets []*conn
@@ -413,7 +421,7 @@ func (s *Server) store(roomName, userID, userName, id, text, clientTime string) 
 		}
 	}
 	s.mu.Unlock()
-	return map[string]any{"op": "ack", "room": roomName, "id": id, "partition": 0, "offset": i, "time": m.Time, "duplicate": dup}, ""
+	return protocol.AckFrame{Op: protocol.OpAck, Room: roomName, ID: id, Partition: 0, Offset: int64(i), Time: protocol.Time{Time: m.Time}, Duplicate: dup}, ""
 }
 
 func (c *conn) send(v any) {
@@ -425,19 +433,6 @@ func (c *conn) send(v any) {
 	_ = c.ws.Write(ctx, websocket.MessageText, b)
 }
 
-type clientFrame struct {
-	Op         string `json:"op"`
-	Ref        string `json:"ref"`
-	Versions   []int  `json:"versions"`
-	Token      string `json:"token"`
-	Room       string `json:"room"`
-	Cursor     string `json:"cursor"`
-	Last       int    `json:"last"`
-	ID         string `json:"id"`
-	Text       string `json:"text"`
-	ClientTime string `json:"client_time"`
-}
-
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
@@ -445,23 +440,24 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &conn{ws: ws, joined: map[string]bool{}}
 	ctx := r.Context()
-	reply := func(v map[string]any) { c.send(v) }
+	reply := c.send
 	fail := func(ref, code, message, room string) {
-		reply(map[string]any{"op": "error", "ref": ref, "code": code, "message": message, "room": room})
+		reply(protocol.ErrorFrame{Op: protocol.OpError, Ref: ref, Code: code, Message: message, Room: room})
 	}
 
 	// hello
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	_, b, err := ws.Read(hctx)
 	cancel()
-	var f clientFrame
-	if err != nil || json.Unmarshal(b, &f) != nil || f.Op != "hello" {
-		ws.Close(4400, "expected hello")
+	var f protocol.Command
+	if err != nil || json.Unmarshal(b, &f) != nil || f.Op != protocol.OpHello {
+		ws.Close(protocol.CloseBadFrame, "expected hello")
 		return
 	}
-	if !contains(f.Versions, 1) {
-		reply(map[string]any{"op": "error", "ref": f.Ref, "code": "unsupported_version", "message": "speaks 1", "supported": []int{1}})
-		ws.Close(4400, "no common version")
+	if !slices.Contains(f.Versions, protocol.Version) {
+		reply(protocol.ErrorFrame{Op: protocol.OpError, Ref: f.Ref, Code: protocol.CodeUnsupportedVersion, Message: "speaks 1",
+			Supported: []int{protocol.Version}})
+		ws.Close(protocol.CloseBadFrame, "no common version")
 		return
 	}
 	token := f.Token
@@ -470,13 +466,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	uid, name, only, ok := userOf(token)
 	if !ok {
-		fail(f.Ref, "unauthorized", "bad token", "")
-		ws.Close(4401, "unauthorized")
+		fail(f.Ref, protocol.CodeUnauthorized, "bad token", "")
+		ws.Close(protocol.CloseUnauthorized, "unauthorized")
 		return
 	}
 	c.user, c.name = uid, name
-	reply(map[string]any{"op": "welcome", "ref": f.Ref, "version": 1, "user": map[string]string{"id": uid, "name": name},
-		"limits": map[string]any{"max_text_bytes": 4096, "max_frame_bytes": 16384, "sends_per_second": 10, "send_burst": 20}})
+	reply(protocol.WelcomeFrame{Op: protocol.OpWelcome, Ref: f.Ref, Version: protocol.Version, User: protocol.User{ID: uid, Name: name},
+		Limits: protocol.Limits{MaxTextBytes: 4096, MaxFrameBytes: 16384, SendsPerSecond: 10, SendBurst: 20}})
 	s.mu.Lock()
 	s.conns[c] = true
 	s.mu.Unlock()
@@ -491,32 +487,32 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		var f clientFrame
+		var f protocol.Command
 		if json.Unmarshal(b, &f) != nil {
-			fail("", "bad_frame", "not JSON", "")
+			fail("", protocol.CodeBadFrame, "not JSON", "")
 			continue
 		}
 		switch f.Op {
-		case "ping":
-			reply(map[string]any{"op": "pong", "ref": f.Ref})
-		case "join":
+		case protocol.OpPing:
+			reply(protocol.PongFrame{Op: protocol.OpPong, Ref: f.Ref})
+		case protocol.OpJoin:
 			s.join(c, f, only)
-		case "leave":
+		case protocol.OpLeave:
 			c.mu.Lock()
 			was := c.joined[f.Room]
 			delete(c.joined, f.Room)
 			c.mu.Unlock()
 			if !was {
-				fail(f.Ref, "not_joined", "not joined", f.Room)
+				fail(f.Ref, protocol.CodeNotJoined, "not joined", f.Room)
 				continue
 			}
-			reply(map[string]any{"op": "left", "ref": f.Ref, "room": f.Room})
-		case "send":
+			reply(protocol.LeftFrame{Op: protocol.OpLeft, Ref: f.Ref, Room: f.Room})
+		case protocol.OpSend:
 			c.mu.Lock()
 			joined := c.joined[f.Room]
 			c.mu.Unlock()
 			if !joined {
-				fail(f.Ref, "not_joined", "join first", f.Room)
+				fail(f.Ref, protocol.CodeNotJoined, "join first", f.Room)
 				continue
 			}
 			s.mu.Lock()
@@ -526,7 +522,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			}
 			s.mu.Unlock()
 			if limited {
-				fail(f.Ref, "rate_limited", "slow down", f.Room)
+				fail(f.Ref, protocol.CodeRateLimited, "slow down", f.Room)
 				continue
 			}
 			ack, code := s.store(f.Room, c.user, c.name, f.ID, f.Text, f.ClientTime)
@@ -541,20 +537,20 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			}
 			s.mu.Unlock()
 			if unavailable {
-				fail(f.Ref, "unavailable", "Kafka did not answer in time", f.Room)
+				fail(f.Ref, protocol.CodeUnavailable, "Kafka did not answer in time", f.Room)
 				continue
 			}
-			ack["ref"] = f.Ref
+			ack.Ref = f.Ref
 			reply(ack)
 		default:
-			fail(f.Ref, "unknown_op", "unknown op "+f.Op, "")
+			fail(f.Ref, protocol.CodeUnknownOp, "unknown op "+f.Op, "")
 		}
 	}
 }
 
-func (s *Server) join(c *conn, f clientFrame, only string) {
+func (s *Server) join(c *conn, f protocol.Command, only string) {
 	fail := func(code string) {
-		c.send(map[string]any{"op": "error", "ref": f.Ref, "code": code, "message": code, "room": f.Room})
+		c.send(protocol.ErrorFrame{Op: protocol.OpError, Ref: f.Ref, Code: code, Message: code, Room: f.Room})
 	}
 	s.mu.Lock()
 	s.joins = append(s.joins, JoinRecord{User: c.name, Room: f.Room, Cursor: f.Cursor, Last: f.Last})
@@ -562,17 +558,17 @@ func (s *Server) join(c *conn, f clientFrame, only string) {
 	s.mu.Unlock()
 	switch {
 	case rm == nil:
-		fail("not_found")
+		fail(protocol.CodeNotFound)
 		return
 	case f.Room == "secret" || only != "" && f.Room != only:
-		fail("forbidden")
+		fail(protocol.CodeForbidden)
 		return
 	}
 	start := -1
 	if f.Cursor != "" {
 		p, err := positionOf(f.Cursor)
 		if err != nil {
-			fail("bad_request")
+			fail(protocol.CodeBadRequest)
 			return
 		}
 		start = p
@@ -595,7 +591,7 @@ func (s *Server) join(c *conn, f clientFrame, only string) {
 	s.mu.Unlock()
 	var pos cursor.Cursor
 	pos.Advance(0, int64(start)-1)
-	frames := []any{map[string]any{"op": "joined", "ref": f.Ref, "room": f.Room, "cursor": pos.String(), "recovering": f.Cursor != "", "reset": reset}}
+	frames := []any{protocol.JoinedFrame{Op: protocol.OpJoined, Ref: f.Ref, Room: f.Room, Cursor: pos.String(), Recovering: f.Cursor != "", Reset: reset}}
 	for i, m := range backlog {
 		frames = append(frames, frameOf(f.Room, start+i, m))
 	}
@@ -609,13 +605,4 @@ func (s *Server) join(c *conn, f clientFrame, only string) {
 		_ = c.ws.Write(ctx, websocket.MessageText, b)
 	}
 	c.mu.Unlock()
-}
-
-func contains(xs []int, x int) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
