@@ -15,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"palaver.dev/services/internal/protocol"
 )
 
 // devIssuer is the "iss" of dev tokens, which their verifier requires.
@@ -134,42 +136,42 @@ func (d *DevIssuer) LoginHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
-			writeJSON(w, http.StatusMethodNotAllowed, apiError{Code: "bad_request", Message: "use POST"})
+			writeJSON(w, http.StatusMethodNotAllowed, protocol.HTTPError{Code: protocol.CodeBadRequest, Message: "use POST"})
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLoginBody))
 		if err != nil {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
-				writeJSON(w, http.StatusRequestEntityTooLarge, apiError{Code: "too_large", Message: fmt.Sprintf("body over %d bytes", maxLoginBody)})
+				writeJSON(w, http.StatusRequestEntityTooLarge, protocol.HTTPError{Code: protocol.CodeTooLarge, Message: fmt.Sprintf("body over %d bytes", maxLoginBody)})
 				return
 			}
-			writeJSON(w, http.StatusBadRequest, apiError{Code: "bad_request", Message: "could not read the body"})
+			writeJSON(w, http.StatusBadRequest, protocol.HTTPError{Code: protocol.CodeBadRequest, Message: "could not read the body"})
 			return
 		}
 		// encoding/json would quietly turn invalid UTF-8 into U+FFFD.
 		if !utf8.Valid(body) {
-			writeJSON(w, http.StatusBadRequest, apiError{Code: "invalid_utf8", Message: "body is not valid UTF-8"})
+			writeJSON(w, http.StatusBadRequest, protocol.HTTPError{Code: protocol.CodeInvalidUTF8, Message: "body is not valid UTF-8"})
 			return
 		}
 		var req struct {
 			Name *string `json:"name"`
 		}
 		if err := json.Unmarshal(body, &req); err != nil {
-			writeJSON(w, http.StatusBadRequest, apiError{Code: "bad_request", Message: `body must be {"name":"..."}`})
+			writeJSON(w, http.StatusBadRequest, protocol.HTTPError{Code: protocol.CodeBadRequest, Message: `body must be {"name":"..."}`})
 			return
 		}
 		if req.Name == nil {
-			writeJSON(w, http.StatusBadRequest, apiError{Code: "bad_request", Message: "name is missing"})
+			writeJSON(w, http.StatusBadRequest, protocol.HTTPError{Code: protocol.CodeBadRequest, Message: "name is missing"})
 			return
 		}
 		token, exp, err := d.Issue(*req.Name)
 		if err != nil {
 			code := http.StatusInternalServerError
-			resp := apiError{Code: "internal", Message: "could not sign a token"}
+			resp := protocol.HTTPError{Code: protocol.CodeInternal, Message: "could not sign a token"}
 			if errors.Is(err, ErrBadName) {
 				code = http.StatusBadRequest
-				resp = apiError{Code: "bad_request", Message: "name: " + strings.TrimPrefix(err.Error(), ErrBadName.Error()+": ") + "; want 1 to 64 bytes of text"}
+				resp = protocol.HTTPError{Code: protocol.CodeBadRequest, Message: "name: " + strings.TrimPrefix(err.Error(), ErrBadName.Error()+": ") + "; want 1 to 64 bytes of text"}
 			}
 			writeJSON(w, code, resp)
 			return
@@ -192,11 +194,6 @@ type loginResponse struct {
 type loginUser struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
-}
-
-type apiError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

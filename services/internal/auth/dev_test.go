@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"palaver.dev/services/internal/protocol"
 )
 
 func newDev(t *testing.T) *DevIssuer {
@@ -169,7 +171,7 @@ func TestLoginHandler(t *testing.T) {
 				t.Errorf("Allow %q", rec.Header().Get("Allow"))
 			}
 			if tt.wantErr != "" {
-				var e apiError
+				var e protocol.HTTPError
 				if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Code != tt.wantErr || e.Message == "" {
 					t.Errorf("error body %s (%v), want code %q and a message", rec.Body, err, tt.wantErr)
 				}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"palaver.dev/services/internal/loadgen"
+	"palaver.dev/services/internal/protocol"
 )
 
 // Options say where the gateway is and how big each scenario is. Zero
@@ -373,9 +374,9 @@ func (o Options) join(ctx context.Context, i int, room string) (*loadgen.Client,
 			return nil, err
 		}
 		switch {
-		case f.Op == "joined" && f.Ref == "j":
+		case f.Op == protocol.OpJoined && f.Ref == "j":
 			return c, nil
-		case f.Op == "error" && f.Ref == "j":
+		case f.Op == protocol.OpError && f.Ref == "j":
 			c.Abort()
 			return nil, f.Err()
 		}
@@ -478,11 +479,11 @@ func (o Options) scenarioD(ctx context.Context) (*Report, error) {
 					return
 				}
 				switch f.Op {
-				case "message":
+				case protocol.OpMessage:
 					in.Deliver(&f)
-				case "ack":
+				case protocol.OpAck:
 					l.Ack(f.Room, f.ID, loadgen.Position{Partition: f.Partition, Offset: f.Offset})
-				case "error":
+				case protocol.OpError:
 					l.Error(f.Code)
 				}
 			}

@@ -104,7 +104,7 @@ func TestSlowConsumerAndFlooder(t *testing.T) {
 		t.Fatal(err)
 	}
 	f, err := slow.Read()
-	if err != nil || f.Op != "joined" {
+	if err != nil || f.Op != protocol.OpJoined {
 		t.Fatalf("slow join: %+v %v", f, err)
 	}
 	joinedAt := f.Cursor
@@ -121,7 +121,7 @@ func TestSlowConsumerAndFlooder(t *testing.T) {
 	if err := flood.Join("j", room, ""); err != nil {
 		t.Fatal(err)
 	}
-	if f, err := flood.Read(); err != nil || f.Op != "joined" {
+	if f, err := flood.Read(); err != nil || f.Op != protocol.OpJoined {
 		t.Fatalf("flooder's join: %+v %v", f, err)
 	}
 	floodEnd := make(chan error, 1)
@@ -134,10 +134,10 @@ func TestSlowConsumerAndFlooder(t *testing.T) {
 				return
 			}
 			switch {
-			case f.Op == "ack":
+			case f.Op == protocol.OpAck:
 				floodAcks++
 				c.l.Ack(f.Room, f.ID, loadgen.Position{Partition: f.Partition, Offset: f.Offset})
-			case f.Op == "error" && f.Code == protocol.CodeRateLimited:
+			case f.Op == protocol.OpError && f.Code == protocol.CodeRateLimited:
 				floodLimited++
 			}
 		}
@@ -174,7 +174,7 @@ func TestSlowConsumerAndFlooder(t *testing.T) {
 			end = err
 			break
 		}
-		if f.Op == "message" {
+		if f.Op == protocol.OpMessage {
 			in.Deliver(&f)
 			cursor = f.Cursor
 		}
@@ -204,7 +204,7 @@ func TestSlowConsumerAndFlooder(t *testing.T) {
 		if err != nil {
 			t.Fatalf("resuming: %d of %d messages read: %v", len(in.Got(room)), want, err)
 		}
-		if f.Op == "message" {
+		if f.Op == protocol.OpMessage {
 			in.Deliver(&f)
 		}
 	}

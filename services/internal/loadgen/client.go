@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"palaver.dev/services/internal/chatclient"
+	"palaver.dev/services/internal/protocol"
 )
 
 // Client is one protocol connection for the drivers that play many people
@@ -22,26 +23,12 @@ type Client struct {
 	Welcome chatclient.Welcome
 }
 
-// Frame is any server frame, flattened: the fields of every op that the
-// drivers look at.
-type Frame struct {
-	Op         string          `json:"op"`
-	Ref        string          `json:"ref"`
-	Room       string          `json:"room"`
-	ID         string          `json:"id"`
-	Sender     chatclient.User `json:"sender"`
-	Partition  int             `json:"partition"`
-	Offset     int64           `json:"offset"`
-	Cursor     string          `json:"cursor"`
-	Recovering bool            `json:"recovering"`
-	Duplicate  bool            `json:"duplicate"`
-	Code       string          `json:"code"`
-	Message    string          `json:"message"`
-}
+// Frame is any server frame, flattened.
+type Frame struct{ protocol.ServerFrame }
 
 // Err returns an error frame as a *chatclient.Error; nil for other ops.
 func (f *Frame) Err() error {
-	if f.Op != "error" {
+	if f.Op != protocol.OpError {
 		return nil
 	}
 	return &chatclient.Error{Code: f.Code, Message: f.Message, Room: f.Room}
@@ -59,7 +46,7 @@ func Dial(ctx context.Context, url, token string, tlsConf *tls.Config) (*Client,
 	}
 	c := &Client{ws: ws}
 	m := &member{ws: ws}
-	if err := m.call(`{"op":"hello","ref":"hello","versions":[1]}`, "welcome", &c.Welcome); err != nil {
+	if err := m.call(helloCommand, protocol.OpWelcome, &c.Welcome); err != nil {
 		ws.close()
 		return nil, fmt.Errorf("hello: %w", err)
 	}
@@ -68,21 +55,23 @@ func Dial(ctx context.Context, url, token string, tlsConf *tls.Config) (*Client,
 	return c, nil
 }
 
-// command is a client frame; empty fields are left out.
-type command struct {
-	Op     string `json:"op"`
-	Ref    string `json:"ref,omitempty"`
-	Room   string `json:"room,omitempty"`
-	ID     string `json:"id,omitempty"`
-	Text   string `json:"text,omitempty"`
-	Cursor string `json:"cursor,omitempty"`
+// helloCommand is the hello of every connection: the token went with the
+// upgrade.
+var helloCommand = mustCommand(protocol.Command{Op: protocol.OpHello, Ref: "hello", Versions: []int{protocol.Version}})
+
+func mustCommand(cmd protocol.Command) []byte {
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		panic("loadgen: encode a command: " + err.Error())
+	}
+	return b
 }
 
 // clientWriteTimeout bounds one command's write: a gateway that takes
 // nothing for this long is as good as gone.
 const clientWriteTimeout = 10 * time.Second
 
-func (c *Client) write(cmd command) error {
+func (c *Client) write(cmd protocol.Command) error {
 	b, err := json.Marshal(cmd)
 	if err != nil {
 		return err
@@ -93,24 +82,24 @@ func (c *Client) write(cmd command) error {
 // Join asks to join room, resuming after cursor if it is not empty. The
 // answer (joined or error) carries ref.
 func (c *Client) Join(ref, room, cursor string) error {
-	return c.write(command{Op: "join", Ref: ref, Room: room, Cursor: cursor})
+	return c.write(protocol.Command{Op: protocol.OpJoin, Ref: ref, Room: room, Cursor: cursor})
 }
 
 // Leave asks to leave room.
 func (c *Client) Leave(ref, room string) error {
-	return c.write(command{Op: "leave", Ref: ref, Room: room})
+	return c.write(protocol.Command{Op: protocol.OpLeave, Ref: ref, Room: room})
 }
 
 // Send asks to store text in room under the client message id, which is
 // also the ref of its answer.
 func (c *Client) Send(room, id, text string) error {
-	return c.write(command{Op: "send", Ref: id, Room: room, ID: id, Text: text})
+	return c.write(protocol.Command{Op: protocol.OpSend, Ref: id, Room: room, ID: id, Text: text})
 }
 
 // Typing tells room that the user is typing. A gateway without the command
 // answers unknown_op.
 func (c *Client) Typing(ref, room string) error {
-	return c.write(command{Op: "typing", Ref: ref, Room: room})
+	return c.write(protocol.Command{Op: protocol.OpTyping, Ref: ref, Room: room})
 }
 
 // Read returns the next server frame. A close from the gateway is a

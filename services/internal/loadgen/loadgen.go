@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"palaver.dev/services/internal/chatclient"
+	"palaver.dev/services/internal/protocol"
 )
 
 // ErrOverLimit is returned by Run, before anything is sent, when each
@@ -320,18 +321,13 @@ func (r *run) join(ctx context.Context, i int) (*member, float64, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = ws.nc.SetDeadline(dl)
 	}
-	var welcome struct {
-		Op, Code, Message string
-		Limits            struct {
-			SendsPerSecond float64 `json:"sends_per_second"`
-		}
-	}
-	if err := m.call(`{"op":"hello","ref":"hello","versions":[1]}`, "welcome", &welcome); err != nil {
+	var welcome protocol.WelcomeFrame
+	if err := m.call(helloCommand, protocol.OpWelcome, &welcome); err != nil {
 		ws.close()
 		return nil, 0, fmt.Errorf("hello: %w", err)
 	}
-	join, _ := json.Marshal(map[string]string{"op": "join", "ref": "join", "room": r.cfg.Room})
-	if err := m.call(string(join), "joined", nil); err != nil {
+	join := mustCommand(protocol.Command{Op: protocol.OpJoin, Ref: "join", Room: r.cfg.Room})
+	if err := m.call(join, protocol.OpJoined, nil); err != nil {
 		ws.close()
 		return nil, 0, fmt.Errorf("join %s: %w", r.cfg.Room, err)
 	}
@@ -341,8 +337,8 @@ func (r *run) join(ctx context.Context, i int) (*member, float64, error) {
 
 // call writes a command and reads until its answer (op want) or an error
 // frame, decoding the answer into out.
-func (m *member) call(frame, want string, out any) error {
-	if err := m.ws.writeText([]byte(frame)); err != nil {
+func (m *member) call(frame []byte, want string, out any) error {
+	if err := m.ws.writeText(frame); err != nil {
 		return err
 	}
 	for {
@@ -350,7 +346,7 @@ func (m *member) call(frame, want string, out any) error {
 		if err != nil {
 			return err
 		}
-		var f struct{ Op, Code, Message, Room string }
+		var f protocol.ErrorFrame // its op, and the rest when it is an error
 		if err := json.Unmarshal(p, &f); err != nil {
 			return fmt.Errorf("a frame that is not JSON: %w", err)
 		}
@@ -360,7 +356,7 @@ func (m *member) call(frame, want string, out any) error {
 				return json.Unmarshal(p, out)
 			}
 			return nil
-		case "error":
+		case protocol.OpError:
 			return &chatclient.Error{Code: f.Code, Message: f.Message, Room: f.Room}
 		}
 	}
@@ -414,7 +410,7 @@ func (r *run) send(ctx context.Context) (*Result, []time.Duration) {
 			id = r.id + "." + strconv.Itoa(seq)
 		}
 		text := strconv.Itoa(k) + " " + filler
-		buf = fmt.Appendf(buf[:0], `{"op":"send","ref":%q,"room":%s,"id":%q,"text":%q}`, id, room, id, text[:cfg.TextBytes])
+		buf = fmt.Appendf(buf[:0], `{"op":"`+protocol.OpSend+`","ref":%q,"room":%s,"id":%q,"text":%q}`, id, room, id, text[:cfg.TextBytes])
 		now := r.since()
 		if seq >= 0 {
 			r.sentAt[seq].Store(now)
@@ -502,9 +498,9 @@ func (r *run) closeAll() {
 // being measured). A string value cannot hold these bytes unescaped, so
 // they are the op field wherever it is.
 var (
-	opMessage = []byte(`"op":"message"`)
-	opAck     = []byte(`"op":"ack"`)
-	opError   = []byte(`"op":"error"`)
+	opMessage = []byte(`"op":"` + protocol.OpMessage + `"`)
+	opAck     = []byte(`"op":"` + protocol.OpAck + `"`)
+	opError   = []byte(`"op":"` + protocol.OpError + `"`)
 )
 
 // read reads m's frames until its connection ends, timing this run's

@@ -221,19 +221,19 @@ func (p *Person) read(c *Client) error {
 
 func (p *Person) handle(c *Client, f *Frame) {
 	switch {
-	case f.Op == "message":
+	case f.Op == protocol.OpMessage:
 		p.Inbox.Deliver(f)
-	case strings.HasPrefix(f.Ref, "t:") && f.Op != "error":
+	case strings.HasPrefix(f.Ref, "t:") && f.Op != protocol.OpError:
 		p.l.TypingAnswer.Add(1)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch f.Op {
-	case "message":
+	case protocol.OpMessage:
 		if m := p.rooms[f.Room]; m != nil && f.Cursor != "" {
 			m.cursor = f.Cursor
 		}
-	case "joined":
+	case protocol.OpJoined:
 		m := p.rooms[f.Room]
 		if m == nil {
 			return
@@ -243,16 +243,16 @@ func (p *Person) handle(c *Client, f *Frame) {
 			m.cursor = f.Cursor
 		}
 		p.flush(c, f.Room)
-	case "left":
+	case protocol.OpLeft:
 		if m := p.rooms[f.Room]; m != nil && m.leaving {
 			delete(p.rooms, f.Room)
 		}
-	case "ack":
+	case protocol.OpAck:
 		if _, ok := p.pending[f.Ref]; ok {
 			delete(p.pending, f.Ref)
 			p.l.Ack(f.Room, f.ID, Position{Partition: f.Partition, Offset: f.Offset})
 		}
-	case "error":
+	case protocol.OpError:
 		p.l.Error(f.Code)
 		p.failed(f)
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"palaver.dev/services/internal/chatclient"
+	"palaver.dev/services/internal/protocol"
 )
 
 // wsConn is a lean WebSocket client (RFC 6455): the load generator holds
@@ -230,6 +231,6 @@ func (c *wsConn) next() ([]byte, error) {
 
 // close says goodbye with a normal close (1000) and closes the socket.
 func (c *wsConn) close() {
-	_ = c.writeFrame(opClose, []byte{0x03, 0xe8})
+	_ = c.writeFrame(opClose, binary.BigEndian.AppendUint16(nil, protocol.CloseNormal))
 	_ = c.nc.Close()
 }
