@@ -14,34 +14,6 @@ import (
 	"palaver.dev/services/internal/protocol"
 )
 
-// TestTimesHaveThreeFractionDigits: times in frames always have three
-// fraction digits, so that they sort as strings.
-func TestTimesHaveThreeFractionDigits(t *testing.T) {
-	for _, tt := range []struct {
-		at   time.Time
-		want string
-	}{
-		{time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC), `"2026-11-24T12:00:00.000Z"`},
-		{time.Date(2026, 11, 24, 12, 0, 0, 100e6, time.UTC), `"2026-11-24T12:00:00.100Z"`},
-		{time.Date(2026, 11, 24, 13, 0, 0, 123456789, time.FixedZone("CET", 3600)), `"2026-11-24T12:00:00.123Z"`},
-	} {
-		b, err := json.Marshal(protocol.AckFrame{Op: protocol.OpAck, Time: protocol.Time{Time: tt.at}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(string(b), `"time":`+tt.want) {
-			t.Errorf("ack of %v: %s, want time %s", tt.at, b, tt.want)
-		}
-		var back protocol.AckFrame
-		if err := json.Unmarshal(b, &back); err != nil || !back.Time.Equal(tt.at.Truncate(time.Millisecond)) {
-			t.Errorf("round trip of %s: %v, %v", b, back.Time, err)
-		}
-	}
-	if b, _ := json.Marshal(protocol.MessageFrame{}); strings.Contains(string(b), "client_time") {
-		t.Errorf("a message without client time shows one: %s", b)
-	}
-}
-
 // TestClientTimeIsStored: a send's client_time is kept in the envelope and
 // shown in its message frames; a malformed one is refused.
 func TestClientTimeIsStored(t *testing.T) {

@@ -280,9 +280,10 @@ func jsonName(f reflect.StructField) string {
 	return name
 }
 
-// TestTimeHasThreeFractionDigits: times always have three fraction digits
-// in UTC, so that they sort as strings, and read back.
-func TestTimeHasThreeFractionDigits(t *testing.T) {
+// TestTimesHaveThreeFractionDigits: times always have three fraction
+// digits in UTC, so that they sort as strings, and read back; a message
+// without a client time shows none.
+func TestTimesHaveThreeFractionDigits(t *testing.T) {
 	for _, tt := range []struct {
 		at   time.Time
 		want string
@@ -299,6 +300,9 @@ func TestTimeHasThreeFractionDigits(t *testing.T) {
 		if err := json.Unmarshal(b, &back); err != nil || !back.Equal(tt.at.Truncate(time.Millisecond)) {
 			t.Errorf("round trip of %s: %v, %v", b, back, err)
 		}
+	}
+	if b, _ := json.Marshal(MessageFrame{}); strings.Contains(string(b), "client_time") {
+		t.Errorf("a message without client time shows one: %s", b)
 	}
 }
 
