@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,6 +100,20 @@ type Options struct {
 	// StopTimeout bounds the graceful shutdown after SIGTERM, before SIGKILL. Default 15 s.
 	StopTimeout time.Duration
 
+	// Hosts gives node i the address Hosts[i] for its client and controller listeners
+	// (bound, advertised and in the quorum's voters) when it is non-empty; the others
+	// listen on 127.0.0.1. For tests that put each node on a network of its own, such as
+	// a network namespace per node (see Wrap), and cut one off from the others. Ports
+	// are still picked free on 127.0.0.1 in the caller's network: in a network of its
+	// own a node finds them free as well.
+	Hosts []string
+
+	// Wrap, when set, returns the command line that starts node i's broker process in
+	// place of argv (the JVM's), e.g. `ip netns exec <name>` followed by argv to run
+	// it in a network namespace. The wrapper must exec argv in its own process (as ip
+	// netns exec does) so that stopping and killing the node reach the JVM.
+	Wrap func(node int, argv []string) []string
+
 	// Detach lets the broker processes outlive this process (a new session and no
 	// parent-death signal), for `make kafka-up`. Without it, the processes are killed with
 	// this process on Linux, so a test binary that crashes leaves no JVM behind.
@@ -127,6 +142,7 @@ type Cluster struct {
 type node struct {
 	id             int
 	dir            string
+	host           string // the listeners' address from Options.Hosts; empty is 127.0.0.1
 	port           int
 	controllerPort int
 	fixedPort      bool
@@ -136,7 +152,18 @@ type node struct {
 	err  error         // the process's exit status, valid after done is closed
 }
 
-func (n *node) addr() string { return "127.0.0.1:" + strconv.Itoa(n.port) }
+func (n *node) addr() string { return net.JoinHostPort(n.hostname(), strconv.Itoa(n.port)) }
+
+func (n *node) controllerAddr() string {
+	return net.JoinHostPort(n.hostname(), strconv.Itoa(n.controllerPort))
+}
+
+func (n *node) hostname() string {
+	if n.host == "" {
+		return "127.0.0.1"
+	}
+	return n.host
+}
 
 func (n *node) running() bool {
 	if n.cmd == nil {
@@ -163,6 +190,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	if len(opts.Ports) > opts.Nodes {
 		return nil, fmt.Errorf("kafkatest: %d ports for %d nodes", len(opts.Ports), opts.Nodes)
+	}
+	if len(opts.Hosts) > opts.Nodes {
+		return nil, fmt.Errorf("kafkatest: %d hosts for %d nodes", len(opts.Hosts), opts.Nodes)
 	}
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = DefaultStartTimeout
@@ -255,6 +285,9 @@ func (c *Cluster) start(ctx context.Context) error {
 			dir:            filepath.Join(c.dir, fmt.Sprintf("node-%d", i)),
 			port:           ports[2*i],
 			controllerPort: ports[2*i+1],
+		}
+		if i < len(c.opts.Hosts) {
+			nd.host = c.opts.Hosts[i]
 		}
 		if i < len(c.opts.Ports) && c.opts.Ports[i] != 0 {
 			nd.port, nd.fixedPort = c.opts.Ports[i], true
@@ -383,9 +416,12 @@ func (c *Cluster) launch(nd *node) error {
 	}
 	defer console.Close() // the child has its own descriptor once started
 
-	args := append(c.jvmArgs(nd, "broker"), "-cp", c.classpath(), brokerClass,
-		filepath.Join(nd.dir, "server.properties"))
-	cmd := exec.Command(c.java, args...)
+	argv := append([]string{c.java}, c.jvmArgs(nd, "broker")...)
+	argv = append(argv, "-cp", c.classpath(), brokerClass, filepath.Join(nd.dir, "server.properties"))
+	if c.opts.Wrap != nil {
+		argv = c.opts.Wrap(nd.id, argv)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = nd.dir
 	cmd.Stdout = console
 	cmd.Stderr = console
@@ -510,7 +546,8 @@ func (c *Cluster) exitError(nd *node) error {
 // bootstrap.servers (stopped nodes included: clients skip them).
 func (c *Cluster) Bootstrap() string { return strings.Join(c.Brokers(), ",") }
 
-// Brokers returns the client address (127.0.0.1:port) of each node; index i is node.id i.
+// Brokers returns the client address (127.0.0.1:port, or Options.Hosts[i]:port) of each
+// node; index i is node.id i.
 func (c *Cluster) Brokers() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -20,7 +20,7 @@ func brokerConfig(i int, nodes []*node, dataDir string, extra map[string]string)
 	n := len(nodes)
 	voters := make([]string, n)
 	for j, nd := range nodes {
-		voters[j] = fmt.Sprintf("%d@127.0.0.1:%d", j, nd.controllerPort)
+		voters[j] = fmt.Sprintf("%d@%s", j, nd.controllerAddr())
 	}
 	nd := nodes[i]
 	rf := strconv.Itoa(min(3, n))
@@ -29,8 +29,8 @@ func brokerConfig(i int, nodes []*node, dataDir string, extra map[string]string)
 		"process.roles":                    "broker,controller",
 		"node.id":                          strconv.Itoa(i),
 		"controller.quorum.voters":         strings.Join(voters, ","),
-		"listeners":                        fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", nd.port, nd.controllerPort),
-		"advertised.listeners":             fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", nd.port),
+		"listeners":                        "PLAINTEXT://" + nd.addr() + ",CONTROLLER://" + nd.controllerAddr(),
+		"advertised.listeners":             "PLAINTEXT://" + nd.addr(),
 		"controller.listener.names":        "CONTROLLER",
 		"inter.broker.listener.name":       "PLAINTEXT",
 		"listener.security.protocol.map":   "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",

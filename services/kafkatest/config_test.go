@@ -90,3 +90,23 @@ func TestWaitReadyNamesEveryNodesLastProbe(t *testing.T) {
 		t.Errorf("the error does not say how long it waited:\n%v", err)
 	}
 }
+
+// TestBrokerConfigListensOnTheNodesHost: a node given a host of its own
+// binds, advertises and votes on it, and the others stay on loopback.
+func TestBrokerConfigListensOnTheNodesHost(t *testing.T) {
+	nodes := []*node{{host: "10.0.0.10", port: 1, controllerPort: 2}, {port: 3, controllerPort: 4}}
+	c := brokerConfig(0, nodes, "/data", nil)
+	want := map[string]string{
+		"listeners":                "PLAINTEXT://10.0.0.10:1,CONTROLLER://10.0.0.10:2",
+		"advertised.listeners":     "PLAINTEXT://10.0.0.10:1",
+		"controller.quorum.voters": "0@10.0.0.10:2,1@127.0.0.1:4",
+	}
+	for k, v := range want {
+		if c[k] != v {
+			t.Errorf("%s=%q, want %q", k, c[k], v)
+		}
+	}
+	if c := brokerConfig(1, nodes, "/data", nil); c["listeners"] != "PLAINTEXT://127.0.0.1:3,CONTROLLER://127.0.0.1:4" {
+		t.Errorf("node without a host: listeners=%q", c["listeners"])
+	}
+}
