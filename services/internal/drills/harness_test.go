@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,10 @@ var (
 	env     *drillEnv
 	envErr  error
 	roomSeq atomic.Int64
+
+	binOnce sync.Once
+	binDir  string // holds the gateway binary and the secret
+	binErr  error
 )
 
 func TestMain(m *testing.M) {
@@ -52,6 +57,9 @@ func TestMain(m *testing.M) {
 			_ = os.RemoveAll(env.dir)
 		}
 	}
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
 	os.Exit(code)
 }
 
@@ -59,7 +67,7 @@ func TestMain(m *testing.M) {
 const secret = "palaver-drills-secret-0123456789abcdef0123"
 
 type drillEnv struct {
-	dir     string // binary, secret, cluster
+	dir     string // the cluster's
 	gateway string // the gateway binary
 	secret  string // file holding the secret
 	kafka   *kafkatest.Cluster
@@ -73,34 +81,57 @@ func setup(t *testing.T) *drillEnv {
 	if testing.Short() {
 		t.Skip("runs gateway processes on a 3-node Kafka cluster: skipped in -short mode")
 	}
-	envOnce.Do(func() { env, envErr = start() })
+	envOnce.Do(func() {
+		gw, sec, err := binaries()
+		if err != nil {
+			envErr = err
+			return
+		}
+		env, envErr = start(gw, sec, kafkatest.Options{})
+	})
 	if envErr != nil {
 		t.Fatalf("drill environment: %v", envErr)
 	}
 	return env
 }
 
-func start() (*drillEnv, error) {
+// binaries builds the gateway and writes the secret's file, once.
+func binaries() (gateway, secretFile string, err error) {
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "palaver-drills-bin-"); binErr != nil {
+			return
+		}
+		if binErr = os.WriteFile(filepath.Join(binDir, "secret"), []byte(secret), 0o600); binErr != nil {
+			return
+		}
+		gobin, err := exec.LookPath("go")
+		if err != nil {
+			binErr = fmt.Errorf("the drills build the gateway: %w", err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		build := exec.CommandContext(ctx, gobin, "build", "-o", filepath.Join(binDir, "gateway"), "palaver.dev/services/cmd/gateway")
+		if out, err := build.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("build the gateway: %w\n%s", err, out)
+		}
+	})
+	return filepath.Join(binDir, "gateway"), filepath.Join(binDir, "secret"), binErr
+}
+
+// start starts a 3-node cluster with opts (Nodes, Dir and Logger are
+// set here) and the registry of rooms.
+func start(gatewayBin, secretFile string, opts kafkatest.Options) (*drillEnv, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "palaver-drills-")
 	if err != nil {
 		return nil, err
 	}
-	e := &drillEnv{dir: dir, gateway: filepath.Join(dir, "gateway"), secret: filepath.Join(dir, "secret")}
-	if err := os.WriteFile(e.secret, []byte(secret), 0o600); err != nil {
-		return nil, err
-	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		return nil, fmt.Errorf("the drills build the gateway: %w", err)
-	}
-	build := exec.CommandContext(ctx, gobin, "build", "-o", e.gateway, "palaver.dev/services/cmd/gateway")
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build the gateway: %w\n%s", err, out)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	e.kafka, err = kafkatest.Start(ctx, kafkatest.Options{Nodes: 3, Dir: filepath.Join(dir, "kafka"), Logger: log})
+	e := &drillEnv{dir: dir, gateway: gatewayBin, secret: secretFile}
+	opts.Nodes, opts.Dir = 3, filepath.Join(dir, "kafka")
+	opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	e.kafka, err = kafkatest.Start(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -175,13 +206,21 @@ type gateway struct {
 // defaults, and waits until it is ready.
 func (e *drillEnv) startGateway(t *testing.T, args ...string) *gateway {
 	t.Helper()
+	return e.startGatewayIn(t, nil, args...)
+}
+
+// startGatewayIn is startGateway with the command run by wrap (such as
+// `ip netns exec <name>`) when wrap is not empty.
+func (e *drillEnv) startGatewayIn(t *testing.T, wrap []string, args ...string) *gateway {
+	t.Helper()
 	args = append([]string{
 		"--kafka-bootstrap=" + strings.Join(e.kafka.Brokers(), ","),
 		"--listen=127.0.0.1:0", "--ops-addr=127.0.0.1:0",
 		"--auth-hs256-secret-file=" + e.secret, "--log-format=json", "--log-level=info",
 		"--tail-linger=1m", "--stall-check=2s",
 	}, args...)
-	cmd := exec.Command(e.gateway, args...)
+	argv := append(append(slices.Clone(wrap), e.gateway), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -312,15 +351,25 @@ type crowd struct {
 	talkWG   sync.WaitGroup
 }
 
-// newCrowd connects n people, person i to the gateways urls(i) in turn,
-// each joined to every room, and waits until all are in.
+// newCrowd connects n people, p0 to p<n-1>, person i to the gateways
+// urls(i) in turn, each joined to every room, and waits until all are in.
 func newCrowd(t *testing.T, n int, rooms []string, urls func(i int) []string) *crowd {
+	t.Helper()
+	names := make([]string, n)
+	for i := range n {
+		names[i] = fmt.Sprintf("p%d", i)
+	}
+	return newNamedCrowd(t, names, rooms, urls)
+}
+
+// newNamedCrowd is newCrowd with the people's names (each starting with
+// "p", which is how settle tells them from people a test adds).
+func newNamedCrowd(t *testing.T, names, rooms []string, urls func(i int) []string) *crowd {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &crowd{t: t, l: loadgen.NewLedger(), rooms: rooms, stop: cancel}
 	t.Cleanup(c.close)
-	for i := range n {
-		name := fmt.Sprintf("p%d", i)
+	for i, name := range names {
 		p := c.l.NewPerson(name, urls(i), func(context.Context) (string, error) { return token(name) }, nil)
 		for _, r := range rooms {
 			p.Join(r)
