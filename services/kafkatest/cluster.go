@@ -35,6 +35,12 @@ import (
 // tests see the broker production sees. hack/kafka/pom.xml pins the same version.
 const Version = "4.3.1"
 
+// AuthorizerLog is the file in a node's directory (see Cluster.Dir) where a cluster
+// started with Options.SCRAM logs its authorizer's decisions: a line per action allowed
+// ("Principal = User:u is Allowed operation = ... based on rule MatchingAcl(...)") or
+// denied.
+const AuthorizerLog = "authorizer.log"
+
 // DefaultStartTimeout is Options.StartTimeout when it is zero.
 const DefaultStartTimeout = 3 * time.Minute
 
@@ -74,6 +80,17 @@ type Options struct {
 	// Config adds or overrides broker properties on every node (e.g.
 	// "log.retention.check.interval.ms").
 	Config map[string]string
+
+	// SCRAM adds a listener with SASL SCRAM-SHA-512 authentication on every node
+	// (Cluster.SCRAMBootstrap; plaintext, no TLS) and turns on Kafka's authorizer
+	// (StandardAuthorizer), for tests of credentials and ACLs: a user on that
+	// listener may do what ACLs allow it and nothing else. The PLAINTEXT and
+	// controller listeners, which the harness and the nodes themselves use, stay
+	// unauthenticated and act as a super user (User:ANONYMOUS), so that a client of
+	// Bootstrap creates the users' credentials (AlterUserScramCredentials) and their
+	// ACLs (CreateAcls). Each node logs the authorizer's decisions, the ACL behind
+	// every allowed action included, to AuthorizerLog in its directory.
+	SCRAM bool
 
 	// JVMArgs are appended to the harness's JVM flags; a later -Xmx wins.
 	JVMArgs []string
@@ -145,6 +162,7 @@ type node struct {
 	host           string // the listeners' address from Options.Hosts; empty is 127.0.0.1
 	port           int
 	controllerPort int
+	scramPort      int // the SCRAM listener's, 0 without Options.SCRAM
 	fixedPort      bool
 
 	cmd  *exec.Cmd
@@ -163,6 +181,14 @@ func (n *node) hostname() string {
 		return "127.0.0.1"
 	}
 	return n.host
+}
+
+// authorizerLog is the file of the node's authorizer decisions (Options.SCRAM), or empty.
+func (n *node) authorizerLog() string {
+	if n.scramPort == 0 {
+		return ""
+	}
+	return filepath.Join(n.dir, AuthorizerLog)
 }
 
 func (n *node) running() bool {
@@ -274,7 +300,11 @@ func (c *Cluster) start(ctx context.Context) error {
 	defer cancel()
 
 	n := c.opts.Nodes
-	ports, err := freePorts(2 * n)
+	perNode := 2
+	if c.opts.SCRAM {
+		perNode = 3
+	}
+	ports, err := freePorts(perNode * n)
 	if err != nil {
 		return fmt.Errorf("kafkatest: %w", err)
 	}
@@ -283,8 +313,11 @@ func (c *Cluster) start(ctx context.Context) error {
 		nd := &node{
 			id:             i,
 			dir:            filepath.Join(c.dir, fmt.Sprintf("node-%d", i)),
-			port:           ports[2*i],
-			controllerPort: ports[2*i+1],
+			port:           ports[perNode*i],
+			controllerPort: ports[perNode*i+1],
+		}
+		if c.opts.SCRAM {
+			nd.scramPort = ports[perNode*i+2]
 		}
 		if i < len(c.opts.Hosts) {
 			nd.host = c.opts.Hosts[i]
@@ -314,7 +347,7 @@ func (c *Cluster) start(ctx context.Context) error {
 			return fmt.Errorf("kafkatest: node %d: %w", i, err)
 		}
 		if err := os.WriteFile(filepath.Join(nd.dir, "log4j2.properties"),
-			[]byte(log4j2Config(filepath.Join(nd.dir, "server.log"))), 0o644); err != nil {
+			[]byte(log4j2Config(filepath.Join(nd.dir, "server.log"), nd.authorizerLog())), 0o644); err != nil {
 			return fmt.Errorf("kafkatest: node %d: write log4j2 config: %w", i, err)
 		}
 	}
@@ -556,6 +589,20 @@ func (c *Cluster) Brokers() []string {
 		addrs[i] = nd.addr()
 	}
 	return addrs
+}
+
+// SCRAMBootstrap returns the addresses of every node's SCRAM listener (see
+// Options.SCRAM), comma-separated; empty without it.
+func (c *Cluster) SCRAMBootstrap() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var addrs []string
+	for _, nd := range c.nodes {
+		if nd.scramPort != 0 {
+			addrs = append(addrs, "127.0.0.1:"+strconv.Itoa(nd.scramPort))
+		}
+	}
+	return strings.Join(addrs, ",")
 }
 
 // Dir returns the cluster's working directory: node-<i>/ holds each node's

@@ -77,8 +77,30 @@ func brokerConfig(i int, nodes []*node, dataDir string, extra map[string]string)
 		"replica.lag.time.max.ms":      "10000",
 		"replica.fetch.wait.max.ms":    "100",
 	}
+	if nd.scramPort != 0 {
+		scramConfig(c, nd)
+	}
 	maps.Copy(c, extra)
 	return c
+}
+
+// scramListener names the listener of Options.SCRAM.
+const scramListener = "SCRAM"
+
+// scramConfig adds the SCRAM listener and the authorizer (Options.SCRAM) to c. Only
+// that listener authenticates; what comes in on the others is User:ANONYMOUS, the
+// super user, because the nodes talk to each other there and the harness probes them.
+func scramConfig(c map[string]string, nd *node) {
+	scram := fmt.Sprintf("%s://127.0.0.1:%d", scramListener, nd.scramPort)
+	c["listeners"] += "," + scram
+	c["advertised.listeners"] += "," + scram
+	c["listener.security.protocol.map"] += "," + scramListener + ":SASL_PLAINTEXT"
+	l := "listener.name." + strings.ToLower(scramListener) + "."
+	c[l+"sasl.enabled.mechanisms"] = "SCRAM-SHA-512"
+	c[l+"scram-sha-512.sasl.jaas.config"] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+	c["authorizer.class.name"] = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+	c["super.users"] = "User:ANONYMOUS"
+	c["allow.everyone.if.no.acl.found"] = "false"
 }
 
 // writeProperties writes m as a Java properties file, keys sorted so that the files are
@@ -108,8 +130,11 @@ func escapeProperty(v string) string {
 
 // log4j2Config sends the broker's log to server.log in the node's directory, the file that
 // failures point at. The state-change and request loggers stay at their quieter defaults.
-func log4j2Config(logFile string) string {
-	return fmt.Sprintf(`# Written by palaver.dev/services/kafkatest.
+// With authorizerLog, every decision of the authorizer that Kafka audits (each allowed
+// action with the ACL that allowed it, each denied one) goes to that file instead of
+// only the denials going to the broker log.
+func log4j2Config(logFile, authorizerLog string) string {
+	c := fmt.Sprintf(`# Written by palaver.dev/services/kafkatest.
 status = warn
 name = kafkatest
 
@@ -134,6 +159,21 @@ logger.request.level = WARN
 logger.authorizer.name = kafka.authorizer.logger
 logger.authorizer.level = WARN
 `, escapeProperty(logFile))
+	if authorizerLog == "" {
+		return c
+	}
+	return c + fmt.Sprintf(`
+appender.authorizer.type = File
+appender.authorizer.name = AUTHORIZER
+appender.authorizer.fileName = %s
+appender.authorizer.append = true
+appender.authorizer.layout.type = PatternLayout
+appender.authorizer.layout.pattern = %%m%%n
+
+logger.authorizer.level = DEBUG
+logger.authorizer.additivity = false
+logger.authorizer.appenderRef.authorizer.ref = AUTHORIZER
+`, escapeProperty(authorizerLog))
 }
 
 // newClusterID returns a random KRaft cluster id: 16 random bytes in URL-safe base64

@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"math"
 	"math/big"
@@ -83,8 +82,35 @@ presence: {replicas: 1, topics: {partitions: 4, replicationFactor: 1}}
 	for _, p := range procs {
 		p.waitLive(t)
 	}
+	chatThroughChart(t, bins, ns, procs, renderedSecrets(t, objs))
+
+	// What the dashboards query is exported.
+	exported := map[string]bool{}
+	for _, p := range procs {
+		for _, n := range p.metricNames(t) {
+			exported[n] = true
+		}
+	}
+	for file, names := range dashboardMetrics(t) {
+		for _, n := range names {
+			if strings.HasPrefix(n, "palaver_") || strings.HasPrefix(n, "controller_runtime_") {
+				require.True(t, exported[n], "%s queries %s, which no Palaver binary exports", file, n)
+			}
+		}
+	}
+}
+
+// chatThroughChart uses what runChart started as people would, so that
+// every component does its work on Kafka: the operator provisions a room
+// in namespace ns (its topic and its registry entry), a little load goes
+// through the gateway (every message delivered once to every member), the
+// gateway refuses an empty message, history serves a search through the
+// gateway, and presence counts the members. It returns the room's
+// ChatRoom, Ready.
+func chatThroughChart(t *testing.T, bins map[string]string, ns string, procs map[string]*process,
+	secrets map[string]map[string][]byte) *chatv1alpha1.ChatRoom {
+	t.Helper()
 	procs["operator"].waitReady(t, true)
-	secrets := renderedSecrets(t, objs)
 
 	// The operator provisions a room, and with it the room registry: the
 	// gateway is ready once it has read the registry (on a new cluster,
@@ -107,8 +133,10 @@ presence: {replicas: 1, topics: {partitions: 4, replicationFactor: 1}}
 	// it has created its topics and joined its consumer group by then, so
 	// the members' joins below are counted.
 	procs["presence"].waitReady(t, true)
-	for _, k := range []string{"palaver-history-0", "palaver-history-1"} {
-		procs[k].waitReady(t, true)
+	for name, p := range procs {
+		if strings.HasPrefix(name, "palaver-history-") {
+			p.waitReady(t, true)
+		}
 	}
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	require.NoError(t, os.WriteFile(tokenFile, []byte(hs256Token(t, secrets["palaver-gateway-auth"]["hs256-secret"], "contract")), 0o600))
@@ -166,21 +194,7 @@ presence: {replicas: 1, topics: {partitions: 4, replicationFactor: 1}}
 			return nil
 		})
 	}
-
-	// What the dashboards query is exported.
-	exported := map[string]bool{}
-	for _, p := range procs {
-		for _, n := range p.metricNames(t) {
-			exported[n] = true
-		}
-	}
-	for file, names := range dashboardMetrics(t) {
-		for _, n := range names {
-			if strings.HasPrefix(n, "palaver_") || strings.HasPrefix(n, "controller_runtime_") {
-				require.True(t, exported[n], "%s queries %s, which no Palaver binary exports", file, n)
-			}
-		}
-	}
+	return cr
 }
 
 // TestChartRunsWithStrimziCredentials runs the binaries as the chart's
@@ -333,19 +347,7 @@ func kafkaBootstrap(t *testing.T) string {
 	if bs := os.Getenv(kafkatest.EnvBootstrap); bs != "" {
 		return bs
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	kc, err := kafkatest.Start(ctx, kafkatest.Options{Nodes: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if err := kc.Stop(); err != nil {
-			t.Errorf("stop Kafka: %v", err)
-		}
-		if !t.Failed() {
-			_ = os.RemoveAll(kc.Dir())
-		}
-	})
-	return kc.Bootstrap()
+	return startKafka(t, kafkatest.Options{Nodes: 1}).Bootstrap()
 }
 
 // process is a container of the chart run as a local process.
@@ -357,6 +359,8 @@ type process struct {
 	log       string
 	exited    chan struct{}
 	waitErr   error
+	cmd       *exec.Cmd
+	restart   func(*testing.T) *process // stops it and runs the container again, as a new pod would
 }
 
 // podSetup is what a pod has besides its containers' specs.
@@ -381,6 +385,11 @@ func startContainer(t *testing.T, bins map[string]string, ns string, pod corev1.
 	bin, ok := bins[filepath.Base(c.Command[0])]
 	require.True(t, ok, "container %s runs %s, which is not a Palaver binary", c.Name, c.Command[0])
 	p := &process{name: c.Name, container: c, ports: map[string]string{}, exited: make(chan struct{})}
+	p.restart = func(t *testing.T) *process {
+		t.Helper()
+		p.stop()
+		return startContainer(t, bins, ns, pod, c, secrets, extra, setup)
+	}
 
 	moved := map[string]string{} // ":8080" -> "127.0.0.1:NNNN"
 	for _, port := range c.Ports {
@@ -480,25 +489,47 @@ func startContainer(t *testing.T, bins map[string]string, ns string, pod corev1.
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	require.NoError(t, cmd.Start(), "start %s", c.Name)
 	t.Logf("started %s: %s %s", c.Name, filepath.Base(bin), strings.Join(args, " "))
+	p.cmd = cmd
 	go func() {
 		p.waitErr = cmd.Wait()
 		_ = logFile.Close()
 		close(p.exited)
 	}()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-p.exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-p.exited
-		}
+		p.stop()
 		if t.Failed() {
 			b, _ := os.ReadFile(p.log)
 			t.Logf("%s's log:\n%s", c.Name, tail(string(b), 60))
 		}
 	})
 	return p
+}
+
+// stop interrupts the process, as the kubelet's SIGTERM would, and waits
+// for it to exit (killing it after 30 s).
+func (p *process) stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// logged counts the lines of the process's log whose message is msg.
+func (p *process) logged(msg string) int {
+	b, _ := os.ReadFile(p.log)
+	n := 0
+	for line := range strings.Lines(string(b)) {
+		var rec struct {
+			Msg string `json:"msg"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
+			n++
+		}
+	}
+	return n
 }
 
 // waitLive waits for the container's liveness probe to answer 200 on the
