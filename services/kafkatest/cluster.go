@@ -176,6 +176,8 @@ func (n *node) controllerAddr() string {
 	return net.JoinHostPort(n.hostname(), strconv.Itoa(n.controllerPort))
 }
 
+func (n *node) scramAddr() string { return net.JoinHostPort(n.hostname(), strconv.Itoa(n.scramPort)) }
+
 func (n *node) hostname() string {
 	if n.host == "" {
 		return "127.0.0.1"
@@ -599,7 +601,7 @@ func (c *Cluster) SCRAMBootstrap() string {
 	var addrs []string
 	for _, nd := range c.nodes {
 		if nd.scramPort != 0 {
-			addrs = append(addrs, "127.0.0.1:"+strconv.Itoa(nd.scramPort))
+			addrs = append(addrs, nd.scramAddr())
 		}
 	}
 	return strings.Join(addrs, ",")

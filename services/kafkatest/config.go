@@ -91,7 +91,7 @@ const scramListener = "SCRAM"
 // that listener authenticates; what comes in on the others is User:ANONYMOUS, the
 // super user, because the nodes talk to each other there and the harness probes them.
 func scramConfig(c map[string]string, nd *node) {
-	scram := fmt.Sprintf("%s://127.0.0.1:%d", scramListener, nd.scramPort)
+	scram := scramListener + "://" + nd.scramAddr()
 	c["listeners"] += "," + scram
 	c["advertised.listeners"] += "," + scram
 	c["listener.security.protocol.map"] += "," + scramListener + ":SASL_PLAINTEXT"
@@ -131,10 +131,24 @@ func escapeProperty(v string) string {
 // log4j2Config sends the broker's log to server.log in the node's directory, the file that
 // failures point at. The state-change and request loggers stay at their quieter defaults.
 // With authorizerLog, every decision of the authorizer that Kafka audits (each allowed
-// action with the ACL that allowed it, each denied one) goes to that file instead of
-// only the denials going to the broker log.
+// action with the ACL that allowed it, each denied one) goes to that file; otherwise the
+// authorizer logs only its warnings, to server.log.
 func log4j2Config(logFile, authorizerLog string) string {
-	c := fmt.Sprintf(`# Written by palaver.dev/services/kafkatest.
+	authorizer := "logger.authorizer.level = WARN\n"
+	if authorizerLog != "" {
+		authorizer = fmt.Sprintf(`logger.authorizer.level = DEBUG
+logger.authorizer.additivity = false
+logger.authorizer.appenderRef.authorizer.ref = AUTHORIZER
+
+appender.authorizer.type = File
+appender.authorizer.name = AUTHORIZER
+appender.authorizer.fileName = %s
+appender.authorizer.append = true
+appender.authorizer.layout.type = PatternLayout
+appender.authorizer.layout.pattern = %%m%%n
+`, escapeProperty(authorizerLog))
+	}
+	return fmt.Sprintf(`# Written by palaver.dev/services/kafkatest.
 status = warn
 name = kafkatest
 
@@ -157,23 +171,7 @@ logger.statechange.level = WARN
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
 logger.authorizer.name = kafka.authorizer.logger
-logger.authorizer.level = WARN
-`, escapeProperty(logFile))
-	if authorizerLog == "" {
-		return c
-	}
-	return c + fmt.Sprintf(`
-appender.authorizer.type = File
-appender.authorizer.name = AUTHORIZER
-appender.authorizer.fileName = %s
-appender.authorizer.append = true
-appender.authorizer.layout.type = PatternLayout
-appender.authorizer.layout.pattern = %%m%%n
-
-logger.authorizer.level = DEBUG
-logger.authorizer.additivity = false
-logger.authorizer.appenderRef.authorizer.ref = AUTHORIZER
-`, escapeProperty(authorizerLog))
+%s`, escapeProperty(logFile), authorizer)
 }
 
 // newClusterID returns a random KRaft cluster id: 16 random bytes in URL-safe base64

@@ -110,3 +110,39 @@ func TestBrokerConfigListensOnTheNodesHost(t *testing.T) {
 		t.Errorf("node without a host: listeners=%q", c["listeners"])
 	}
 }
+
+// TestBrokerConfigSCRAM: with Options.SCRAM a node gets a SASL listener for
+// SCRAM-SHA-512 next to its PLAINTEXT one, and the authorizer, under which
+// the unauthenticated listeners (the harness's and the nodes' own) are the
+// super user; without it, neither.
+func TestBrokerConfigSCRAM(t *testing.T) {
+	plain := brokerConfig(0, []*node{{port: 1, controllerPort: 2}}, "/data", nil)
+	if _, ok := plain["authorizer.class.name"]; ok || strings.Contains(plain["listeners"], scramListener) {
+		t.Fatalf("without SCRAM: %v", plain)
+	}
+	c := brokerConfig(0, []*node{{port: 1, controllerPort: 2, scramPort: 3}}, "/data", nil)
+	for k, want := range map[string]string{
+		"listeners":                                   "PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:2,SCRAM://127.0.0.1:3",
+		"advertised.listeners":                        "PLAINTEXT://127.0.0.1:1,SCRAM://127.0.0.1:3",
+		"listener.security.protocol.map":              "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SCRAM:SASL_PLAINTEXT",
+		"inter.broker.listener.name":                  "PLAINTEXT",
+		"listener.name.scram.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+		"authorizer.class.name":                       "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+		"super.users":                                 "User:ANONYMOUS",
+		"allow.everyone.if.no.acl.found":              "false",
+	} {
+		if c[k] != want {
+			t.Errorf("%s = %q, want %q", k, c[k], want)
+		}
+	}
+	if c := brokerConfig(0, []*node{{host: "10.0.0.10", port: 1, controllerPort: 2, scramPort: 3}}, "/data", nil); !strings.HasSuffix(c["advertised.listeners"], ",SCRAM://10.0.0.10:3") {
+		t.Errorf("a node with a host of its own: advertised.listeners=%q", c["advertised.listeners"])
+	}
+	if l := log4j2Config("/n/server.log", "/n/"+AuthorizerLog); !strings.Contains(l, "logger.authorizer.level = DEBUG") ||
+		!strings.Contains(l, "fileName = /n/"+AuthorizerLog) {
+		t.Errorf("the authorizer's decisions are not logged:\n%s", l)
+	}
+	if l := log4j2Config("/n/server.log", ""); strings.Count(l, "fileName") != 1 || !strings.Contains(l, "logger.authorizer.level = WARN") {
+		t.Errorf("without SCRAM:\n%s", l)
+	}
+}

@@ -220,6 +220,8 @@ presence: {replicas: 1, topics: {partitions: 2, replicationFactor: 1}}
 		{hiUser, "write a room", produce(topic), kafka.TopicAuthorizationFailed},
 		{hiUser, "write the registry", produce(room.RegistryTopic), kafka.TopicAuthorizationFailed},
 		{hiUser, "create a room topic", createTopic(intruder), kerr.TopicAuthorizationFailed},
+		{hiUser, "delete a room topic", deleteTopic(topic), kerr.TopicAuthorizationFailed},
+		{hiUser, "change a room topic's configs", alterConfigs(topic), kerr.TopicAuthorizationFailed},
 		{hiUser, "read presence state", fetch(presenceState), kafka.TopicAuthorizationFailed},
 		{hiUser, "read presence's consumer group", groupOffsets(group), kerr.GroupAuthorizationFailed},
 		{prUser, "read a room", fetch(topic), kafka.TopicAuthorizationFailed},
