@@ -58,7 +58,7 @@ test-services: prereqs-kafka e2e-deps ## Unit and integration tests of the servi
 	cd services && go test -v $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-operator
-test-operator: envtest helm ## Operator and deployment tests (chart, k8s/, dashboards, Tiltfile) against a real kube-apiserver, etcd and Kafka.
+test-operator: prereqs-kafka envtest helm ## Operator and deployment tests (chart, k8s/, dashboards, Tiltfile) against a real kube-apiserver, etcd and Kafka.
 	assets=$$($(ENVTEST_BUILD)) && cd operator && KUBEBUILDER_ASSETS=$$assets go test -v $(GO_TEST_FLAGS) ./...
 
 .PHONY: e2e-deps

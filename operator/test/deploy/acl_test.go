@@ -45,11 +45,13 @@ const (
 // Kafka's); the chart's containers then run as their users, with the
 // passwords as Strimzi's Secrets would hold them, and do their work (the
 // operator provisions, grows, reconfigures and deletes a room; the gateway
-// carries a load; history serves a search; presence counts the members).
-// The operator's replica reassignment needs more brokers than the test
-// runs, so its cluster permissions are exercised through the operator's
-// own provisioning code under its user. Then each user is refused what its
-// component does not do.
+// carries a load; history serves a search; presence counts the members,
+// and a new presence replica reads their states back). The operator's
+// replica reassignment needs more brokers than the test runs, so its
+// cluster permissions are exercised through the operator's own
+// provisioning code under its user. Then each user is refused what its
+// component does not do, and last, every declared ACL must have allowed
+// something the components did, as the authorizer logged it.
 func TestKafkaUsersAllowWhatEachComponentDoes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binaries against a real Kafka broker: not in -short mode")
