@@ -16,6 +16,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"palaver.dev/services/internal/protocol"
 	"palaver.dev/services/kafkatest"
 )
 
@@ -187,6 +188,11 @@ func TestBrokerCutOff(t *testing.T) {
 	check(t, v)
 	t.Logf("errors answered on the way (retried): %v", v.Errors)
 	t.Logf("connections closed on the way (resumed): %v", v.Closes)
+	// People kept to their rate through the stall: what queued while
+	// their readers waited for Kafka is not a flood.
+	if v.Errors[protocol.CodeRateLimited] > 0 {
+		t.Errorf("people chatting at their pace were answered rate_limited %d times", v.Errors[protocol.CodeRateLimited])
+	}
 	t.Logf("later copies stored by Kafka, shown to nobody: %d", e.storedCopies(t, topics))
 }
 

@@ -239,6 +239,8 @@ func (c *conn) handle(f protocol.Command) {
 		c.rateLimited(f.Ref, "too many commands", f.Room)
 		return
 	}
+	start := time.Now()
+	defer c.creditWait(start)
 	var err *protoError
 	switch f.Op {
 	case protocol.OpHello:
@@ -440,6 +442,21 @@ func (c *conn) joined() []*roomSub {
 	return out
 }
 
+// creditWait gives the rate limits back what a command that waited (a
+// join reading its room from Kafka) cost the client: the reader did not
+// read meanwhile, and what the client sent at its rate queued in the
+// socket, to be read at once. Commands that only compute are not credited.
+func (c *conn) creditWait(start time.Time) {
+	now := time.Now()
+	if d := now.Sub(start); d >= minCreditedWait {
+		c.sends.credit(now, d)
+		c.commands.credit(now, d)
+	}
+}
+
+// minCreditedWait tells a command that waited from one that computed.
+const minCreditedWait = 10 * time.Millisecond
+
 func (c *conn) send(f protocol.Command) *protoError {
 	if !c.sends.allow(time.Now()) {
 		c.rateLimited(f.Ref, fmt.Sprintf("over %g sends per second", c.s.cfg.Limits.SendsPerSecond), f.Room)
@@ -465,10 +482,12 @@ func (c *conn) send(f protocol.Command) *protoError {
 	if err != nil {
 		return lookupError(err)
 	}
+	// The reader does not wait for a slot: frames the client sent at its
+	// rate meanwhile would queue in the socket and then read as a flood.
 	select {
 	case c.sem <- struct{}{}:
-	case <-c.ctx.Done():
-		return nil
+	default:
+		return fail(protocol.CodeUnavailable, fmt.Sprintf("%d sends of this connection await Kafka; send again with the same id", cap(c.sem)))
 	}
 	ref := f.Ref
 	c.s.prod.submit(info.Topic, env, func(r sendResult) {
