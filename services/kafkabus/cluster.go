@@ -72,9 +72,10 @@ func (c *Cluster) Writer() *kafka.Writer {
 // PartitionReader returns a reader of one partition starting at offset
 // (kafka.FirstOffset and kafka.LastOffset are accepted). MinBytes 1 makes
 // the broker answer a fetch as soon as one record arrives; MaxWait bounds
-// how long an idle fetch is held open.
-func (c *Cluster) PartitionReader(topic string, partition int, offset int64) (*kafka.Reader, error) {
-	r := kafka.NewReader(kafka.ReaderConfig{
+// how long an idle fetch is held open (see WithMaxWait). Options adjust the
+// configuration.
+func (c *Cluster) PartitionReader(topic string, partition int, offset int64, opts ...ReaderOption) (*kafka.Reader, error) {
+	cfg := kafka.ReaderConfig{
 		Brokers:        c.cfg.Brokers,
 		Topic:          topic,
 		Partition:      partition,
@@ -85,12 +86,32 @@ func (c *Cluster) PartitionReader(topic string, partition int, offset int64) (*k
 		ReadBackoffMin: 50 * time.Millisecond,
 		ReadBackoffMax: time.Second,
 		QueueCapacity:  256,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	r := kafka.NewReader(cfg)
 	if err := r.SetOffset(offset); err != nil {
 		_ = r.Close()
 		return nil, fmt.Errorf("kafkabus: reader of %s/%d at offset %d: %w", topic, partition, offset, err)
 	}
 	return r, nil
+}
+
+// ReaderOption adjusts the configuration of a reader.
+type ReaderOption func(*kafka.ReaderConfig)
+
+// WithMaxWait sets a reader's MaxWait. kafka-go asks the broker to hold an
+// idle fetch open for MaxWait less a margin of min(MaxWait/4, 1 s), and
+// drops the connection when no answer came within MaxWait: a broker or a
+// client paused for longer than the margin (a GC pause, a starved CPU)
+// costs a reconnection (50 ms of backoff, a metadata request, a new
+// connection, two offset requests) before the next record is read. The
+// default 500 ms leaves 125 ms; 1.5 s leaves a second while the broker
+// still answers an idle fetch every 500 ms. A longer MaxWait makes Close
+// wait longer for the fetch in flight (up to MaxWait less the margin).
+func WithMaxWait(d time.Duration) ReaderOption {
+	return func(c *kafka.ReaderConfig) { c.MaxWait = d }
 }
 
 // GroupReader returns a consumer-group reader of topics. Offsets are

@@ -37,7 +37,7 @@ func (s *Service) runPartition(ctx context.Context, gen *kafka.Generation, p int
 	s.m.Takeovers.Inc()
 	s.log.Info("presence: partition taken over", "partition", p, "rooms", len(states), "checkpoint", start-1,
 		"replay", max(end-start, 0), "took", s.now().Sub(began))
-	rd, err := s.cluster.PartitionReader(s.cfg.EventsTopic, p, start)
+	rd, err := partitionReader(s.cluster, s.cfg.EventsTopic, p, start)
 	if err != nil {
 		return err
 	}
@@ -264,7 +264,7 @@ func (s *Service) readState(ctx context.Context, p int) ([]State, *Checkpoint, e
 	if err != nil || end <= first {
 		return nil, nil, err
 	}
-	rd, err := s.cluster.PartitionReader(s.cfg.StateTopic, p, first)
+	rd, err := partitionReader(s.cluster, s.cfg.StateTopic, p, first)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -165,7 +165,7 @@ func (v *View) readPartition(ctx context.Context, p int, end int64, loaded func(
 	if end == 0 {
 		once.Do(loaded)
 	}
-	rd, err := v.cluster.PartitionReader(v.topic, p, kafka.FirstOffset)
+	rd, err := partitionReader(v.cluster, v.topic, p, kafka.FirstOffset)
 	if err != nil {
 		return err
 	}
@@ -209,6 +209,18 @@ func (v *View) apply(msg kafka.Message) {
 		}
 		v.OnChange(prev, next)
 	}
+}
+
+// fetchWait is the MaxWait of presence's readers: with kafka-go's margin
+// rule (kafkabus.WithMaxWait) the broker holds an idle fetch for 500 ms
+// and the reader waits a second more before it drops the connection, so a
+// pause of the broker or of this process shorter than that delays the
+// next presence change by the pause alone, not by a reconnection too.
+const fetchWait = 1500 * time.Millisecond
+
+// partitionReader reads one partition of a presence topic.
+func partitionReader(cluster *kafkabus.Cluster, topic string, p int, offset int64) (*kafka.Reader, error) {
+	return cluster.PartitionReader(topic, p, offset, kafkabus.WithMaxWait(fetchWait))
 }
 
 func (v *View) markReady() {
