@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"palaver.dev/services/internal/presence"
 )
@@ -133,29 +134,34 @@ func TestBenchJoinVisible(t *testing.T) {
 	// The members' own joins are coalesced into frames for a moment: let
 	// the room settle before measuring.
 	time.Sleep(2 * time.Second)
+	hops := watchHops(t, e)
 	const rounds = 50
 	var lat []time.Duration
+	var changes []*change
 	// From the joined answer (the join is done for its user; presence
 	// starts there), and from the close.
-	measure := func(user string, act func() time.Time) {
+	measure := func(key, user string, act func() time.Time) {
 		chs := make([]chan time.Time, len(members))
 		for i, m := range members {
 			chs[i] = m.expect(user)
 		}
 		began := act()
+		c := hops.get(key)
 		for _, ch := range chs {
 			select {
 			case at := <-ch:
 				lat = append(lat, at.Sub(began))
+				c.seen(began, at)
 			case <-time.After(10 * time.Second):
 				t.Fatalf("a member was not told of %s within 10 s", user)
 			}
 		}
+		changes = append(changes, c)
 	}
 	for r := range rounds {
 		user := "visitor-" + strconv.Itoa(r)
 		var v *lean
-		measure(user, func() time.Time {
+		measure("join/"+user, user, func() time.Time {
 			v = dialLean(ctx, t, gwB, user, e.room)
 			return v.joined
 		})
@@ -163,7 +169,7 @@ func TestBenchJoinVisible(t *testing.T) {
 		// frame interval: the figure is the path's latency, not the
 		// coalescing's deliberate wait.
 		time.Sleep(300 * time.Millisecond)
-		measure(user, func() time.Time {
+		measure("leave/"+user, user, func() time.Time {
 			began := time.Now()
 			_ = v.ws.Close(websocket.StatusNormalClosure, "")
 			return began
@@ -175,6 +181,162 @@ func TestBenchJoinVisible(t *testing.T) {
 	t.Logf("join/leave visible to the members of a 100-member room: %d observations, p50 %v, p99 %v, max %v",
 		len(lat), q(0.5).Round(100*time.Microsecond), q(0.99).Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond))
 	fmt.Fprintf(os.Stderr, "BENCH join-visible p50=%v p99=%v max=%v n=%d\n", q(0.5), q(0.99), lat[len(lat)-1], len(lat))
+	hops.report(t, changes)
+}
+
+// change is one join or leave followed along its path: when the test
+// began it, the event's record time (set by the gateway that wrote it),
+// when an observer of the events topic read the event, the state record's
+// time (set by the replica as it published), when an observer of the
+// state topic read it, and when the first and the last member read the
+// frame.
+type change struct {
+	key                                       string
+	began, event, eventSeen, state, stateSeen time.Time
+	first, last                               time.Time
+}
+
+func (c *change) seen(began, at time.Time) {
+	c.began = began
+	if c.first.IsZero() || at.Before(c.first) {
+		c.first = at
+	}
+	if at.After(c.last) {
+		c.last = at
+	}
+}
+
+// hopWatch reads both presence topics beside the services (franz-go,
+// fetches answered as soon as a record arrives) and timestamps the
+// visitors' events and the states that show them.
+type hopWatch struct {
+	mu      sync.Mutex
+	changes map[string]*change
+}
+
+func (h *hopWatch) get(key string) *change {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.changes[key]
+	if c == nil {
+		c = &change{key: key}
+		h.changes[key] = c
+	}
+	return c
+}
+
+func watchHops(t *testing.T, e *env) *hopWatch {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(e.bootstrap, ",")...), kgo.ConsumeTopics(e.events, e.state),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMaxWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hopWatch{changes: map[string]*change{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done; cl.Close() })
+	go func() {
+		defer close(done)
+		present := map[string]bool{}
+		for ctx.Err() == nil {
+			fs := cl.PollFetches(ctx)
+			now := time.Now()
+			fs.EachRecord(func(r *kgo.Record) {
+				switch r.Topic {
+				case e.events:
+					var ev presence.Event
+					if json.Unmarshal(r.Value, &ev) != nil || !strings.HasPrefix(ev.User, "visitor-") {
+						return
+					}
+					c := h.get(ev.Type + "/" + ev.User)
+					h.mu.Lock()
+					c.event, c.eventSeen = r.Timestamp, now
+					h.mu.Unlock()
+				case e.state:
+					if string(r.Key) != e.room {
+						return
+					}
+					st, err := presence.DecodeState(r.Value)
+					if err != nil {
+						return
+					}
+					in := map[string]bool{}
+					for _, u := range st.Users {
+						if strings.HasPrefix(u.ID, "visitor-") {
+							in[u.ID] = true
+						}
+					}
+					mark := func(key string) {
+						c := h.get(key)
+						h.mu.Lock()
+						if c.state.IsZero() {
+							c.state, c.stateSeen = st.Time, now
+						}
+						h.mu.Unlock()
+					}
+					for id := range in {
+						if !present[id] {
+							mark("join/" + id)
+						}
+					}
+					for id := range present {
+						if !in[id] {
+							mark("leave/" + id)
+						}
+					}
+					present = in
+				}
+			})
+		}
+	}()
+	// Changes before the observer's first fetch positioned it at the
+	// ends are not followed: they are left out of the hops' figures.
+	return h
+}
+
+// report logs each hop's quantiles over the changes and the hops of every
+// change some member read late.
+func (h *hopWatch) report(t *testing.T, changes []*change) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	type hop struct {
+		name string
+		d    func(c *change) time.Duration
+	}
+	hops := []hop{
+		{"began->event (gateway B)", func(c *change) time.Duration { return c.event.Sub(c.began) }},
+		{"event->observed (B writer, broker)", func(c *change) time.Duration { return c.eventSeen.Sub(c.event) }},
+		{"observed->state (replica reads, applies)", func(c *change) time.Duration { return c.state.Sub(c.eventSeen) }},
+		{"state->observed (replica writes, broker)", func(c *change) time.Duration { return c.stateSeen.Sub(c.state) }},
+		{"observed->first member (gateway A)", func(c *change) time.Duration { return c.first.Sub(c.stateSeen) }},
+		{"first->last member (fan-out)", func(c *change) time.Duration { return c.last.Sub(c.first) }},
+		{"began->last member", func(c *change) time.Duration { return c.last.Sub(c.began) }},
+	}
+	for _, hp := range hops {
+		var ds []time.Duration
+		for _, c := range changes {
+			if !c.event.IsZero() && !c.state.IsZero() {
+				ds = append(ds, hp.d(c))
+			}
+		}
+		if len(ds) == 0 {
+			continue
+		}
+		slices.Sort(ds)
+		q := func(p float64) time.Duration { return ds[int(p*float64(len(ds)-1))].Round(100 * time.Microsecond) }
+		t.Logf("hop %-42s n=%d p50 %v p90 %v p99 %v max %v", hp.name, len(ds), q(0.5), q(0.9), q(0.99), ds[len(ds)-1].Round(100*time.Microsecond))
+	}
+	for _, c := range changes {
+		if c.last.Sub(c.began) <= 100*time.Millisecond {
+			continue
+		}
+		var parts []string
+		for _, hp := range hops {
+			parts = append(parts, fmt.Sprintf("%s %v", hp.name, hp.d(c).Round(100*time.Microsecond)))
+		}
+		t.Logf("late %s: %s", c.key, strings.Join(parts, "; "))
+	}
 }
 
 // TestBenchReplicaThroughput: events written beforehand, then one replica
