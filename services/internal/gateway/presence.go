@@ -51,6 +51,12 @@ type PresenceConfig struct {
 	FrameInterval      time.Duration
 	LargeRoom          int
 	LargeFrameInterval time.Duration
+	// RoomFrameRate bounds the presence frames a second this gateway
+	// sends one room's local members, all together (3,000): a room with
+	// more local members than that a second gets its frames further
+	// apart (10,000 members: every 3.3 s). Each frame is a socket write
+	// per member, which is what presence costs a gateway.
+	RoomFrameRate int
 	// TypingInterval is the least time between two typing events of one
 	// connection in one room that are relayed (2 s); the rest are
 	// coalesced.
@@ -62,7 +68,7 @@ func DefaultPresenceConfig() PresenceConfig {
 	return PresenceConfig{
 		EventsTopic: presence.EventsTopic, StateTopic: presence.StateTopic,
 		Heartbeat: 5 * time.Second, MembersCap: 100, FrameInterval: 250 * time.Millisecond, TypingInterval: 2 * time.Second,
-		LargeRoom: 1000, LargeFrameInterval: time.Second,
+		LargeRoom: 1000, LargeFrameInterval: time.Second, RoomFrameRate: 3000,
 	}
 }
 
@@ -91,6 +97,9 @@ func (c PresenceConfig) withDefaults() PresenceConfig {
 	}
 	if c.LargeFrameInterval <= 0 {
 		c.LargeFrameInterval = d.LargeFrameInterval
+	}
+	if c.RoomFrameRate <= 0 {
+		c.RoomFrameRate = d.RoomFrameRate
 	}
 	if c.GatewayID == "" {
 		c.GatewayID = defaultGatewayID()
@@ -221,7 +230,8 @@ type presRoom struct {
 	count   int
 	typing  []protocol.User
 	typed   bool // typing changed since the last frame
-	pending bool // a change waits for the next frame
+	changed bool // the next frame has a change to tell (not only snapshots owed)
+	pending bool // a frame waits for its time
 	last    time.Time
 	timer   *time.Timer
 	snap    []byte // snapshot frame of the current state, built on demand
@@ -576,21 +586,32 @@ func (h *presenceHub) changed(prev, next *presence.Room) {
 		return // another tab of someone already here: nothing to tell
 	}
 	r.count = next.Count
-	if r.pending {
+	if r.changed {
 		h.m.Coalesced.Inc()
 		return
 	}
-	r.pending = true
-	interval := h.cfg.FrameInterval
-	if next.Count >= h.cfg.LargeRoom {
-		interval = h.cfg.LargeFrameInterval
+	r.changed = true
+	if r.pending {
+		return // snapshots owed wait for the next frame: the change goes with them
 	}
-	wait := interval - time.Since(r.last)
+	r.pending = true
+	wait := h.frameIntervalLocked(r) - time.Since(r.last)
 	if wait <= 0 {
 		go h.flush(r)
 		return
 	}
 	r.timer = time.AfterFunc(wait, func() { h.flush(r) })
+}
+
+// frameIntervalLocked is the least time between two frames of a room: 250
+// ms, a second in large rooms, and longer when the room's local members
+// would otherwise get more than RoomFrameRate frames a second together.
+func (h *presenceHub) frameIntervalLocked(r *presRoom) time.Duration {
+	interval := h.cfg.FrameInterval
+	if r.count >= h.cfg.LargeRoom {
+		interval = h.cfg.LargeFrameInterval
+	}
+	return max(interval, time.Duration(len(r.members))*time.Second/time.Duration(h.cfg.RoomFrameRate))
 }
 
 func typists(r *presence.Room) []protocol.User {
@@ -612,15 +633,18 @@ func (h *presenceHub) flush(r *presRoom) {
 		return
 	}
 	r.pending, r.last = false, time.Now()
-	f := protocol.PresenceDiffFrame{Op: protocol.OpPresenceDiff, Room: r.name, Count: r.count, Joined: usersOf(r.joined), Left: usersOf(r.left)}
-	if r.typed {
-		t := r.typing
-		f.Typing = &t
+	var diff []byte
+	if r.changed {
+		f := protocol.PresenceDiffFrame{Op: protocol.OpPresenceDiff, Room: r.name, Count: r.count, Joined: usersOf(r.joined), Left: usersOf(r.left)}
+		if r.typed {
+			t := r.typing
+			f.Typing = &t
+		}
+		clear(r.joined)
+		clear(r.left)
+		r.typed, r.changed = false, false
+		diff = mustJSON(f)
 	}
-	clear(r.joined)
-	clear(r.left)
-	r.typed = false
-	diff := mustJSON(f)
 	var snap []byte
 	members := make([]*conn, 0, len(r.members))
 	owed := 0
@@ -645,6 +669,9 @@ func (h *presenceHub) flush(r *presRoom) {
 		if states[i] {
 			frame, kind = snap, "snapshot"
 		}
+		if frame == nil {
+			continue // nothing changed: the frame is for the members owed a snapshot
+		}
 		if c.enqueue(outItem{frame: frame}, false) {
 			h.m.Frames.WithLabelValues(kind).Inc()
 			if states[i] {
@@ -667,7 +694,7 @@ func (h *presenceHub) flush(r *presRoom) {
 		}
 		if !r.pending {
 			r.pending = true
-			r.timer = time.AfterFunc(h.cfg.FrameInterval, func() { h.flush(r) })
+			r.timer = time.AfterFunc(h.frameIntervalLocked(r), func() { h.flush(r) })
 		}
 		r.mu.Unlock()
 	}
