@@ -62,6 +62,19 @@ func roomOf(name string, from, to int) *presence.Room {
 	return &presence.Room{Name: name, Users: presenceUsers[from:to], Count: to - from}
 }
 
+// churn feeds a room of size users a join and a leave every 10 ms for d,
+// then waits for the frames they cause.
+func (h *presenceHub) churn(room string, size int, d time.Duration) {
+	prev := roomOf(room, 0, size)
+	for i := range int(d / (10 * time.Millisecond)) {
+		next := roomOf(room, i+1, size+i+1)
+		h.changed(prev, next)
+		prev = next
+		time.Sleep(10 * time.Millisecond)
+	}
+	synctest.Wait()
+}
+
 // TestPresenceRoomFrameRate: a room whose local members would get more
 // than RoomFrameRate presence frames a second together gets them further
 // apart: each frame is a socket write per member, and that is what
@@ -71,15 +84,7 @@ func TestPresenceRoomFrameRate(t *testing.T) {
 		h := testPresenceHub()
 		const local = 6000 // at 3,000 frames a second: one frame every 2 s
 		members := h.testMembers("big", local)
-		// 100 joins and 100 leaves a second, for 20 s.
-		prev := roomOf("big", 0, 2000)
-		for i := range 2000 {
-			next := roomOf("big", i+1, 2000+i+1)
-			h.changed(prev, next)
-			prev = next
-			time.Sleep(10 * time.Millisecond)
-		}
-		synctest.Wait()
+		h.churn("big", 2000, 20*time.Second)
 		want := 20*time.Second/(local*time.Second/3000) + 1
 		for _, c := range members[:10] {
 			ops := queuedOps(c)
@@ -94,14 +99,7 @@ func TestPresenceRoomFrameRate(t *testing.T) {
 		}
 		// A small room keeps its 4 frames a second.
 		small := h.testMembers("small", 3)
-		prev = roomOf("small", 0, 10)
-		for i := range 200 {
-			next := roomOf("small", i+1, 10+i+1)
-			h.changed(prev, next)
-			prev = next
-			time.Sleep(10 * time.Millisecond)
-		}
-		synctest.Wait()
+		h.churn("small", 10, 2*time.Second)
 		if n := len(queuedOps(small[0])); n < 8 || n > 9 {
 			t.Fatalf("a member of a small room got %d frames in 2 s; want 8 or 9 (4 a second)", n)
 		}
