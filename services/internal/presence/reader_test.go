@@ -73,6 +73,7 @@ func TestReaderRidesOutPauses(t *testing.T) {
 	}
 	read()
 	pid := c.Pids()[0]
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) }) // never leave it stopped
 	const pause = 400 * time.Millisecond
 	for i := range 8 {
 		// Pauses that begin at different points of the reader's fetch:
