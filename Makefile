@@ -14,8 +14,9 @@ GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # clone so every checkout shares them. hack/envtest/*/go.mod pin the
 # versions; build.sh prints the directory (KUBEBUILDER_ASSETS).
 ENVTEST_BUILD := hack/envtest/build.sh
-# The Helm CLI the deployment tests run, built the same way (pinned in
-# hack/helm/go.mod) into ~/.cache/palaver/tools.
+# The Helm CLI and the Prometheus server the deployment tests run, built the
+# same way (pinned in hack/helm/go.mod and hack/prometheus/go.mod) into
+# ~/.cache/palaver/tools.
 TOOLS_BUILD := hack/tools.sh
 
 # The race detector runs in every test command: a data race is a bug.
@@ -58,7 +59,7 @@ test-services: prereqs-kafka e2e-deps ## Unit and integration tests of the servi
 	cd services && go test -v $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-operator
-test-operator: prereqs-kafka envtest helm ## Operator and deployment tests (chart, k8s/, dashboards, Tiltfile) against a real kube-apiserver, etcd and Kafka.
+test-operator: prereqs-kafka envtest helm prometheus ## Operator and deployment tests (chart, k8s/, dashboards, Tiltfile) against a real kube-apiserver, etcd and Kafka.
 	assets=$$($(ENVTEST_BUILD)) && cd operator && KUBEBUILDER_ASSETS=$$assets go test -v $(GO_TEST_FLAGS) ./...
 
 .PHONY: e2e-deps
@@ -104,6 +105,10 @@ envtest: prereqs-go ## Build etcd, kube-apiserver and kubectl for tests from Go 
 .PHONY: helm
 helm: prereqs-go ## Build the pinned Helm CLI for the deployment tests from its Go module (once, a few minutes).
 	$(TOOLS_BUILD) helm >/dev/null
+
+.PHONY: prometheus
+prometheus: prereqs-go ## Build the pinned Prometheus server for the dashboards test from its Go module (once, a few minutes).
+	$(TOOLS_BUILD) prometheus >/dev/null
 
 .PHONY: dashboards
 dashboards: prereqs-go ## Regenerate charts/palaver/dashboards from hack/dashboards.
