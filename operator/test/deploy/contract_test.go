@@ -56,7 +56,10 @@ import (
 // against the envtest API server as the chart's ServiceAccount, bound by
 // the chart's RBAC, and provisions a ChatRoom; a little load goes through
 // the gateway; and every Palaver and controller-runtime metric the
-// dashboards query is then exported by one of the processes.
+// dashboards query is then exported by one of the processes. A real
+// Prometheus scrapes the processes throughout, as the chart's
+// ServiceMonitors would have it, and every dashboard panel's query returns
+// data from it (the subtest DashboardsReturnData, requireDashboardData).
 func TestChartRunsTheBinaries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binaries against a real Kafka broker: not in -short mode")
@@ -82,7 +85,17 @@ presence: {replicas: 1, topics: {partitions: 4, replicationFactor: 1}}
 	for _, p := range procs {
 		p.waitLive(t)
 	}
-	chatThroughChart(t, bins, ns, procs, renderedSecrets(t, objs))
+	// A real Prometheus scrapes them from here on, as the chart's
+	// ServiceMonitors say, for the dashboards' queries at the end.
+	prom := startPrometheus(t, ns, objs, procs)
+	secrets := renderedSecrets(t, objs)
+	room := chatThroughChart(t, bins, ns, procs, secrets)
+	// History's latency series of a query kind starts with its first
+	// query, which rate() cannot see: the dashboard's panel shows the
+	// searches after the one Prometheus first scraped.
+	prom.waitSeries(t, `palaver_history_query_duration_seconds_count{kind="search"}`)
+	require.NoError(t, searchThroughGateway(t, "http://"+procs["gateway"].ports["http"], room.Name,
+		hs256Token(t, secrets["palaver-gateway-auth"]["hs256-secret"], "contract")), "a second search")
 
 	// What the dashboards query is exported.
 	exported := map[string]bool{}
@@ -98,6 +111,9 @@ presence: {replicas: 1, topics: {partitions: 4, replicationFactor: 1}}
 			}
 		}
 	}
+
+	// And every panel of the dashboards shows data from them.
+	t.Run("DashboardsReturnData", func(t *testing.T) { prom.requireDashboardData(t, ns) })
 }
 
 // chatThroughChart uses what runChart started as people would, so that
@@ -163,21 +179,7 @@ func chatThroughChart(t *testing.T, bins map[string]string, ns string, procs map
 	// Search exists only in history: the gateway reaches the replica of
 	// the room's shard through the URLs the chart gives it.
 	waitFor(t, time.Minute, "search through the gateway", func() error {
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, gatewayURL+"/v1/rooms/"+roomName+"/search?q=a", nil)
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Authorization", "Bearer "+string(token))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		b, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", resp.Status, b)
-		}
-		return nil
+		return searchThroughGateway(t, gatewayURL, roomName, string(token))
 	})
 
 	// The members' joins went through presence: the service counted them
@@ -195,6 +197,25 @@ func chatThroughChart(t *testing.T, bins map[string]string, ns string, procs map
 		})
 	}
 	return cr
+}
+
+// searchThroughGateway searches room through the gateway at gatewayURL.
+func searchThroughGateway(t *testing.T, gatewayURL, room, token string) error {
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, gatewayURL+"/v1/rooms/"+room+"/search?q=a", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	return nil
 }
 
 // TestChartRunsWithStrimziCredentials runs the binaries as the chart's
@@ -269,7 +290,7 @@ func runChart(t *testing.T, bins map[string]string, ns string, objs []*unstructu
 			}
 			for _, c := range set.Spec.Template.Spec.Containers {
 				p := startContainer(t, bins, ns, set.Spec.Template.Spec, c, secrets, nil,
-					podSetup{hostname: pod, claims: claims})
+					podSetup{name: pod, labels: set.Spec.Template.Labels, hostname: pod, claims: claims})
 				procs[pod] = p
 				for _, port := range c.Ports {
 					dns[fmt.Sprintf("%s.%s.%s.svc:%d", pod, set.Spec.ServiceName, ns, port.ContainerPort)] = p.ports[port.Name]
@@ -286,7 +307,9 @@ func runChart(t *testing.T, bins map[string]string, ns string, objs []*unstructu
 			if c.Name == "operator" {
 				env["KUBECONFIG"] = saKubeconfig
 			}
-			procs[c.Name] = startContainer(t, bins, ns, pod.Spec, c, secrets, env, podSetup{dns: dns})
+			// A Deployment's pod is named after it (with a made-up suffix).
+			procs[c.Name] = startContainer(t, bins, ns, pod.Spec, c, secrets, env,
+				podSetup{name: d.GetName() + "-0", labels: pod.Labels, dns: dns})
 		}
 	}
 	return procs
@@ -354,6 +377,8 @@ func kafkaBootstrap(t *testing.T) string {
 type process struct {
 	name      string
 	container corev1.Container
+	pod       string            // the name of the pod it runs in
+	labels    map[string]string // that pod's labels
 	ports     map[string]string // container port name -> the loopback address it was moved to
 	env       map[string]string // the environment it runs with (rendered, then moved)
 	log       string
@@ -365,6 +390,8 @@ type process struct {
 
 // podSetup is what a pod has besides its containers' specs.
 type podSetup struct {
+	name     string            // the pod's name
+	labels   map[string]string // the pod's labels, which Services select
 	hostname string            // the host name (a StatefulSet pod's name); empty keeps the machine's
 	claims   map[string]bool   // volume claim templates (a StatefulSet's), mounted as empty directories
 	dns      map[string]string // "host:port" -> the loopback address that serves it
@@ -384,7 +411,7 @@ func startContainer(t *testing.T, bins map[string]string, ns string, pod corev1.
 	require.NotEmpty(t, c.Command, "container %s names its binary", c.Name)
 	bin, ok := bins[filepath.Base(c.Command[0])]
 	require.True(t, ok, "container %s runs %s, which is not a Palaver binary", c.Name, c.Command[0])
-	p := &process{name: c.Name, container: c, ports: map[string]string{}, exited: make(chan struct{})}
+	p := &process{name: c.Name, container: c, ports: map[string]string{}, pod: setup.name, labels: setup.labels}
 	p.restart = func(t *testing.T) *process {
 		t.Helper()
 		p.stop()
@@ -477,18 +504,26 @@ func startContainer(t *testing.T, bins map[string]string, ns string, pod corev1.
 	for k, v := range extra {
 		environ = append(environ, k+"="+v)
 	}
-	p.log = filepath.Join(root, c.Name+".log")
-	logFile, err := os.Create(p.log)
-	require.NoError(t, err)
 	cmd := exec.Command(bin, args...)
 	if setup.hostname != "" {
 		cmd = exec.Command("unshare", slices.Concat([]string{"--user", "--map-root-user", "--uts", "--",
 			"sh", "-c", `hostname "$0" && exec "$@"`, setup.hostname, bin}, args)...)
 	}
 	cmd.Env, cmd.Dir = environ, root
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	require.NoError(t, cmd.Start(), "start %s", c.Name)
+	p.startProcess(t, cmd, filepath.Join(root, c.Name+".log"))
 	t.Logf("started %s: %s %s", c.Name, filepath.Base(bin), strings.Join(args, " "))
+	return p
+}
+
+// startProcess starts cmd as p, its output going to logPath, and stops it
+// when the test ends, logging the log's tail when the test failed.
+func (p *process) startProcess(t *testing.T, cmd *exec.Cmd, logPath string) {
+	t.Helper()
+	p.log, p.exited = logPath, make(chan struct{})
+	logFile, err := os.Create(p.log)
+	require.NoError(t, err)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	require.NoError(t, cmd.Start(), "start %s", p.name)
 	p.cmd = cmd
 	go func() {
 		p.waitErr = cmd.Wait()
@@ -499,10 +534,9 @@ func startContainer(t *testing.T, bins map[string]string, ns string, pod corev1.
 		p.stop()
 		if t.Failed() {
 			b, _ := os.ReadFile(p.log)
-			t.Logf("%s's log:\n%s", c.Name, tail(string(b), 60))
+			t.Logf("%s's log:\n%s", p.name, tail(string(b), 60))
 		}
 	})
-	return p
 }
 
 // stop interrupts the process, as the kubelet's SIGTERM would, and waits

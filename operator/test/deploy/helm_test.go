@@ -21,15 +21,19 @@ const release = "palaver"
 
 // helmBinary builds (once per machine, see hack/tools.sh) and returns the
 // pinned Helm CLI.
-var helmBinary = sync.OnceValues(func() (string, error) {
+var helmBinary = sync.OnceValues(func() (string, error) { return buildTool("helm") })
+
+// buildTool runs hack/tools.sh, which builds the pinned tool once per
+// machine, and returns the binary's path.
+func buildTool(name string) (string, error) {
 	var out, stderr bytes.Buffer
-	cmd := exec.Command(filepath.Join(repoRoot, "hack", "tools.sh"), "helm")
+	cmd := exec.Command(filepath.Join(repoRoot, "hack", "tools.sh"), name)
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
-		return "", errors.New("hack/tools.sh helm: " + err.Error() + "\n" + stderr.String())
+		return "", errors.New("hack/tools.sh " + name + ": " + err.Error() + "\n" + stderr.String())
 	}
 	return strings.TrimSpace(out.String()), nil
-})
+}
 
 func helm(t *testing.T, args ...string) string {
 	t.Helper()
