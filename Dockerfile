@@ -8,8 +8,10 @@
 #   docker build --build-arg BINARY=presence -t palaver/presence .
 #
 # The binary is /usr/local/bin/<BINARY>; charts/palaver names it as the
-# container's command. The Tiltfile compiles on the host instead and uses
-# the "prebuilt" target, which only copies bin/linux/<BINARY> in.
+# container's command. The default (last) target is the production image.
+# The Tiltfile compiles on the host instead and uses the "live" target:
+# bin/linux/<BINARY> on distroless's debug variant, for live update only
+# (docs/kubernetes.md, "Live update").
 
 # Where each binary's main package is, from the repository root.
 ARG BINARY=gateway
@@ -30,9 +32,13 @@ RUN case "$BINARY" in \
     esac && \
     go build -trimpath -ldflags="-s -w" -o /out/$BINARY "$pkg"
 
-FROM gcr.io/distroless/static:nonroot AS prebuilt
+# For `tilt up` only: busybox (/busybox: sh, tar, cp, kill) for Tilt's
+# live update, which copies files in with tar and runs commands with sh,
+# and hack/tilt/supervise.sh, which restarts the binary after a sync.
+FROM gcr.io/distroless/static:debug-nonroot AS live
 ARG BINARY
 COPY bin/linux/${BINARY} /usr/local/bin/${BINARY}
+COPY hack/tilt/supervise.sh /usr/local/bin/supervise
 USER 65532:65532
 
 FROM gcr.io/distroless/static:nonroot

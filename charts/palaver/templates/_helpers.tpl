@@ -101,6 +101,25 @@ binary reads (package kafkabus): palaver.kafkaEnv (dict "root" . "user" "palaver
 {{- end }}
 {{- end -}}
 
+{{/* A component's volumes: its Kafka credentials and, for Tilt's live
+update, the directory rebuilt binaries are synced to. */}}
+{{- define "palaver.volumes" -}}
+{{ include "palaver.kafkaVolumes" . }}
+{{- if .root.Values.liveUpdate.enabled }}
+- name: live
+  emptyDir:
+    sizeLimit: 256Mi
+{{- end }}
+{{- end -}}
+
+{{- define "palaver.volumeMounts" -}}
+{{ include "palaver.kafkaVolumeMounts" . }}
+{{- if .root.Values.liveUpdate.enabled }}
+- name: live
+  mountPath: /live
+{{- end }}
+{{- end -}}
+
 {{/* The Go runtime sized to the container: every binary gets it. */}}
 {{- define "palaver.goEnv" -}}
 - name: GOMAXPROCS

@@ -119,6 +119,8 @@ func kinds(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstr
 var valueSets = []struct{ name, values string }{
 	{"defaults", ""},
 	{"kind", mustRead(filepath.Join(repoRoot, "k8s", "platform", "palaver-kind-values.yaml"))},
+	// As the Tiltfile deploys it: with the live update directory.
+	{"tilt", mustRead(filepath.Join(repoRoot, "k8s", "platform", "palaver-kind-values.yaml")) + "liveUpdate: {enabled: true}\n"},
 	{"production", `
 image: {registry: registry.example.com/chat, tag: "1.2.3", pullPolicy: Always}
 imagePullSecrets: [{name: registry}]

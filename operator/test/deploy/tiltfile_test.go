@@ -4,16 +4,21 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.starlark.net/starlark"
 	"go.starlark.net/syntax"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 )
 
@@ -91,6 +96,9 @@ func TestTiltfile(t *testing.T) {
 			require.Regexp(t, `(?m)^ARG `+arg+`\b`, string(dockerfile), "%s: build arg %s", ref, arg)
 		}
 		for _, only := range img.only {
+			if _, err := os.Stat(filepath.Join(repoRoot, only)); err == nil && !strings.HasPrefix(only, "bin/") {
+				continue // a file of the repository
+			}
 			built := false
 			for _, cmd := range tf.commands {
 				built = built || strings.Contains(cmd, "-o "+only+" ")
@@ -99,6 +107,81 @@ func TestTiltfile(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, tf.namespaces)
+
+	// The default (last) target of the Dockerfile is the production image.
+	froms := regexp.MustCompile(`(?m)^FROM .*$`).FindAllString(string(dockerfile), -1)
+	require.Equal(t, "FROM gcr.io/distroless/static:nonroot", froms[len(froms)-1], "the Dockerfile's default target")
+	for ref, img := range tf.images {
+		requireLiveUpdate(t, ref, img, string(dockerfile), tf.objects)
+	}
+}
+
+// requireLiveUpdate checks an image's live update against the Dockerfile
+// and the containers that run it: the entrypoint is the supervisor the
+// image's target copies in (from a file the build context holds) running
+// the container's own command; every sync goes into the directory the
+// supervisor runs synced builds from, which is an emptyDir mounted in
+// every container of the image, whose root filesystem stays read-only; a
+// run step follows the syncs (the supervisor's restart).
+func requireLiveUpdate(t *testing.T, ref string, img image, dockerfile string, objs []*unstructured.Unstructured) {
+	t.Helper()
+	require.NotEmpty(t, img.liveUpdate, "%s: no live update", ref)
+	require.Len(t, img.entrypoint, 4, "%s: entrypoint: shell, supervisor, live directory, binary", ref)
+	shell, supervisor, liveDir, binary := img.entrypoint[0], img.entrypoint[1], img.entrypoint[2], img.entrypoint[3]
+
+	// The target's stage copies the supervisor in.
+	from := regexp.MustCompile(`(?m)^FROM (\S+) AS ` + regexp.QuoteMeta(img.target) + `\n`).FindStringSubmatchIndex(dockerfile)
+	require.NotNil(t, from, "%s: no target %s", ref, img.target)
+	base, stage := dockerfile[from[2]:from[3]], dockerfile[from[1]:]
+	if next := strings.Index(stage, "\nFROM "); next >= 0 {
+		stage = stage[:next]
+	}
+	require.Contains(t, base, ":debug", "%s: the %s target's base has the shell (%s) and tar Tilt runs", ref, img.target, shell)
+	m := regexp.MustCompile(`(?m)^COPY (\S+) ` + regexp.QuoteMeta(supervisor) + `$`).FindStringSubmatch(stage)
+	require.NotNil(t, m, "%s: the %s target copies nothing to %s", ref, img.target, supervisor)
+	require.Contains(t, img.only, m[1], "%s: %s is not in the build context", ref, m[1])
+	_, err := os.Stat(filepath.Join(repoRoot, m[1]))
+	require.NoError(t, err)
+
+	synced := 0
+	for i, step := range img.liveUpdate {
+		switch step.kind {
+		case "sync":
+			require.Zero(t, i-synced, "%s: syncs come first", ref)
+			require.Contains(t, img.only, step.args[0], "%s: %s syncs a file the build does not make", ref, step)
+			require.Equal(t, liveDir+"/"+filepath.Base(binary), step.args[1], "%s: %s", ref, step)
+			synced++
+		case "run":
+			require.NotEmpty(t, step.args[0], "%s", ref)
+		}
+	}
+	require.Positive(t, synced, "%s: no sync", ref)
+	require.Equal(t, "run", img.liveUpdate[len(img.liveUpdate)-1].kind, "%s: the last step restarts the process", ref)
+
+	containers := 0
+	for _, o := range objs {
+		var pod corev1.PodTemplateSpec
+		spec, ok, _ := unstructured.NestedMap(o.Object, "spec", "template")
+		if !ok {
+			continue
+		}
+		require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(spec, &pod))
+		for _, c := range pod.Spec.Containers {
+			if r, _, _ := strings.Cut(c.Image, ":"); r != ref {
+				continue
+			}
+			containers++
+			require.Equal(t, []string{binary}, c.Command, "%s: the supervisor runs the container's command", c.Name)
+			require.NotNil(t, c.SecurityContext)
+			require.True(t, *c.SecurityContext.ReadOnlyRootFilesystem, "%s: read-only root filesystem", c.Name)
+			i := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == liveDir })
+			require.GreaterOrEqual(t, i, 0, "%s: nothing mounted at %s", c.Name, liveDir)
+			j := slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == c.VolumeMounts[i].Name })
+			require.GreaterOrEqual(t, j, 0, "%s", c.Name)
+			require.NotNil(t, pod.Spec.Volumes[j].EmptyDir, "%s: %s is an emptyDir", c.Name, liveDir)
+		}
+	}
+	require.Positive(t, containers, "%s: no container runs it", ref)
 }
 
 // tiltfake records what a Tiltfile declares.
@@ -120,10 +203,24 @@ type k8sResource struct {
 }
 
 type image struct {
-	target    string
-	buildArgs map[string]string
-	only      []string
+	target     string
+	buildArgs  map[string]string
+	only       []string
+	entrypoint []string
+	liveUpdate []liveUpdateStep
 }
+
+// liveUpdateStep is what Tilt's sync(local, remote) and run(cmd) return.
+type liveUpdateStep struct {
+	kind string   // "sync" or "run"
+	args []string // sync: local and remote path; run: the command
+}
+
+func (s liveUpdateStep) String() string        { return s.kind + "(" + strings.Join(s.args, ", ") + ")" }
+func (s liveUpdateStep) Type() string          { return "live_update_" + s.kind + "_step" }
+func (s liveUpdateStep) Freeze()               {}
+func (s liveUpdateStep) Truth() starlark.Bool  { return starlark.True }
+func (s liveUpdateStep) Hash() (uint32, error) { return 0, fmt.Errorf("unhashable: %s", s.Type()) }
 
 func newTiltfake(t *testing.T) *tiltfake {
 	return &tiltfake{t: t, resources: map[string][]string{}, deps: map[string][]string{}, images: map[string]image{}}
@@ -200,6 +297,9 @@ func (tf *tiltfake) builtins() starlark.StringDict {
 				tf.exists(v)
 				cmd = append(cmd, "--values", filepath.Join(repoRoot, v))
 			}
+			for _, v := range strs(kw["set"]) {
+				cmd = append(cmd, "--set", v)
+			}
 			return starlark.String(helm(tf.t, cmd...)), nil
 		}),
 		"k8s_yaml": fn("k8s_yaml", func(args starlark.Tuple, _ map[string]starlark.Value) (starlark.Value, error) {
@@ -230,11 +330,27 @@ func (tf *tiltfake) builtins() starlark.StringDict {
 			}
 			return starlark.None, nil
 		}),
+		"sync": fn("sync", func(args starlark.Tuple, kw map[string]starlark.Value) (starlark.Value, error) {
+			return liveUpdateStep{kind: "sync", args: []string{str(args, kw, 0, "local_path"), str(args, kw, 1, "remote_path")}}, nil
+		}),
+		"run": fn("run", func(args starlark.Tuple, kw map[string]starlark.Value) (starlark.Value, error) {
+			return liveUpdateStep{kind: "run", args: []string{str(args, kw, 0, "cmd")}}, nil
+		}),
 		"docker_build": fn("docker_build", func(args starlark.Tuple, kw map[string]starlark.Value) (starlark.Value, error) {
 			ref := str(args, kw, 0, "ref")
 			tf.exists(str(args, kw, 1, "context"))
 			tf.exists(str(nil, kw, -1, "dockerfile"))
-			img := image{target: str(nil, kw, -1, "target"), buildArgs: map[string]string{}, only: strs(kw["only"])}
+			img := image{target: str(nil, kw, -1, "target"), buildArgs: map[string]string{}, only: strs(kw["only"]),
+				entrypoint: strs(kw["entrypoint"])}
+			if steps, ok := kw["live_update"].(*starlark.List); ok {
+				for i := range steps.Len() {
+					step, ok := steps.Index(i).(liveUpdateStep)
+					if !ok {
+						return nil, fmt.Errorf("%s: live_update step %v is not a sync or run step", ref, steps.Index(i))
+					}
+					img.liveUpdate = append(img.liveUpdate, step)
+				}
+			}
 			if d, ok := kw["build_args"].(*starlark.Dict); ok {
 				for _, k := range d.Keys() {
 					v, _, _ := d.Get(k)
@@ -413,4 +529,80 @@ func requireAcyclic(t *testing.T, deps map[string][]string) {
 	for _, n := range slices.Sorted(maps.Keys(deps)) {
 		visit(n, nil)
 	}
+}
+
+// TestLiveUpdateSupervisor runs hack/tilt/supervise.sh (the entrypoint of
+// the images `tilt up` updates live) with a stand-in binary: it runs the
+// image's build with the arguments; on SIGHUP it stops it and runs the
+// build synced into the live directory, again after the next sync; SIGTERM
+// stops it and the supervisor, which exits with the binary's status, as it
+// does when the binary exits by itself.
+func TestLiveUpdateSupervisor(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	// A binary that says which build it is, and stops on SIGTERM.
+	build := func(path, version string, status int) {
+		t.Helper()
+		script := fmt.Sprintf("#!/bin/sh\necho \"%[1]s started $*\" >>%[2]s\n"+
+			"trap 'echo \"%[1]s stopped\" >>%[2]s; exit %[3]d' TERM\nwhile :; do sleep 0.05; done\n", version, out, status)
+		require.NoError(t, os.WriteFile(path, []byte(script), 0o755))
+	}
+	live := filepath.Join(dir, "live")
+	require.NoError(t, os.Mkdir(live, 0o777))
+	image := filepath.Join(dir, "server")
+	build(image, "image", 0)
+	wantOut := func(want ...string) {
+		t.Helper()
+		waitFor(t, 30*time.Second, "output "+strings.Join(want, "; "), func() error {
+			b, err := os.ReadFile(out)
+			if err != nil {
+				return err
+			}
+			if got := strings.Split(strings.TrimSpace(string(b)), "\n"); !slices.Equal(got, want) {
+				return fmt.Errorf("got %q", got)
+			}
+			return nil
+		})
+	}
+	start := func() (*exec.Cmd, chan error) {
+		t.Helper()
+		require.NoError(t, os.WriteFile(out, nil, 0o600))
+		cmd := exec.Command("sh", filepath.Join(repoRoot, "hack", "tilt", "supervise.sh"), live, image, "--a", "b")
+		cmd.Stderr = os.Stderr
+		require.NoError(t, cmd.Start())
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		return cmd, done
+	}
+	exited := func(done chan error) error {
+		t.Helper()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatal("the supervisor did not exit")
+			return nil
+		}
+	}
+
+	cmd, done := start()
+	wantOut("image started --a b")
+	build(filepath.Join(live, "server"), "sync1", 0)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	wantOut("image started --a b", "image stopped", "sync1 started --a b")
+	build(filepath.Join(live, "server"), "sync2", 7)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	wantOut("image started --a b", "image stopped", "sync1 started --a b", "sync1 stopped", "sync2 started --a b")
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	var exit *exec.ExitError
+	require.ErrorAs(t, exited(done), &exit)
+	require.Equal(t, 7, exit.ExitCode(), "the binary's status")
+	wantOut("image started --a b", "image stopped", "sync1 started --a b", "sync1 stopped", "sync2 started --a b", "sync2 stopped")
+
+	// A binary that exits by itself ends the supervisor (and the container).
+	require.NoError(t, os.WriteFile(filepath.Join(live, "server"), []byte("#!/bin/sh\nexit 3\n"), 0o755))
+	_, done = start()
+	require.ErrorAs(t, exited(done), &exit)
+	require.Equal(t, 3, exit.ExitCode())
 }
