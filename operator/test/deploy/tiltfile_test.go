@@ -27,7 +27,9 @@ import (
 // and checks what it declares: every file it names exists, every image it
 // builds is one the chart runs and the Dockerfile can build, every
 // resource it names or depends on exists, the dependencies have no cycle,
-// and every resource is labelled.
+// every resource is labelled, the Dockerfile's default target is the
+// production image, and each image's live update fits the containers that
+// run it (requireLiveUpdate).
 func TestTiltfile(t *testing.T) {
 	tf := newTiltfake(t)
 	src, err := os.ReadFile(filepath.Join(repoRoot, "Tiltfile"))
