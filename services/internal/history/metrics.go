@@ -32,6 +32,9 @@ type Metrics struct {
 	Rooms         prometheus.Gauge
 }
 
+// queryKinds are the values of query_duration_seconds' kind label.
+var queryKinds = []string{"before", "after", "around", "search"}
+
 // NewMetrics makes the metrics and registers them with reg (nil: not
 // registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -64,6 +67,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Ingested, m.Skipped, m.Trimmed, m.Duplicates, m.Lag, m.Remaining, m.CommitLatency, m.CommitSize,
 			m.QueryLatency, m.StoreBytes, m.Rooms)
+	}
+	// Every kind's series from the start: rate() needs two samples, and a
+	// series born with the first query would hide that query.
+	for _, kind := range queryKinds {
+		m.QueryLatency.WithLabelValues(kind)
 	}
 	return m
 }
