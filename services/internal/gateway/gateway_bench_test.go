@@ -13,7 +13,6 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"palaver.dev/services/internal/loadgen"
+	"palaver.dev/services/internal/testio"
 )
 
 // BenchmarkEndToEndLatency: a room of 100 members on one gateway, every
@@ -59,14 +59,14 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 	child.Env = append(os.Environ(), "PALAVER_LOAD_URL="+gw.url, "PALAVER_LOAD_ROOM="+info.Name, "PALAVER_LOAD_CONFIG="+string(conf))
 	child.Stderr = os.Stderr
 	delivered := gw.metrics.MessagesDelivered.WithLabelValues(info.Name)
-	cpu0, del0 := processCPU(b), testutil.ToFloat64(delivered)
+	cpu0, del0 := testio.ProcessCPU(b), testutil.ToFloat64(delivered)
 	b.ResetTimer()
 	out, err := child.Output()
 	b.StopTimer()
 	// The gateway's CPU (this process: the clients are the child's) per
 	// 1,000 message frames written, warm-up included.
 	if n := testutil.ToFloat64(delivered) - del0; n > 0 {
-		b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/n, "cpu-ms/1k-deliveries")
+		b.ReportMetric(float64((testio.ProcessCPU(b)-cpu0).Microseconds())/n, "cpu-ms/1k-deliveries")
 	}
 	var res loadgen.Result
 	if i := bytes.Index(out, []byte(loadResultPrefix)); i < 0 || err != nil {
@@ -272,13 +272,4 @@ func histQuantiles(h prometheus.Histogram) string {
 		return ">max"
 	}
 	return fmt.Sprintf("p50 %s p99 %s (n=%d)", q(0.5), q(0.99), total)
-}
-
-// processCPU is the CPU time this process used so far, user and system.
-func processCPU(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

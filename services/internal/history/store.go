@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -422,19 +423,24 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op, copies ma
 		}
 		ops = ops[n:]
 	}
-	for len(inserted) > 0 {
-		n, stmt := 1, s.index[0]
-		if len(inserted) >= insertChunk {
-			n, stmt = insertChunk, s.index[1]
+	if len(inserted) == 0 {
+		return nil
+	}
+	// One statement for the batch: FTS5 writes its pending entries out at
+	// the start of every statement that may need undoing on its own (a
+	// multi-row insert does), so a statement per chunk would cut the
+	// batch's index entries into a segment per chunk.
+	list := make([]byte, 0, 20*len(inserted))
+	list = append(list, '[')
+	for i, rid := range inserted {
+		if i > 0 {
+			list = append(list, ',')
 		}
-		args = args[:0]
-		for _, rid := range inserted[:n] {
-			args = append(args, rid, texts[rid])
-		}
-		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...); err != nil {
-			return fmt.Errorf("history: index %d rows: %w", n, err)
-		}
-		inserted = inserted[n:]
+		list = strconv.AppendInt(list, rid, 10)
+	}
+	list = append(list, ']')
+	if _, err := tx.ExecContext(ctx, `INSERT INTO messages_text (rowid, text) SELECT rid, text FROM messages WHERE rid IN (SELECT value FROM json_each(?))`, string(list)); err != nil {
+		return fmt.Errorf("history: index %d rows: %w", len(inserted), err)
 	}
 	return nil
 }

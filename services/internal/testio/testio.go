@@ -7,7 +7,9 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // SyncBuffer is a bytes.Buffer safe to read while another goroutine writes
@@ -38,4 +40,15 @@ type testLog struct{ t testing.TB }
 func (w testLog) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// ProcessCPU is the CPU time this process used so far, user and system,
+// all threads: what a benchmark costs, whatever else the machine runs.
+func ProcessCPU(tb testing.TB) time.Duration {
+	tb.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
