@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"palaver.dev/services/internal/message"
+	"palaver.dev/services/internal/testio"
 	"palaver.dev/services/room"
 )
 
@@ -109,13 +110,14 @@ func BenchmarkHistory(b *testing.B) {
 
 	for i := 0; i < b.N; i++ {
 		// Rebuild: everything is in Kafka, the store is empty.
-		began := time.Now()
+		began, cpu0 := time.Now(), testio.ProcessCPU(b)
 		s := startService(b, e, b.TempDir(), pre, nil)
 		for s.storedTotal() < int64(total) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		rebuild := time.Since(began)
 		b.ReportMetric(float64(total)/rebuild.Seconds(), "rebuild-msgs/s")
+		b.ReportMetric(float64((testio.ProcessCPU(b)-cpu0).Nanoseconds())/1e3/float64(total), "rebuild-cpu-µs/msg")
 
 		// Sustained ingest: more messages written while the replica runs.
 		began = time.Now()

@@ -86,7 +86,12 @@ type Store struct {
 	w    *sql.DB // the one writer connection
 	r    *sql.DB // readers
 
-	insert, index, copies [2]*sql.Stmt // one row, and insertChunk rows, per statement
+	insert, copies [2]*sql.Stmt // one row, and insertChunk rows, per statement
+
+	// ck checkpoints the write-ahead log into the database beside the
+	// writer (see checkpoints); wake asks it to, stop and stopped end it.
+	ck                  *sql.DB
+	wake, stop, stopped chan struct{}
 
 	// dedupWindow is how long after a message a later copy of it is
 	// recognised: the gateway's, so history keeps the copy readers see.
@@ -100,12 +105,14 @@ func OpenStore(dir string) (*Store, error) {
 	}
 	path := filepath.Join(dir, "history.db")
 	// synchronous=NORMAL in WAL mode: a commit survives a process crash
-	// (it is in the OS's page cache), and a power cut may lose the last
-	// commits but never tears one; the positions lost with them are read
-	// again from Kafka.
+	// (it is in the OS's page cache), and a power cut may lose the
+	// commits since the last checkpoint synced the log, but never tears
+	// one; the positions lost with them are read again from Kafka.
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)" +
 		"&_pragma=cache_size(-32000)&_pragma=temp_store(MEMORY)&_txlock=immediate"
-	w, err := sql.Open("sqlite", dsn)
+	// The writer checkpoints only when the log has grown to
+	// walBackstopPages: the checkpointer does it before then.
+	w, err := sql.Open("sqlite", dsn+fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", walBackstopPages))
 	if err != nil {
 		return nil, fmt.Errorf("history: open store: %w", err)
 	}
@@ -121,13 +128,18 @@ func OpenStore(dir string) (*Store, error) {
 	}
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
-	s := &Store{path: path, w: w, r: r, dedupWindow: roomhub.DefaultDedupWindow}
+	ck, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		_ = errors.Join(w.Close(), r.Close())
+		return nil, fmt.Errorf("history: open store checkpointer: %w", err)
+	}
+	ck.SetMaxOpenConns(1)
+	s := &Store{path: path, w: w, r: r, ck: ck, dedupWindow: roomhub.DefaultDedupWindow,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	go s.checkpoints()
 	for i, n := range []int{1, insertChunk} {
 		if s.insert[i], err = w.Prepare(`INSERT INTO messages (rid, tag, ts, id, sender_id, sender_name, text, client_ts) VALUES ` +
-			values(n, 8) + ` ON CONFLICT DO NOTHING RETURNING rid`); err != nil {
-			break
-		}
-		if s.index[i], err = w.Prepare(`INSERT INTO messages_text (rowid, text) VALUES ` + values(n, 2)); err != nil {
+			values(n, 8)); err != nil {
 			break
 		}
 		if s.copies[i], err = w.Prepare(`SELECT rid, tag, sender_id, id, ts FROM messages WHERE (tag, sender_id, id) IN (VALUES ` +
@@ -154,7 +166,45 @@ func values(n, cols int) string {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	close(s.stop)
+	<-s.stopped
+	return errors.Join(s.r.Close(), s.w.Close(), s.ck.Close())
+}
+
+const (
+	// checkpointEvery is the shortest time between two checkpoints: each
+	// copies a page changed by many commits in between once.
+	checkpointEvery = time.Second
+	// walBackstopPages is the log's size, in pages (4 KiB), at which the
+	// writer checkpoints itself: the bound on the log when the
+	// checkpointer falls behind, or cannot finish while the writer keeps
+	// appending (the log restarts only once it is wholly copied).
+	walBackstopPages = 16384
+)
+
+// checkpoints copies the write-ahead log into the database, on its own
+// connection, after commits and at most once every checkpointEvery: the
+// writer's commits then only append to the log, and never wait for a
+// checkpoint's copy and its two syncs (with synchronous=NORMAL, the
+// log is synced before it is copied and the database after). A passive
+// checkpoint never blocks the writer or the readers; one that fails is
+// tried again after the next commit, and the writer's own checkpoint at
+// walBackstopPages bounds the log whatever happens here.
+func (s *Store) checkpoints() {
+	defer close(s.stopped)
+	for {
+		select {
+		case <-s.wake:
+		case <-s.stop:
+			return
+		}
+		_, _ = s.ck.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+		select {
+		case <-time.After(checkpointEvery):
+		case <-s.stop:
+			return
+		}
+	}
 }
 
 // Size returns the bytes the store takes on disk (database and WAL).
@@ -311,7 +361,8 @@ type applied struct {
 // Apply writes ops in one transaction, with the position after each
 // partition's last op, and returns the positions written and the rows
 // trimmed and later copies left out per room. Replaying an op whose
-// position is already committed changes nothing.
+// position is already committed, or written earlier in ops, changes
+// nothing.
 func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, applied, error) {
 	res := applied{Trimmed: map[string]int64{}, Copies: map[string]int64{}}
 	tx, err := s.w.BeginTx(ctx, nil)
@@ -319,6 +370,14 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, appli
 		return nil, res, fmt.Errorf("history: begin batch: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
+	// Every row a partition holds is below its committed position (rows
+	// and positions are committed together; positions only move back
+	// with a reset, which deletes the partition's rows): an op below it,
+	// or below an op taken earlier in the batch, is a replay.
+	floor, err := committedPositions(ctx, tx, ops)
+	if err != nil {
+		return nil, res, err
+	}
 	next := map[posKey]int64{}
 	reset := map[posKey]bool{}
 	var rows []*op
@@ -339,12 +398,16 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, appli
 				res.Trimmed[o.Room] += n
 			}
 			if o.Reset {
-				next[k], reset[k] = o.Offset, true
+				next[k], reset[k], floor[k] = o.Offset, true, o.Offset
 			} else if next[k] < o.Offset {
 				next[k] = o.Offset
 			}
 			continue
 		}
+		if o.Offset < floor[k] {
+			continue
+		}
+		floor[k] = o.Offset + 1
 		next[k] = max(next[k], o.Offset+1)
 		if o.Msg != nil {
 			rows = append(rows, o)
@@ -365,6 +428,10 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, appli
 	if err := tx.Commit(); err != nil {
 		return nil, res, fmt.Errorf("history: commit batch: %w", err)
 	}
+	select {
+	case s.wake <- struct{}{}:
+	default: // a checkpoint is due already
+	}
 	out := make(map[posKey]position, len(next))
 	for k, n := range next {
 		out[k] = position{next: n, reset: reset[k]}
@@ -372,9 +439,27 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, appli
 	return out, res, nil
 }
 
-// insertRows inserts the rows of ops, and indexes their text; a row
-// already stored (a replay) is neither inserted nor indexed again, nor is
-// a later copy of a message (counted per room in copies).
+// committedPositions returns the committed position of every partition of ops.
+func committedPositions(ctx context.Context, tx *sql.Tx, ops []op) (map[posKey]int64, error) {
+	out := map[posKey]int64{}
+	for i := range ops {
+		k := posKey{ops[i].Room, ops[i].Partition}
+		if _, ok := out[k]; ok || ops[i].control != nil {
+			continue
+		}
+		var next int64
+		err := tx.QueryRowContext(ctx, `SELECT next FROM positions WHERE room = ? AND partition = ?`, k.room, k.partition).Scan(&next)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("history: read position of %s/%d: %w", k.room, k.partition, err)
+		}
+		out[k] = next
+	}
+	return out, nil
+}
+
+// insertRows inserts the rows of ops (none of them stored: Apply leaves
+// replays out), and indexes their text; a later copy of a message is
+// neither (counted per room in copies).
 func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op, copies map[string]int64) error {
 	// In row id order: FTS5 writes its pending entries out as a new
 	// segment whenever a row id is not above the previous one, so rooms
@@ -388,8 +473,7 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op, copies ma
 		return err
 	}
 	args := make([]any, 0, 8*insertChunk)
-	texts := map[int64]string{}
-	var inserted []int64
+	inserted := make([]int64, 0, len(ops))
 	for len(ops) > 0 {
 		n, stmt := 1, s.insert[0]
 		if len(ops) >= insertChunk {
@@ -404,21 +488,9 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op, copies ma
 				client = m.ClientTime.UnixMilli()
 			}
 			args = append(args, rid, o.Tag, m.Time.UnixMilli(), m.ID, m.SenderID, m.SenderName, m.Text, client)
-			texts[rid] = m.Text
-		}
-		rs, err := tx.StmtContext(ctx, stmt).QueryContext(ctx, args...)
-		if err != nil {
-			return fmt.Errorf("history: insert %d rows: %w", n, err)
-		}
-		for rs.Next() {
-			var rid int64
-			if err := rs.Scan(&rid); err != nil {
-				_ = rs.Close()
-				return fmt.Errorf("history: insert %d rows: %w", n, err)
-			}
 			inserted = append(inserted, rid)
 		}
-		if err := errors.Join(rs.Err(), rs.Close()); err != nil {
+		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("history: insert %d rows: %w", n, err)
 		}
 		ops = ops[n:]

@@ -95,10 +95,18 @@ func TestStoreApplyPagesSearchTrim(t *testing.T) {
 	if err != nil || res.Trimmed["lobby"] != 5 {
 		t.Fatalf("trim: %v %v", res.Trimmed, err)
 	}
+	// A replay of what the trim removed, and of what is still stored (in
+	// one batch, twice), leaves the view as it is.
+	if _, _, err := st.Apply(ctx, append(ops[:10:10], ops[3:7]...)); err != nil {
+		t.Fatal(err)
+	}
 	terms, _ = parseQuery(`hello`)
 	rows, _, err = st.search(ctx, tag, 1, terms, "", nil, 100)
 	if err != nil || len(rows) != 5 || rows[4].text != "hello number5" {
 		t.Fatalf("search after trim: %q %v", texts(rows), err)
+	}
+	if rows, _, _, err := st.before(ctx, tag, 1, map[int]int64{0: 11}, 100); err != nil || len(rows) != 5 || rows[0].text != "hello number5" {
+		t.Fatalf("page after trim: %q %v", texts(rows), err)
 	}
 	rooms, err := st.Rooms(ctx)
 	if err != nil || rooms["lobby"].Next[0] != 11 {
@@ -182,9 +190,9 @@ func TestStoreLaterCopies(t *testing.T) {
 	if err != nil || res.Copies["lobby"] != 2 {
 		t.Fatalf("batch 2: copies %v, %v", res.Copies, err)
 	}
-	// A replay of batch 1 keeps what it kept.
-	if _, _, err := st.Apply(ctx, batch1); err != nil {
-		t.Fatal(err)
+	// A replay of batch 1 keeps what it kept, and counts no copy again.
+	if _, res, err := st.Apply(ctx, batch1); err != nil || res.Copies["lobby"] != 0 {
+		t.Fatalf("replay: copies %v, %v", res.Copies, err)
 	}
 	rows, err := st.after(ctx, tag, 2, map[int]int64{}, 50)
 	if err != nil {
