@@ -87,6 +87,9 @@ type Store struct {
 	r    *sql.DB // readers
 
 	insert, copies [2]*sql.Stmt // one row, and insertChunk rows, per statement
+	// a batch's other statements, prepared once: preparing costs about as
+	// much as running them
+	index, position, setPosition *sql.Stmt
 
 	// ck checkpoints the write-ahead log into the database beside the
 	// writer (see checkpoints); wake asks it to, stop and stopped end it.
@@ -137,7 +140,20 @@ func OpenStore(dir string) (*Store, error) {
 	s := &Store{path: path, w: w, r: r, ck: ck, dedupWindow: roomhub.DefaultDedupWindow,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
 	go s.checkpoints()
+	for q, stmt := range map[string]**sql.Stmt{
+		`INSERT INTO messages_text (rowid, text) SELECT rid, text FROM messages WHERE rid IN (SELECT value FROM json_each(?))`: &s.index,
+		`SELECT next FROM positions WHERE room = ? AND partition = ?`:                                                          &s.position,
+		`INSERT INTO positions (room, partition, next) VALUES (?1, ?2, ?3)
+			ON CONFLICT (room, partition) DO UPDATE SET next = CASE WHEN ?4 THEN excluded.next ELSE max(next, excluded.next) END`: &s.setPosition,
+	} {
+		if *stmt, err = w.Prepare(q); err != nil {
+			break
+		}
+	}
 	for i, n := range []int{1, insertChunk} {
+		if err != nil {
+			break
+		}
 		if s.insert[i], err = w.Prepare(`INSERT INTO messages (rid, tag, ts, id, sender_id, sender_name, text, client_ts) VALUES ` +
 			values(n, 8)); err != nil {
 			break
@@ -374,7 +390,7 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, appli
 	// and positions are committed together; positions only move back
 	// with a reset, which deletes the partition's rows): an op below it,
 	// or below an op taken earlier in the batch, is a replay.
-	floor, err := committedPositions(ctx, tx, ops)
+	floor, err := s.committedPositions(ctx, tx, ops)
 	if err != nil {
 		return nil, res, err
 	}
@@ -419,9 +435,7 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, appli
 	// Positions only move forward, except where a re-created topic reset
 	// them.
 	for k, n := range next {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO positions (room, partition, next) VALUES (?1, ?2, ?3)
-			ON CONFLICT (room, partition) DO UPDATE SET next = CASE WHEN ?4 THEN excluded.next ELSE max(next, excluded.next) END`,
-			k.room, k.partition, n, reset[k]); err != nil {
+		if _, err := tx.StmtContext(ctx, s.setPosition).ExecContext(ctx, k.room, k.partition, n, reset[k]); err != nil {
 			return nil, res, fmt.Errorf("history: commit position of %s/%d: %w", k.room, k.partition, err)
 		}
 	}
@@ -440,15 +454,16 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, appli
 }
 
 // committedPositions returns the committed position of every partition of ops.
-func committedPositions(ctx context.Context, tx *sql.Tx, ops []op) (map[posKey]int64, error) {
+func (s *Store) committedPositions(ctx context.Context, tx *sql.Tx, ops []op) (map[posKey]int64, error) {
 	out := map[posKey]int64{}
+	stmt := tx.StmtContext(ctx, s.position)
 	for i := range ops {
 		k := posKey{ops[i].Room, ops[i].Partition}
 		if _, ok := out[k]; ok || ops[i].control != nil {
 			continue
 		}
 		var next int64
-		err := tx.QueryRowContext(ctx, `SELECT next FROM positions WHERE room = ? AND partition = ?`, k.room, k.partition).Scan(&next)
+		err := stmt.QueryRowContext(ctx, k.room, k.partition).Scan(&next)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return nil, fmt.Errorf("history: read position of %s/%d: %w", k.room, k.partition, err)
 		}
@@ -511,7 +526,7 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op, copies ma
 		list = strconv.AppendInt(list, rid, 10)
 	}
 	list = append(list, ']')
-	if _, err := tx.ExecContext(ctx, `INSERT INTO messages_text (rowid, text) SELECT rid, text FROM messages WHERE rid IN (SELECT value FROM json_each(?))`, string(list)); err != nil {
+	if _, err := tx.StmtContext(ctx, s.index).ExecContext(ctx, string(list)); err != nil {
 		return fmt.Errorf("history: index %d rows: %w", len(inserted), err)
 	}
 	return nil
@@ -541,7 +556,7 @@ type storedCopy struct {
 // included, so a rebuild keeps the same rows as the replica that consumed
 // the records one batch at a time.
 func (s *Store) dropCopies(ctx context.Context, tx *sql.Tx, ops []*op, copies map[string]int64) ([]*op, error) {
-	kept := map[copyKey][]storedCopy{} // in row id order
+	kept := make(map[copyKey][]storedCopy, len(ops)) // in row id order
 	args := make([]any, 0, 3*insertChunk)
 	for rest := ops; len(rest) > 0; {
 		n, stmt := 1, s.copies[0]

@@ -19,7 +19,8 @@ func BenchmarkStoreApply(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	const rooms, batch = 100, 4000
+	const rooms = 100
+	batch := envInt("PALAVER_BENCH_BATCH", 4000)
 	tags := make([]int64, rooms)
 	for i := range tags {
 		if tags[i], err = st.AddRoom(b.Context(), fmt.Sprintf("r%d", i), fmt.Sprintf("t%d", i)); err != nil {
