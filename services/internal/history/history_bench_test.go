@@ -90,7 +90,8 @@ func pct(d []time.Duration, p int) time.Duration {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // BenchmarkHistory measures a replica on 1,000,000 messages over 100 rooms
-// (PALAVER_BENCH_MESSAGES, PALAVER_BENCH_ROOMS): the rebuild from the
+// (PALAVER_BENCH_MESSAGES, PALAVER_BENCH_ROOMS; PALAVER_BENCH_BATCH sets
+// the replica's BatchSize): the rebuild from the
 // topics on an empty store; sustained ingest of 200,000 more written while
 // it runs; the p99 of 50-message pages and of searches; and the time from
 // Kafka's ack of a message to its visibility in history, at 1,000 messages
@@ -111,7 +112,7 @@ func BenchmarkHistory(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		// Rebuild: everything is in Kafka, the store is empty.
 		began, cpu0 := time.Now(), testio.ProcessCPU(b)
-		s := startService(b, e, b.TempDir(), pre, nil)
+		s := startService(b, e, b.TempDir(), pre, func(c *Config) { c.BatchSize = envInt("PALAVER_BENCH_BATCH", c.BatchSize) })
 		for s.storedTotal() < int64(total) {
 			time.Sleep(10 * time.Millisecond)
 		}
