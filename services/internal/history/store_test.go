@@ -2,6 +2,8 @@ package history
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -215,5 +217,43 @@ func TestStoreLaterCopies(t *testing.T) {
 		if !slices.Equal(sorted(got), want) {
 			t.Fatalf("%s %q, want %q", what, got, want)
 		}
+	}
+}
+
+// The checkpointer copies the log into the database after a commit, long
+// before the log reaches the size at which the writer would.
+func TestStoreCheckpointsBesideTheWriter(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	db := filepath.Join(dir, "history.db")
+	size := func() int64 {
+		fi, err := os.Stat(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := size()
+	tag, err := st.AddRoom(t.Context(), "lobby", "palaver.room.default.lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []op
+	for i := range 100 {
+		ops = append(ops, op{Room: "lobby", Tag: tag, Offset: int64(i),
+			Msg: stored("lobby", 0, int64(i), time.Now(), "u-1", fmt.Sprintf("hello number%d", i))})
+	}
+	if _, _, err := st.Apply(t.Context(), ops); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); size() <= before; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the database file is still %d bytes: the log was not checkpointed", before)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
