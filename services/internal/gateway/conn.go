@@ -526,9 +526,16 @@ func (c *conn) replyError(ref, code, msg, room string) {
 	c.reply(protocol.ErrorFrame{Op: protocol.OpError, Ref: ref, Code: code, Message: msg, Room: room})
 }
 
-// enqueue queues a frame without blocking. Answers (reply) may use some
-// headroom over the queue size; a connection over it is a slow consumer.
+// enqueue queues a frame without blocking and has it written. Answers
+// (reply) may use some headroom over the queue size; a connection over it
+// is a slow consumer.
 func (c *conn) enqueue(it outItem, answer bool) bool {
+	return c.queue(it, answer, false)
+}
+
+// queue queues a frame without blocking; with hold, a writer is only
+// started once holdFrames are queued, else by flush.
+func (c *conn) queue(it outItem, answer, hold bool) bool {
 	limit := c.s.cfg.QueueSize
 	if answer {
 		limit += replyHeadroom
@@ -545,15 +552,30 @@ func (c *conn) enqueue(it outItem, answer bool) bool {
 		}
 		return false
 	}
-	c.pushLocked(it)
+	c.pushLocked(it, hold)
 	c.mu.Unlock()
 	return true
 }
 
-func (c *conn) pushLocked(it outItem) {
+// holdFrames bounds the live messages a connection holds for a room's
+// flush before writing them anyway (a connection in several busy rooms).
+const holdFrames = 64
+
+func (c *conn) pushLocked(it outItem, hold bool) {
 	c.q = append(c.q, it)
 	c.queued++
-	c.startWriterLocked()
+	if !hold || len(c.q) >= holdFrames {
+		c.startWriterLocked()
+	}
+}
+
+// flush writes the frames queued and held.
+func (c *conn) flush() {
+	c.mu.Lock()
+	if len(c.q) > 0 {
+		c.startWriterLocked()
+	}
+	c.mu.Unlock()
 }
 
 // pushWait queues a recovery frame, waiting while the queue is over half
@@ -566,9 +588,12 @@ func (c *conn) pushWait(ctx context.Context, it outItem) error {
 			return errClosing
 		}
 		if c.queued < c.s.cfg.QueueSize/2 {
-			c.pushLocked(it)
+			c.pushLocked(it, false)
 			c.mu.Unlock()
 			return nil
+		}
+		if len(c.q) > 0 {
+			c.startWriterLocked() // what a room holds for its flush frees space too
 		}
 		if c.space == nil {
 			c.space = make(chan struct{})
@@ -695,13 +720,24 @@ func (c *conn) writeBatch(ctl []byte, batch []outItem) bool {
 			return false
 		}
 		now := time.Now()
+		var rs *roomSub // counted per run of one room's frames: one shared counter update, not one per frame
+		n := 0
 		for _, it := range batch[start:end] {
+			if it.rs != rs {
+				if n > 0 {
+					rs.delivered.Add(float64(n))
+				}
+				rs, n = it.rs, 0
+			}
 			if it.rs != nil {
-				it.rs.delivered.Inc()
+				n++
 				if it.live {
 					c.s.m.DeliveryLatency.Observe(now.Sub(it.d.Msg.Time).Seconds())
 				}
 			}
+		}
+		if n > 0 {
+			rs.delivered.Add(float64(n))
 		}
 		c.mu.Lock()
 		c.queued -= end - start
@@ -872,8 +908,10 @@ type roomSub struct {
 }
 
 func (rs *roomSub) Push(d *roomhub.Delivery) bool {
-	return rs.c.enqueue(outItem{d: d, rs: rs, live: true}, false)
+	return rs.c.queue(outItem{d: d, rs: rs, live: true}, false, true)
 }
+
+func (rs *roomSub) Flush() { rs.c.flush() }
 
 func (rs *roomSub) PushWait(ctx context.Context, d *roomhub.Delivery) error {
 	return rs.c.pushWait(ctx, outItem{d: d, rs: rs})

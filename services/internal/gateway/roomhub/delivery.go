@@ -61,8 +61,14 @@ type Sink interface {
 	// subscriber and hands them over with PushWait as the queue drains;
 	// past Config.PendingLimit of them it drops the subscription with
 	// ErrSlowConsumer. The hub calls Push with the room locked, so it must
-	// be quick.
+	// be quick. The sink may hold what Push queued unwritten until the
+	// next Flush, which the hub calls at the end of each burst.
 	Push(d *Delivery) bool
+	// Flush writes what Push held. The hub calls it, with the room
+	// locked, once the messages a tail read at once are pushed: a quiet
+	// room's message at once, a busy room's burst together, so that a
+	// connection gets it in one write rather than one per message.
+	Flush()
 	// PushWait queues d, waiting for space; recoveries use it, so a
 	// subscriber catching up is paced by its own socket.
 	PushWait(ctx context.Context, d *Delivery) error

@@ -357,6 +357,7 @@ type Room struct {
 	ring      ring
 	recent    *recent // the dedup window; set before ready
 	tails     []*tail
+	held      bool // a subscriber's sink holds pushes not flushed yet
 }
 
 func newRoom(h *Hub, info room.Info) *Room {
@@ -644,6 +645,28 @@ func (r *Room) removeLocked(s *Subscription) {
 	delete(r.subs, s)
 	s.state = stateGone
 	s.pending = nil
+	if s.held {
+		s.held = false
+		s.sink.Flush()
+	}
+}
+
+// flush hands the deliveries the room's sinks hold to their writers: a
+// tail calls it when its reader has no more records read ahead, or after
+// maxBurst of them.
+func (r *Room) flush() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.held {
+		return
+	}
+	r.held = false
+	for s := range r.subs {
+		if s.held {
+			s.held = false
+			s.sink.Flush()
+		}
+	}
 }
 
 // subscribe registers a subscription (buffering) and plans its recovery,

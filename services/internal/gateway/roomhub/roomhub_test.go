@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,10 +151,26 @@ func (r *fakeReader) ReadMessage(ctx context.Context) (kafka.Message, error) {
 
 func (r *fakeReader) Close() error { return nil }
 
-// sink collects deliveries in a bounded channel, like a connection queue.
+// ReadAhead tells how many records ReadMessage returns without waiting.
+func (r *fakeReader) ReadAhead() int {
+	r.src.mu.Lock()
+	defer r.src.mu.Unlock()
+	if r.stalled {
+		return 0
+	}
+	return len(r.src.logs[r.topic][r.p]) - int(r.next)
+}
+
+// sink collects deliveries in a bounded channel, like a connection queue:
+// what Push queues is held, and reaches the channel with the next Flush
+// (or before a PushWait's), as a connection writes it.
 type sink struct {
 	ch      chan *Delivery
 	dropped chan error
+	flushes atomic.Int64
+
+	mu   sync.Mutex
+	held []*Delivery
 }
 
 func newSink(capacity int) *sink {
@@ -161,15 +178,35 @@ func newSink(capacity int) *sink {
 }
 
 func (s *sink) Push(d *Delivery) bool {
-	select {
-	case s.ch <- d:
-		return true
-	default:
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.ch)+len(s.held) >= cap(s.ch) {
 		return false
 	}
+	s.held = append(s.held, d)
+	return true
+}
+
+func (s *sink) Flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flushLocked()
+	s.flushes.Add(1)
+}
+
+// flushLocked moves the held deliveries to the channel, which Push kept
+// room for.
+func (s *sink) flushLocked() {
+	for _, d := range s.held {
+		s.ch <- d
+	}
+	s.held = nil
 }
 
 func (s *sink) PushWait(ctx context.Context, d *Delivery) error {
+	s.mu.Lock()
+	s.flushLocked()
+	s.mu.Unlock()
 	select {
 	case s.ch <- d:
 		return nil
@@ -352,6 +389,33 @@ func TestLiveFanOutSharesOneDelivery(t *testing.T) {
 	}
 	if f.hub.Rooms() != 1 {
 		t.Fatalf("%d rooms tailed, want one tail for the room", f.hub.Rooms())
+	}
+}
+
+// TestBurstIsFlushedTogether: the messages a tail's reader has at hand
+// reach a sink between two flushes (one write per connection for a busy
+// room's burst, at most maxBurst messages a flush), and a lone message is
+// flushed at once.
+func TestBurstIsFlushedTogether(t *testing.T) {
+	f := newFixture(t, 1, Config{})
+	a, b := newSink(512), newSink(512)
+	f.join(t, a, JoinRequest{})
+	f.join(t, b, JoinRequest{})
+	for _, c := range []struct{ n, flushes int }{{1, 1}, {10, 1}, {maxBurst, 1}, {3*maxBurst + 1, 4}, {1, 1}} {
+		before := []int64{a.flushes.Load(), b.flushes.Load()}
+		values := make([][]byte, c.n)
+		for i := range values {
+			values[i] = envelope(t, f.n[0])
+			f.n[0]++
+		}
+		f.src.append(f.info.Topic, 0, values...) // all at once: one fetch
+		for i, s := range []*sink{a, b} {
+			s.expect(t, span(0, int64(f.n[0]-c.n), int64(f.n[0]))...)
+			if got := s.flushes.Load() - before[i]; got != int64(c.flushes) {
+				t.Errorf("a burst of %d: %d flushes, want %d", c.n, got, c.flushes)
+			}
+		}
+		a.quiet(t)
 	}
 }
 

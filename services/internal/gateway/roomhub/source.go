@@ -66,8 +66,18 @@ type KafkaSource struct {
 
 // OpenTail implements Source with a kafkabus partition reader.
 func (s KafkaSource) OpenTail(topic string, partition int, offset int64) (Reader, error) {
-	return s.Cluster.PartitionReader(topic, partition, offset)
+	r, err := s.Cluster.PartitionReader(topic, partition, offset)
+	if err != nil {
+		return nil, err
+	}
+	return kafkaTail{r}, nil
 }
+
+// kafkaTail tells how many records its reader fetched and the tail has not
+// read yet (a fetch response's records reach ReadMessage one by one).
+type kafkaTail struct{ *kafka.Reader }
+
+func (r kafkaTail) ReadAhead() int { return int(r.Stats().QueueLength) }
 
 // Offsets implements Source with one ListOffsets request.
 func (s KafkaSource) Offsets(ctx context.Context, partitions map[string][]int) (map[string]map[int]Bounds, error) {

@@ -39,6 +39,7 @@ type Subscription struct {
 	pending []*Delivery
 	cur     cursor.Cursor // what this subscriber was delivered, while not synced
 	synced  bool          // cur equals the room's position: share deliveries as they are
+	held    bool          // the sink holds pushes not flushed yet
 }
 
 // Room returns the room's name.
@@ -75,6 +76,7 @@ func (s *Subscription) Start() {
 			}
 		}
 		s.pending = nil
+		s.sink.Flush()
 		if ok {
 			s.state = stateLive
 		} else {
@@ -124,7 +126,12 @@ func (s *Subscription) offer(d *Delivery) bool {
 		s.pending = append(s.pending, d)
 	case stateLive:
 		v := s.view(d)
-		if v == nil || s.sink.Push(v) {
+		if v == nil {
+			return true
+		}
+		if s.sink.Push(v) {
+			s.held = true
+			s.room.held = true
 			return true
 		}
 		// The queue is full: a burst (a broker that stalled and then let

@@ -66,6 +66,9 @@ func (t *tail) follow(rd Reader) error {
 	t.mu.Lock()
 	t.kick = cancel
 	t.mu.Unlock()
+	ahead, _ := rd.(readAheader)
+	defer r.flush()
+	burst := 0
 	for {
 		m, err := rd.ReadMessage(ctx)
 		if err != nil {
@@ -74,11 +77,27 @@ func (t *tail) follow(rd Reader) error {
 			}
 			return err
 		}
-		if m.Partition != t.partition || m.Offset < t.next.Load() {
-			continue // a replaced reader's leftovers
+		if m.Partition == t.partition && m.Offset >= t.next.Load() { // else a replaced reader's leftovers
+			r.deliver(t, m.Offset, m.Time, m.Value)
 		}
-		r.deliver(t, m.Offset, m.Time, m.Value)
+		// Connections write what the room delivered once the reader has
+		// nothing more at hand: at once for a quiet room, after the burst
+		// for a busy one.
+		if burst++; burst >= maxBurst || ahead == nil || ahead.ReadAhead() == 0 {
+			r.flush()
+			burst = 0
+		}
 	}
+}
+
+// maxBurst bounds the messages a tail delivers before its room's
+// connections write them.
+const maxBurst = 64
+
+// readAheader is a Reader that tells how many records it has read ahead
+// of ReadMessage: records that a ReadMessage returns without waiting.
+type readAheader interface {
+	ReadAhead() int
 }
 
 // stalled records a watchdog observation of the partition's end and
