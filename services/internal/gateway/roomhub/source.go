@@ -64,9 +64,18 @@ type KafkaSource struct {
 	Meta    *kgo.Client
 }
 
-// OpenTail implements Source with a kafkabus partition reader.
+// tailWait bounds a tail's idle fetch: the broker holds it up to 4 s
+// (answering as soon as a record arrives) and the reader waits 1 s more
+// before it gives up on the connection. A gateway tailing a thousand quiet
+// rooms then sends the broker 250 idle fetches a second, not 2,700, and a
+// broker slow to answer them is not met with a thousand reconnections.
+const tailWait = 5 * time.Second
+
+// OpenTail implements Source with a kafkabus partition reader. A tail's
+// reader is closed in the background (tail.run), so its long idle fetch
+// delays nobody.
 func (s KafkaSource) OpenTail(topic string, partition int, offset int64) (Reader, error) {
-	r, err := s.Cluster.PartitionReader(topic, partition, offset)
+	r, err := s.Cluster.PartitionReader(topic, partition, offset, kafkabus.WithMaxWait(tailWait))
 	if err != nil {
 		return nil, err
 	}
