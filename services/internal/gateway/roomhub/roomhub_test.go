@@ -258,7 +258,7 @@ func (s *sink) quiet(t *testing.T) {
 	}
 }
 
-func envelope(t *testing.T, i int) []byte {
+func envelope(t testing.TB, i int) []byte {
 	t.Helper()
 	b, err := message.Encode(&message.Envelope{V: 1, ID: fmt.Sprintf("m%d", i), Room: "lobby", SenderID: "u1", Text: fmt.Sprintf("text %d", i)})
 	if err != nil {
@@ -283,7 +283,7 @@ type fixture struct {
 	metrics Metrics
 }
 
-func newFixture(t *testing.T, partitions int, cfg Config) *fixture {
+func newFixture(t testing.TB, partitions int, cfg Config) *fixture {
 	t.Helper()
 	f := &fixture{src: newFakeSource(), info: room.Info{V: 1, Name: "lobby", Topic: "palaver.room.default.lobby", Partitions: int32(partitions)}, n: map[int]int{}}
 	f.metrics = Metrics{

@@ -1,0 +1,71 @@
+package roomhub
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countSink counts what it is handed, as a connection that writes at
+// each flush would: flushes are its writes (and writer goroutines).
+type countSink struct {
+	pushed, flushes atomic.Int64
+	held            bool
+}
+
+func (s *countSink) Push(*Delivery) bool { s.pushed.Add(1); s.held = true; return true }
+
+func (s *countSink) Flush() {
+	if s.held {
+		s.held = false
+		s.flushes.Add(1)
+	}
+}
+
+func (s *countSink) PushWait(context.Context, *Delivery) error { s.pushed.Add(1); return nil }
+func (s *countSink) Dropped(error)                             {}
+
+// BenchmarkFanOutBurst: a room of 1,000 subscribers receives bursts of
+// messages fetched together (b.N messages in all, 64 a fetch); the tail
+// pushes each to every subscriber and flushes once a burst. Reports the
+// hub's time per delivery and the flushes (connection writes) per
+// delivery:
+//
+//	go test -run '^$' -bench FanOutBurst -benchtime 20000x ./internal/gateway/roomhub/
+func BenchmarkFanOutBurst(b *testing.B) {
+	const members, burst = 1000, 64
+	f := newFixture(b, 1, Config{RingSize: 4096})
+	sinks := make([]*countSink, members)
+	for i := range sinks {
+		sinks[i] = &countSink{}
+		sub, err := f.hub.Join(b.Context(), f.info, sinks[i], JoinRequest{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sub.Start()
+	}
+	values := make([][]byte, b.N) // distinct ids: the room skips later copies
+	for i := range values {
+		values[i] = envelope(b, i)
+	}
+	b.ResetTimer()
+	for sent := 0; sent < b.N; sent += burst {
+		n := min(burst, b.N-sent)
+		f.src.append(f.info.Topic, 0, values[sent:sent+n]...)
+		for deadline := time.Now().Add(30 * time.Second); sinks[members-1].pushed.Load() < int64(sent+n); {
+			if time.Now().After(deadline) {
+				b.Fatal("burst not delivered within 30 s")
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+	b.StopTimer()
+	var flushes int64
+	for _, s := range sinks {
+		flushes += s.flushes.Load()
+	}
+	deliveries := float64(b.N) * members
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
+	b.ReportMetric(float64(flushes)/deliveries, "flushes/delivery")
+}
