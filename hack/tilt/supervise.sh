@@ -28,6 +28,10 @@ while :; do
 	fi
 	"$exe" "$@" &
 	child=$!
+	# A signal that came before $child was set found nothing to stop.
+	if [ "$restart" = 1 ] || [ "$stop" = 1 ]; then
+		kill -TERM "$child" 2>/dev/null
+	fi
 	# wait returns early when a trapped signal arrives: wait again until
 	# the process is gone.
 	while :; do
