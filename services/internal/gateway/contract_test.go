@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"palaver.dev/services/internal/protocol"
+	"palaver.dev/services/kafkabus"
 )
 
 // TestClientTimeIsStored: a send's client_time is kept in the envelope and
@@ -77,7 +78,7 @@ func TestAnotherRoomsEnvelopeIsRefused(t *testing.T) {
 		if err == nil {
 			break
 		}
-		if !metadataLag(err) {
+		if !kafkabus.MetadataLag(err) {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond) // a new topic: the writer's metadata catches up within a second
@@ -201,7 +202,7 @@ func TestLaterCopyIsShownOnce(t *testing.T) {
 			if err == nil {
 				return
 			}
-			if !metadataLag(err) {
+			if !kafkabus.MetadataLag(err) {
 				t.Fatal(err)
 			}
 			time.Sleep(100 * time.Millisecond) // a new topic: the writer's metadata catches up within a second

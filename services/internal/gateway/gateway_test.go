@@ -20,6 +20,7 @@ import (
 	"palaver.dev/services/internal/cursor"
 	"palaver.dev/services/internal/loadgen"
 	"palaver.dev/services/internal/protocol"
+	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/room"
 )
 
@@ -503,8 +504,11 @@ func TestGracefulShutdown(t *testing.T) {
 	e := sharedEnv(t)
 	info := e.newRoom(t, 1)
 	gw := startServer(t, e, nil)
-	// Hold sends in the writer's batch long enough to shut down under them.
-	gw.prod.w.BatchTimeout = 300 * time.Millisecond
+	// Hold sends in the producer's batch long enough to shut down under them.
+	if err := gw.prod.kp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	gw.prod.kp = e.cluster.Producer(kafkabus.ProducerConfig{Linger: 300 * time.Millisecond})
 	before := e.endOffset(t, info.Topic, 0)
 
 	c := connect(t, gw, token(t, "ada", nil, time.Hour))

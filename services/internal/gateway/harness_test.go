@@ -440,7 +440,7 @@ func (e *kafkaEnv) produceDirect(t testing.TB, info room.Info, sender string, n 
 		if err == nil {
 			return
 		}
-		if !metadataLag(err) || ctx.Err() != nil {
+		if !kafkabus.MetadataLag(err) || ctx.Err() != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond) // a new topic: the writer's metadata catches up within a second

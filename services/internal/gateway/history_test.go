@@ -21,6 +21,7 @@ import (
 	"palaver.dev/services/internal/history"
 	"palaver.dev/services/internal/historyapi"
 	"palaver.dev/services/internal/protocol"
+	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/internal/shard"
 	"palaver.dev/services/internal/testio"
 	"palaver.dev/services/room"
@@ -245,7 +246,7 @@ func TestKafkaPagesOfOneTime(t *testing.T) {
 				if err == nil {
 					break
 				}
-				if !metadataLag(err) || ctx.Err() != nil {
+				if !kafkabus.MetadataLag(err) || ctx.Err() != nil {
 					t.Fatal(err)
 				}
 				time.Sleep(100 * time.Millisecond) // a new topic: the writer's metadata catches up within a second
@@ -369,7 +370,7 @@ func TestKafkaPagesTimeBackward(t *testing.T) {
 		if err == nil {
 			break
 		}
-		if !metadataLag(err) || ctx.Err() != nil {
+		if !kafkabus.MetadataLag(err) || ctx.Err() != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond) // a new topic: the writer's metadata catches up within a second

@@ -4,12 +4,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"palaver.dev/services/internal/message"
 )
 
-// TestRetriedProduceIsAnsweredWithTheFirstCopy: when the writer retried a
+// TestRetriedProduceIsAnsweredWithTheFirstCopy: when the producer retried a
 // produce the broker had stored (a broker failover), Kafka answers with the
 // offset of the second copy; the room's tail read the first, which members
 // see, and the ack names it.
@@ -32,7 +30,7 @@ func TestRetriedProduceIsAnsweredWithTheFirstCopy(t *testing.T) {
 		{"m2", 9, 9}, // the tail knows no other copy
 	} {
 		fl, _ := p.dedup.begin(sendKey{sender: "ada", room: "lobby", id: c.id}, time.Now())
-		p.complete([]kafka.Message{{Topic: "t", Partition: 0, Offset: c.at, Time: time.Now(), WriterData: fl}}, nil)
+		p.stored(fl, position{Partition: 0, Offset: c.at, Time: time.Now()})
 		var got position
 		fl.wait(func(pos position, err error) {
 			if err != nil {

@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"palaver.dev/services/internal/auth"
 	"palaver.dev/services/internal/gateway/roomhub"
 	"palaver.dev/services/internal/gateway/web"
@@ -111,14 +109,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		Metrics:      m.hub(),
 		Logger:       log,
 	})
-	w := deps.Cluster.Writer()
-	w.ErrorLogger = kafka.LoggerFunc(func(msg string, args ...any) {
-		log.Warn("gateway: kafka writer: " + fmt.Sprintf(msg, args...))
-	})
 	if cfg.Presence.Enabled {
 		s.presence = newPresenceHub(cfg.Presence.withDefaults(), deps.Cluster, m.presence, log)
 	}
-	s.prod = newProducer(w, newDedupCache(cfg.DedupWindow, cfg.DedupEntries), s.hub.Recent, cfg.SendTimeout, m)
+	kp := deps.Cluster.Producer(kafkabus.ProducerConfig{RequestTimeout: cfg.SendTimeout})
+	s.prod = newProducer(kp, newDedupCache(cfg.DedupWindow, cfg.DedupEntries), s.hub.Recent, cfg.SendTimeout, m)
 	s.origins = slices.DeleteFunc(slices.Clone(cfg.AllowedOrigins), func(o string) bool { return o == "*" })
 	s.anyOrigin = cfg.Dev && slices.Contains(cfg.AllowedOrigins, "*") // dev mode only; Validate refuses it otherwise
 
@@ -275,7 +270,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, fmt.Errorf("gateway: presence: %w", perr))
 	}
 	if cerr := s.prod.close(); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("gateway: close the Kafka writer: %w", cerr))
+		err = errors.Join(err, fmt.Errorf("gateway: close the Kafka producer: %w", cerr))
 	}
 	return err
 }
