@@ -21,9 +21,9 @@ import (
 	"palaver.dev/services/internal/history"
 	"palaver.dev/services/internal/historyapi"
 	"palaver.dev/services/internal/protocol"
-	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/internal/shard"
 	"palaver.dev/services/internal/testio"
+	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/room"
 )
 
