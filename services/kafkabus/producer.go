@@ -346,7 +346,9 @@ func (p *Producer) metadata(topics map[string]struct{}) (*meta.Response, error) 
 	for t := range topics {
 		names = append(names, t)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.RequestTimeout)
+	// Served from the cache, but the first call waits for the transport's
+	// first metadata; the loop does not wait long (it retries).
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	res, err := p.cfg.Transport.RoundTrip(ctx, p.addr, &meta.Request{TopicNames: names})
 	if err != nil {
