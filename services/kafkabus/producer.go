@@ -188,7 +188,6 @@ type producerState struct {
 	inFlight   map[int32]int // requests per broker
 	requests   int           // requests in flight
 	waiting    int           // records not yet in a request
-	firstAt    time.Time     // when the oldest record not yet in a request came
 	ids        []int         // see partitionIDs
 }
 
@@ -206,43 +205,48 @@ func (p *Producer) run() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	in := p.in
+	// due is when to flush next; zero while there is nothing to send
+	// until a record or an answer comes.
+	var due, armed time.Time
 	for {
 		if in == nil && s.waiting == 0 && s.requests == 0 {
 			return
 		}
-		flushNow := false
+		if !due.IsZero() && !due.Equal(armed) {
+			resetTimer(timer, time.Until(due))
+			armed = due
+		}
 		select {
 		case r, ok := <-in:
 			if !ok {
 				in = nil
-				flushNow = true
+				due = time.Now()
 				break
-			}
-			if s.waiting == 0 {
-				s.firstAt = time.Now()
 			}
 			s.waiting++
 			s.unassigned = append(s.unassigned, r)
-			flushNow = s.waiting >= p.cfg.MaxRecords
+			if linger := time.Now().Add(p.cfg.Linger); due.IsZero() || linger.Before(due) {
+				due = linger // not later than a Linger from now
+			}
+			if s.waiting >= p.cfg.MaxRecords {
+				due = time.Now()
+			}
 		case res := <-p.results:
 			p.answer(s, res)
-			flushNow = true
+			// The freed partitions' records waited a round trip already.
+			due = time.Now()
 		case <-timer.C:
-			flushNow = true
+			armed = time.Time{}
 		}
 		now := time.Now()
-		if !flushNow && s.waiting > 0 && now.Sub(s.firstAt) >= p.cfg.Linger {
-			flushNow = true
-		}
-		if !flushNow || (in != nil && s.waiting > 0 && now.Sub(s.firstAt) < p.cfg.Linger && s.waiting < p.cfg.MaxRecords) {
-			// Records have not lingered yet (an answer that freed a
-			// partition waits for them too, at most Linger).
-			if s.waiting > 0 {
-				resetTimer(timer, p.cfg.Linger-now.Sub(s.firstAt))
-			}
+		if due.IsZero() || now.Before(due) {
 			continue
 		}
-		resetTimer(timer, p.flush(s, now))
+		wake := p.flush(s, now)
+		due = time.Time{}
+		if s.waiting > 0 {
+			due = now.Add(wake)
+		}
 	}
 }
 
@@ -284,7 +288,6 @@ func (p *Producer) flush(s *producerState, now time.Time) time.Duration {
 		p.assign(s, md, now)
 		p.send(s, md, now)
 	}
-	s.firstAt = now
 	if s.waiting > 0 {
 		wake = expireEvery
 		if len(s.unassigned) > 0 {
