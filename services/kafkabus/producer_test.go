@@ -107,7 +107,14 @@ func readPartition(t *testing.T, cl *kafkabus.Cluster, topic string, partition i
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := cl.Dialer().DialLeader(ctx, "tcp", cl.Config().Brokers[0], topic, partition)
+	// Any broker that answers: a test may have killed some.
+	var conn *kafka.Conn
+	var err error
+	for _, b := range cl.Config().Brokers {
+		if conn, err = cl.Dialer().DialLeader(ctx, "tcp", b, topic, partition); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
