@@ -6,9 +6,11 @@
 #
 # runs BINARY with the ARGs, or, once Tilt has synced a newer build of it
 # into LIVE_DIR (an emptyDir: the root filesystem stays read-only), that
-# build. SIGHUP (Tilt's live update runs `kill -HUP 1` after the sync)
+# build. SIGUSR1 (Tilt's live update runs `kill -USR1 1` after the sync)
 # stops the running process with SIGTERM, waits for it to exit, and starts
-# the newest build in its place, in the same container. SIGTERM and SIGINT
+# the newest build in its place, in the same container. (Not SIGHUP: a
+# shell cannot trap a signal ignored when it started, and nohup and other
+# launchers ignore SIGHUP.) SIGTERM and SIGINT
 # are passed on, and supervise exits with the process's status; so does it
 # when the process exits by itself, and the kubelet sees it as usual.
 #
@@ -19,7 +21,7 @@ live=$1 binary=$2
 shift 2
 name=${binary##*/}
 child= restart=0 stop=0
-trap 'restart=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' HUP
+trap 'restart=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' USR1
 trap 'stop=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
 while :; do
 	exe=$binary

@@ -535,7 +535,7 @@ func requireAcyclic(t *testing.T, deps map[string][]string) {
 
 // TestLiveUpdateSupervisor runs hack/tilt/supervise.sh (the entrypoint of
 // the images `tilt up` updates live) with a stand-in binary: it runs the
-// image's build with the arguments; on SIGHUP it stops it and runs the
+// image's build with the arguments; on SIGUSR1 it stops it and runs the
 // build synced into the live directory, again after the next sync; SIGTERM
 // stops it and the supervisor, which exits with the binary's status, as it
 // does when the binary exits by itself.
@@ -591,10 +591,10 @@ func TestLiveUpdateSupervisor(t *testing.T) {
 	cmd, done := start()
 	wantOut("image started --a b")
 	build(filepath.Join(live, "server"), "sync1", 0)
-	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	require.NoError(t, cmd.Process.Signal(syscall.SIGUSR1))
 	wantOut("image started --a b", "image stopped", "sync1 started --a b")
 	build(filepath.Join(live, "server"), "sync2", 7)
-	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	require.NoError(t, cmd.Process.Signal(syscall.SIGUSR1))
 	wantOut("image started --a b", "image stopped", "sync1 started --a b", "sync1 stopped", "sync2 started --a b")
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	var exit *exec.ExitError
