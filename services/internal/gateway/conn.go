@@ -38,8 +38,6 @@ type conn struct {
 	s           *Server
 	nc          net.Conn
 	rd          wsReader
-	ctx         context.Context // ends when the connection is finished
-	cancel      context.CancelFunc
 	headerToken string // from the upgrade's Authorization header
 
 	// Owned by the reader goroutine.
@@ -51,6 +49,7 @@ type conn struct {
 	sem       chan struct{} // sends waiting for Kafka
 
 	welcomed   atomic.Bool
+	finished   atomic.Bool    // the reader ended and the connection was released
 	writeSince atomic.Int64   // when the batch being written started (unix ns), 0 when not writing
 	timers     [3]*time.Timer // hello deadline, token expiry, ping
 	pingOut    atomic.Bool    // a ping was sent and no pong came since
@@ -97,7 +96,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &conn{s: s, headerToken: auth.BearerToken(r), nc: nc, closed: make(chan struct{})}
 	c.rd = wsReader{br: br, limit: s.cfg.Limits.MaxFrameBytes, ctl: c}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	lim := s.cfg.Limits
 	c.sends = newBucket(lim.SendsPerSecond, lim.SendBurst)
 	c.commands = newBucket(5*lim.SendsPerSecond, 5*lim.SendBurst)
@@ -273,7 +271,10 @@ func (c *conn) hello(f protocol.Command) *protoError {
 	if token == "" {
 		token = c.headerToken
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	// The reader waits for every command it runs, so a connection never
+	// ends under one: commands need no context of the connection's (one
+	// would keep a map of its children for the connection's lifetime).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	id, err := c.s.verify(ctx, token)
 	cancel()
 	if err == nil && c.welcomed.Load() && id.UserID != c.id.UserID {
@@ -378,7 +379,7 @@ func (c *conn) join(f protocol.Command) *protoError {
 		return fail(protocol.CodeBadRequest, fmt.Sprintf("at most %d rooms per connection", c.s.cfg.MaxRooms))
 	}
 	rs = &roomSub{c: c, name: f.Room, delivered: c.s.m.MessagesDelivered.WithLabelValues(f.Room)}
-	ctx, cancel := context.WithTimeout(c.ctx, joinTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), joinTimeout) // see hello
 	sub, err := c.s.hub.Join(ctx, info, rs, req)
 	cancel()
 	if errors.Is(err, roomhub.ErrBadCursor) {
@@ -830,7 +831,7 @@ func (c *conn) closeWith(code ws.StatusCode, reason, metric string, flush bool) 
 	}
 	go func() {
 		deadline := time.Now().Add(c.s.cfg.SendTimeout + time.Second)
-		for c.inFlight() > 0 && c.ctx.Err() == nil && time.Now().Before(deadline) {
+		for c.inFlight() > 0 && !c.finished.Load() && time.Now().Before(deadline) {
 			time.Sleep(2 * time.Millisecond)
 		}
 		c.mu.Lock()
@@ -886,7 +887,7 @@ func (c *conn) finish() {
 	}
 	c.s.presence.gone(c)
 	_ = c.nc.Close()
-	c.cancel()
+	c.finished.Store(true)
 	c.s.removeConn(c)
 }
 
