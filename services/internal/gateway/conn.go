@@ -46,7 +46,7 @@ type conn struct {
 	commands  bucket // every command: 5 times the send rate
 	patience  bucket // rate_limited answers a flooder gets before 4429
 	badFrames int
-	sem       chan struct{} // sends waiting for Kafka
+	inFlights atomic.Int32 // sends waiting for Kafka: taken by the reader's commands alone, given back by their answers
 
 	welcomed   atomic.Bool
 	finished   atomic.Bool    // the reader ended and the connection was released
@@ -100,7 +100,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.sends = newBucket(lim.SendsPerSecond, lim.SendBurst)
 	c.commands = newBucket(5*lim.SendsPerSecond, 5*lim.SendBurst)
 	c.patience = newBucket(lim.SendsPerSecond/2, 2*lim.SendBurst)
-	c.sem = make(chan struct{}, s.cfg.MaxInFlight)
 	if !s.addConn(c) {
 		_ = nc.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
 		_, _ = nc.Write(appendCloseFrame(nil, protocol.CloseGoingAway, "gateway shutting down"))
@@ -485,14 +484,15 @@ func (c *conn) send(f protocol.Command) *protoError {
 	}
 	// The reader does not wait for a slot: frames the client sent at its
 	// rate meanwhile would queue in the socket and then read as a flood.
-	select {
-	case c.sem <- struct{}{}:
-	default:
-		return fail(protocol.CodeUnavailable, fmt.Sprintf("%d sends of this connection await Kafka; send again with the same id", cap(c.sem)))
+	// Commands run one at a time, so no other send takes a slot between
+	// the check and the count.
+	if limit := c.s.cfg.MaxInFlight; c.inFlight() >= limit {
+		return fail(protocol.CodeUnavailable, fmt.Sprintf("%d sends of this connection await Kafka; send again with the same id", limit))
 	}
+	c.inFlights.Add(1)
 	ref := f.Ref
 	c.s.prod.submit(info.Topic, env, func(r sendResult) {
-		<-c.sem
+		c.inFlights.Add(-1)
 		if r.err != nil {
 			if !errors.Is(r.err, errSendTimeout) {
 				c.s.log.Warn("gateway: send failed", "room", env.Room, "err", r.err)
@@ -898,7 +898,7 @@ func (c *conn) goAway() {
 }
 
 // inFlight is the number of sends waiting for Kafka.
-func (c *conn) inFlight() int { return len(c.sem) }
+func (c *conn) inFlight() int { return int(c.inFlights.Load()) }
 
 // roomSub is a connection's membership of a room: the hub's Sink.
 type roomSub struct {
