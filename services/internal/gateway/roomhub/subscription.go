@@ -25,8 +25,8 @@ type Subscription struct {
 	ctx    context.Context // ends with Leave, a drop or the room
 	cancel context.CancelFunc
 	resume bool
-	reset  bool          // the resume cursor did not apply: delivery starts at the oldest message
-	start  string        // where delivery starts, for the join's answer: encoded, far smaller than a cursor's map
+	reset  bool   // the resume cursor did not apply: delivery starts at the oldest message
+	start  string // where delivery starts, for the join's answer: encoded, far smaller than a cursor's map
 
 	// Recovery plan, set at subscribe and then owned by the catch-up.
 	gaps  []gap
