@@ -46,9 +46,10 @@ type Config struct {
 	StallCheck   time.Duration // period of the stalled-tail watchdog (10 s)
 	DrainTimeout time.Duration // bound on the graceful shutdown (8 s)
 
-	// ReadBufferBytes is each connection's read buffer (512 B: most client
-	// frames fit). Small, because an idle connection keeps it for its
-	// lifetime; frames are written from pooled buffers.
+	// ReadBufferBytes is the buffer a connection reads its client's frames
+	// through (512 B: most client frames fit), taken from a pool while a
+	// message is being read, so an idle connection holds none; frames are
+	// written from pooled buffers too.
 	ReadBufferBytes int
 	// SocketSendBuffer is each connection's kernel send buffer (SO_SNDBUF,
 	// 64 KiB). Linux would otherwise grow it up to tcp_wmem's maximum

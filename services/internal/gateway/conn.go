@@ -38,8 +38,6 @@ type conn struct {
 	s           *Server
 	nc          net.Conn
 	rd          wsReader
-	ctx         context.Context // ends when the connection is finished
-	cancel      context.CancelFunc
 	headerToken string // from the upgrade's Authorization header
 
 	// Owned by the reader goroutine.
@@ -48,9 +46,10 @@ type conn struct {
 	commands  bucket // every command: 5 times the send rate
 	patience  bucket // rate_limited answers a flooder gets before 4429
 	badFrames int
-	sem       chan struct{} // sends waiting for Kafka
+	inFlights atomic.Int32 // sends waiting for Kafka: taken by the reader's commands alone, given back by their answers
 
 	welcomed   atomic.Bool
+	finished   atomic.Bool    // the reader ended and the connection was released
 	writeSince atomic.Int64   // when the batch being written started (unix ns), 0 when not writing
 	timers     [3]*time.Timer // hello deadline, token expiry, ping
 	pingOut    atomic.Bool    // a ping was sent and no pong came since
@@ -97,12 +96,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &conn{s: s, headerToken: auth.BearerToken(r), nc: nc, closed: make(chan struct{})}
 	c.rd = wsReader{br: br, limit: s.cfg.Limits.MaxFrameBytes, ctl: c}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	lim := s.cfg.Limits
 	c.sends = newBucket(lim.SendsPerSecond, lim.SendBurst)
 	c.commands = newBucket(5*lim.SendsPerSecond, 5*lim.SendBurst)
 	c.patience = newBucket(lim.SendsPerSecond/2, 2*lim.SendBurst)
-	c.sem = make(chan struct{}, s.cfg.MaxInFlight)
 	if !s.addConn(c) {
 		_ = nc.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
 		_, _ = nc.Write(appendCloseFrame(nil, protocol.CloseGoingAway, "gateway shutting down"))
@@ -273,7 +270,10 @@ func (c *conn) hello(f protocol.Command) *protoError {
 	if token == "" {
 		token = c.headerToken
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	// The reader waits for every command it runs, so a connection never
+	// ends under one: commands need no context of the connection's (one
+	// would keep a map of its children for the connection's lifetime).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	id, err := c.s.verify(ctx, token)
 	cancel()
 	if err == nil && c.welcomed.Load() && id.UserID != c.id.UserID {
@@ -378,7 +378,7 @@ func (c *conn) join(f protocol.Command) *protoError {
 		return fail(protocol.CodeBadRequest, fmt.Sprintf("at most %d rooms per connection", c.s.cfg.MaxRooms))
 	}
 	rs = &roomSub{c: c, name: f.Room, delivered: c.s.m.MessagesDelivered.WithLabelValues(f.Room)}
-	ctx, cancel := context.WithTimeout(c.ctx, joinTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), joinTimeout) // see hello
 	sub, err := c.s.hub.Join(ctx, info, rs, req)
 	cancel()
 	if errors.Is(err, roomhub.ErrBadCursor) {
@@ -484,14 +484,15 @@ func (c *conn) send(f protocol.Command) *protoError {
 	}
 	// The reader does not wait for a slot: frames the client sent at its
 	// rate meanwhile would queue in the socket and then read as a flood.
-	select {
-	case c.sem <- struct{}{}:
-	default:
-		return fail(protocol.CodeUnavailable, fmt.Sprintf("%d sends of this connection await Kafka; send again with the same id", cap(c.sem)))
+	// Commands run one at a time, so no other send takes a slot between
+	// the check and the count.
+	if limit := c.s.cfg.MaxInFlight; c.inFlight() >= limit {
+		return fail(protocol.CodeUnavailable, fmt.Sprintf("%d sends of this connection await Kafka; send again with the same id", limit))
 	}
+	c.inFlights.Add(1)
 	ref := f.Ref
 	c.s.prod.submit(info.Topic, env, func(r sendResult) {
-		<-c.sem
+		c.inFlights.Add(-1)
 		if r.err != nil {
 			if !errors.Is(r.err, errSendTimeout) {
 				c.s.log.Warn("gateway: send failed", "room", env.Room, "err", r.err)
@@ -830,7 +831,7 @@ func (c *conn) closeWith(code ws.StatusCode, reason, metric string, flush bool) 
 	}
 	go func() {
 		deadline := time.Now().Add(c.s.cfg.SendTimeout + time.Second)
-		for c.inFlight() > 0 && c.ctx.Err() == nil && time.Now().Before(deadline) {
+		for c.inFlight() > 0 && !c.finished.Load() && time.Now().Before(deadline) {
 			time.Sleep(2 * time.Millisecond)
 		}
 		c.mu.Lock()
@@ -886,7 +887,7 @@ func (c *conn) finish() {
 	}
 	c.s.presence.gone(c)
 	_ = c.nc.Close()
-	c.cancel()
+	c.finished.Store(true)
 	c.s.removeConn(c)
 }
 
@@ -897,7 +898,7 @@ func (c *conn) goAway() {
 }
 
 // inFlight is the number of sends waiting for Kafka.
-func (c *conn) inFlight() int { return len(c.sem) }
+func (c *conn) inFlight() int { return int(c.inFlights.Load()) }
 
 // roomSub is a connection's membership of a room: the hub's Sink.
 type roomSub struct {

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -21,10 +20,11 @@ const handshakeTimeout = 10 * time.Second
 // upgrade checks a WebSocket request's origin and answers its handshake
 // (gobwas/ws validates it and negotiates no extension: the gateway's frames
 // are never compressed). It returns the hijacked connection, with its kernel
-// send buffer set (Config.SocketSendBuffer), and a small reader for it:
+// send buffer set (Config.SocketSendBuffer), and a reader for it that holds
+// a buffer (Config.ReadBufferBytes) only while a frame is being read:
 // net/http's 4 KiB reader and writer would stay with every idle connection
 // for its lifetime.
-func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, *bufio.Reader, error) {
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, *sockReader, error) {
 	if !s.anyOrigin {
 		if err := checkOrigin(r, s.origins); err != nil {
 			http.Error(w, err.Error(), http.StatusForbidden)
@@ -49,7 +49,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, *buf
 		b, _ := brw.Peek(n)
 		src = io.MultiReader(bytes.NewReader(bytes.Clone(b)), nc)
 	}
-	return nc, bufio.NewReaderSize(src, s.cfg.ReadBufferBytes), nil
+	return nc, newSockReader(src, s.readBufs), nil
 }
 
 // checkOrigin lets through requests without an Origin (not browsers), from

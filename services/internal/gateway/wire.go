@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -110,11 +109,75 @@ var errMessageTooBig = errors.New("gateway: message too big")
 // (none is negotiated: RSV bits must be 0), control frames final and at
 // most 125 bytes, fragmented messages reassembled up to limit.
 type wsReader struct {
-	br    *bufio.Reader
+	br    *sockReader
 	limit int
 	ctl   controlHandler
 	hdr   [ws.MaxHeaderSize - 2]byte
-	buf   [ws.MaxControlFramePayloadSize]byte
+}
+
+// controlBufs holds the payloads of control frames while they are read
+// and handled, so that a connection keeps no room for one.
+var controlBufs = sync.Pool{New: func() any { return new([ws.MaxControlFramePayloadSize]byte) }}
+
+// sockReader reads a socket through a buffer it holds only while it has
+// bytes in it: an idle connection, its reader blocked until the client's
+// next frame, holds none. That wait is a read straight into the caller's
+// slice (the first bytes of a frame header); what follows is read through
+// a buffer from bufs, which release gives back once it is empty.
+type sockReader struct {
+	src  io.Reader
+	bufs *sync.Pool // of *[]byte, all of one length
+	buf  *[]byte    // nil while nothing is buffered
+	r, w int        // the buffered bytes are (*buf)[r:w]
+	err  error      // the error that came with the last bytes buffered
+}
+
+func newSockReader(src io.Reader, bufs *sync.Pool) *sockReader {
+	return &sockReader{src: src, bufs: bufs}
+}
+
+// newReadBufs makes the pool of read buffers of size bytes.
+func newReadBufs(size int) *sync.Pool {
+	return &sync.Pool{New: func() any { b := make([]byte, size); return &b }}
+}
+
+func (s *sockReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if s.r == s.w {
+		if err := s.err; err != nil {
+			s.err = nil
+			return 0, err
+		}
+		if s.buf == nil {
+			n, err := s.src.Read(p)
+			if n > 0 && err == nil {
+				s.buf = s.bufs.Get().(*[]byte) // the rest of the frame is coming
+			}
+			return n, err
+		}
+		if len(p) >= len(*s.buf) {
+			return s.src.Read(p)
+		}
+		n, err := s.src.Read(*s.buf)
+		s.r, s.w = 0, n
+		if n == 0 {
+			return 0, err
+		}
+		s.err = err
+	}
+	n := copy(p, (*s.buf)[s.r:s.w])
+	s.r += n
+	return n, nil
+}
+
+// release gives the buffer back if it holds nothing.
+func (s *sockReader) release() {
+	if s.buf != nil && s.r == s.w {
+		s.bufs.Put(s.buf)
+		s.buf, s.r, s.w = nil, 0, 0
+	}
 }
 
 // controlHandler takes the pings and pongs a client sends; the payload is
@@ -135,6 +198,9 @@ func (r *wsReader) next() (ws.OpCode, []byte, error) {
 	)
 	st := ws.StateServerSide
 	for {
+		if op == 0 {
+			r.br.release() // between messages: the wait for the next one holds no buffer
+		}
 		h, err := ws.ReadHeaderBuffer(r.br, r.hdr[:])
 		if err != nil {
 			if errors.Is(err, ws.ErrHeaderLengthMSB) || errors.Is(err, ws.ErrHeaderLengthUnexpected) {
@@ -146,18 +212,8 @@ func (r *wsReader) next() (ws.OpCode, []byte, error) {
 			return 0, nil, protocolError(ws.StatusProtocolError, err.Error())
 		}
 		if h.OpCode.IsControl() {
-			p := r.buf[:h.Length]
-			if _, err := io.ReadFull(r.br, p); err != nil {
+			if err := r.control(h); err != nil {
 				return 0, nil, err
-			}
-			ws.Cipher(p, h.Mask, 0)
-			switch h.OpCode {
-			case ws.OpPing:
-				r.ctl.onPing(p)
-			case ws.OpPong:
-				r.ctl.onPong(p)
-			case ws.OpClose:
-				return 0, nil, peerClose(p)
 			}
 			continue
 		}
@@ -178,6 +234,27 @@ func (r *wsReader) next() (ws.OpCode, []byte, error) {
 		}
 		st = st.Set(ws.StateFragmented)
 	}
+}
+
+// control reads and handles a control frame whose header is h: its error
+// is the socket's, or the client's close.
+func (r *wsReader) control(h ws.Header) error {
+	buf := controlBufs.Get().(*[ws.MaxControlFramePayloadSize]byte)
+	defer controlBufs.Put(buf)
+	p := buf[:h.Length]
+	if _, err := io.ReadFull(r.br, p); err != nil {
+		return err
+	}
+	ws.Cipher(p, h.Mask, 0)
+	switch h.OpCode {
+	case ws.OpPing:
+		r.ctl.onPing(p)
+	case ws.OpPong:
+		r.ctl.onPong(p)
+	case ws.OpClose:
+		return peerClose(p)
+	}
+	return nil
 }
 
 // peerClose reads a client's close frame payload (RFC 6455 5.5.1, 7.4).

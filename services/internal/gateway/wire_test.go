@@ -1,14 +1,15 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/gobwas/ws"
 
@@ -156,7 +157,7 @@ func TestReader(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctl := &recordedControl{}
-			r := wsReader{br: bufio.NewReaderSize(bytes.NewReader(tt.in), 256), limit: 1000, ctl: ctl}
+			r := wsReader{br: newSockReader(bytes.NewReader(tt.in), newReadBufs(256)), limit: 1000, ctl: ctl}
 			op, msg, err := r.next()
 			var ce *closeError
 			switch {
@@ -192,7 +193,7 @@ func FuzzReader(f *testing.F) {
 	f.Add(clientFrame(true, 0, ws.OpClose, []byte{3, 232, 'x'}))
 	f.Add([]byte{0x81, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		r := wsReader{br: bufio.NewReaderSize(bytes.NewReader(in), 256), limit: 512, ctl: &recordedControl{}}
+		r := wsReader{br: newSockReader(bytes.NewReader(in), newReadBufs(256)), limit: 512, ctl: &recordedControl{}}
 		for {
 			_, msg, err := r.next()
 			if err != nil {
@@ -203,4 +204,78 @@ func FuzzReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// waitReader serves chunks, one per Read, and calls before first on each.
+type waitReader struct {
+	chunks [][]byte
+	before func()
+}
+
+func (w *waitReader) Read(p []byte) (int, error) {
+	if len(w.chunks) == 0 {
+		return 0, io.EOF
+	}
+	w.before()
+	n := copy(p, w.chunks[0])
+	if w.chunks[0] = w.chunks[0][n:]; len(w.chunks[0]) == 0 {
+		w.chunks = w.chunks[1:]
+	}
+	return n, nil
+}
+
+// TestReaderIdleHoldsNoBuffer: a connection waiting for its client's next
+// message holds no read buffer; one reading a message does, and messages
+// over the buffer's size or cut anywhere read whole.
+func TestReaderIdleHoldsNoBuffer(t *testing.T) {
+	long := bytes.Repeat([]byte("x"), 700)
+	first, second := clientFrame(true, 0, ws.OpText, []byte("first")), clientFrame(true, 0, ws.OpText, long)
+	src := &waitReader{chunks: [][]byte{first, second[:3], second[3:9], second[9:]}}
+	r := wsReader{br: newSockReader(src, newReadBufs(256)), limit: 1000, ctl: &recordedControl{}}
+	var waits []bool // whether a buffer was held at each read of the socket
+	src.before = func() { waits = append(waits, r.br.buf != nil) }
+	for _, want := range [][]byte{[]byte("first"), long} {
+		op, msg, err := r.next()
+		if err != nil || op != ws.OpText || !bytes.Equal(msg, want) {
+			t.Fatalf("got %v %q %v, want %q", op, msg, err, want)
+		}
+	}
+	// The first read of each message (its header's first 2 bytes) waits
+	// without a buffer; the rest of a message is read through one.
+	if want := []bool{false, true, false, true, true, true}; !slices.Equal(waits, want) {
+		t.Fatalf("buffer held at the socket's reads: %v, want %v", waits, want)
+	}
+	if _, _, err := r.next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the last message: %v, want EOF", err)
+	}
+	if r.br.buf != nil {
+		t.Fatal("a buffer is held after the stream ended")
+	}
+}
+
+// TestReaderByteByByte: frames that arrive a byte at a time, or with the
+// socket's error alongside the last bytes, read whole.
+func TestReaderByteByByte(t *testing.T) {
+	in := bytes.Join([][]byte{clientFrame(true, 0, ws.OpText, []byte("hello")), clientFrame(true, 0, ws.OpPing, []byte("p")),
+		clientFrame(true, 0, ws.OpText, []byte("world"))}, nil)
+	for name, src := range map[string]io.Reader{
+		"one byte":     iotest.OneByteReader(bytes.NewReader(in)),
+		"data and EOF": iotest.DataErrReader(bytes.NewReader(in)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctl := &recordedControl{}
+			r := wsReader{br: newSockReader(src, newReadBufs(256)), limit: 1000, ctl: ctl}
+			for _, want := range []string{"hello", "world"} {
+				if _, msg, err := r.next(); err != nil || string(msg) != want {
+					t.Fatalf("got %q %v, want %q", msg, err, want)
+				}
+			}
+			if len(ctl.pings) != 1 {
+				t.Fatalf("pings %q, want 1", ctl.pings)
+			}
+			if _, _, err := r.next(); !errors.Is(err, io.EOF) {
+				t.Fatalf("after the last message: %v, want EOF", err)
+			}
+		})
+	}
 }

@@ -744,8 +744,9 @@ func (r *Room) subscribe(ctx context.Context, sink Sink, req JoinRequest) (*Subs
 			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 	}
-	s.start = s.cur.Clone()
-	s.start.SetEpoch(r.epoch)
+	start := s.cur.Clone()
+	start.SetEpoch(r.epoch)
+	s.start = start.String()
 	if req.Resume {
 		source := "ring"
 		if len(s.gaps) > 0 {

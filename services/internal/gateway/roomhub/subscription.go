@@ -25,8 +25,8 @@ type Subscription struct {
 	ctx    context.Context // ends with Leave, a drop or the room
 	cancel context.CancelFunc
 	resume bool
-	reset  bool          // the resume cursor did not apply: delivery starts at the oldest message
-	start  cursor.Cursor // where delivery starts, for the join's answer
+	reset  bool   // the resume cursor did not apply: delivery starts at the oldest message
+	start  string // where delivery starts, for the join's answer: encoded, far smaller than a cursor's map
 
 	// Recovery plan, set at subscribe and then owned by the catch-up.
 	gaps  []gap
@@ -46,7 +46,13 @@ type Subscription struct {
 func (s *Subscription) Room() string { return s.room.name }
 
 // Cursor returns the position delivery starts from.
-func (s *Subscription) Cursor() cursor.Cursor { return s.start }
+func (s *Subscription) Cursor() cursor.Cursor {
+	c, err := cursor.Parse(s.start)
+	if err != nil {
+		panic(fmt.Sprintf("roomhub: a subscription's start cursor does not parse: %v", err)) // String's output always does
+	}
+	return c
+}
 
 // Recovering reports whether the join resumes from a cursor, so missed
 // messages come before live ones.
