@@ -190,8 +190,8 @@ func (s *sink) Push(d *Delivery) bool {
 func (s *sink) Flush() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.flushes.Add(1) // counted before its deliveries can be seen
 	s.flushLocked()
-	s.flushes.Add(1)
 }
 
 // flushLocked moves the held deliveries to the channel, which Push kept
