@@ -227,21 +227,40 @@ func (s *Service) control(ctx context.Context, fn func(*Store) error) error {
 // write is the single writer: it takes the ops queued by the consumers and
 // commits them in batches: what arrives within BatchLinger of a batch's
 // first op, up to BatchSize. A transaction costs far more than a row, so
-// under load the batches fill, and a lone message waits BatchLinger. It
+// under load the batches fill, and a lone message waits BatchLinger. While
+// no op waits, it merges the search index in small steps (MergeIndex), so
+// the commits find little of that work left to do. It
 // returns when ctx is done (the batch being filled is committed, what is
 // still queued is fetched again after a restart), or when a commit fails:
 // then the process must stop, and its restart reads again from the
 // committed positions.
 func (s *Service) write(ctx context.Context) error {
 	batch := make([]op, 0, s.cfg.BatchSize)
+	merging := false // the search index may have merge work left
 	for {
 		var o op
-		select {
-		case o = <-s.ops:
-		case <-ctx.Done():
-			// What is still queued is not committed, so a restart fetches
-			// it again: nothing to drain.
-			return nil
+		if merging { // while nothing waits, merge the index a step
+			select {
+			case o = <-s.ops:
+			case <-ctx.Done():
+				return nil
+			default:
+				more, err := s.store.MergeIndex(ctx, mergeStep)
+				if err != nil && ctx.Err() == nil {
+					// The index is as before the step: the commits merge it.
+					s.log.Warn("history: merging the search index failed", "err", err)
+				}
+				merging = more && err == nil
+				continue
+			}
+		} else {
+			select {
+			case o = <-s.ops:
+			case <-ctx.Done():
+				// What is still queued is not committed, so a restart
+				// fetches it again: nothing to drain.
+				return nil
+			}
 		}
 		if err := s.handle(ctx, &batch, o); err != nil {
 			return err
@@ -266,6 +285,7 @@ func (s *Service) write(ctx context.Context) error {
 			return err
 		}
 		batch = batch[:0]
+		merging = true
 	}
 }
 

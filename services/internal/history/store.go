@@ -1,6 +1,7 @@
 package history
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
@@ -451,6 +452,46 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, appli
 		out[k] = position{next: n, reset: reset[k]}
 	}
 	return out, res, nil
+}
+
+// mergeStep is the most pages of the search index one idle merge writes
+// (MergeIndex): a record that arrives meanwhile waits for one such step.
+const mergeStep = 8
+
+// MergeIndex does up to pages pages of the search index's merge work, in a
+// transaction of its own, and says whether there was any. FTS5 merges its
+// segments itself as it writes (automerge), but in lumps: every 64 leaf
+// pages written, up to 64 pages per level of the index, which a commit of a
+// few rows pays for when its turn comes (tens of milliseconds of CPU). The
+// writer calls this while no record waits, so the work is done in small
+// steps between batches and the commits find little or none left. It
+// touches neither rows nor positions.
+func (s *Store) MergeIndex(ctx context.Context, pages int) (bool, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("history: merge index: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	// The index's structure record (row 10 of its data) is written when,
+	// and only when, a merge does some work.
+	var before, after []byte
+	const structure = `SELECT block FROM messages_text_data WHERE id = 10`
+	if err := tx.QueryRowContext(ctx, structure).Scan(&before); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return false, fmt.Errorf("history: merge index: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO messages_text (messages_text, rank) VALUES ('merge', ?)`, pages); err != nil {
+		return false, fmt.Errorf("history: merge index: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, structure).Scan(&after); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return false, fmt.Errorf("history: merge index: %w", err)
+	}
+	if bytes.Equal(before, after) {
+		return false, nil // nothing written: let the rollback end it
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("history: merge index: %w", err)
+	}
+	return true, nil
 }
 
 // committedPositions returns the committed position of every partition of ops.

@@ -257,3 +257,69 @@ func TestStoreCheckpointsBesideTheWriter(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestStoreMergeIndexBetweenBatches(t *testing.T) {
+	st, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := t.Context()
+	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	segments := func() int {
+		var n int
+		if err := st.r.QueryRowContext(ctx, `SELECT count(DISTINCT segid) FROM messages_text_idx`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// Batches of one row, as at a low rate: a segment each.
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	const total = 300
+	for i := range total {
+		o := op{Room: "lobby", Tag: tag, Offset: int64(i),
+			Msg: stored("lobby", 0, int64(i), t0.Add(time.Duration(i)*time.Second), "u-1", fmt.Sprintf("common word%d", i%7))}
+		if _, _, err := st.Apply(ctx, []op{o}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unmerged := segments()
+	steps := 0
+	for ; ; steps++ {
+		more, err := st.MergeIndex(ctx, mergeStep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !more {
+			break
+		}
+		if steps > 10000 {
+			t.Fatal("the index's merge work does not end")
+		}
+	}
+	if steps == 0 {
+		t.Fatalf("no merge work in an index of %d one-row segments", unmerged)
+	}
+	// Done: every level holds fewer segments than a merge needs (4).
+	if merged := segments(); merged >= unmerged || merged > 12 {
+		t.Fatalf("%d segments after %d merge steps, %d before", merged, steps, unmerged)
+	}
+	if more, err := st.MergeIndex(ctx, mergeStep); more || err != nil {
+		t.Fatalf("a merged index merged again: %v %v", more, err)
+	}
+	// The rows, their index and the positions are as before.
+	threes := (total + 7 - 1 - 3) / 7 // i%7 == 3 below total
+	for q, want := range map[string]int{"common": total, "word3": threes, "word3 common": threes} {
+		var n int
+		if err := st.r.QueryRowContext(ctx, `SELECT count(*) FROM messages_text WHERE messages_text MATCH ?`, q).Scan(&n); err != nil || n != want {
+			t.Fatalf("%q matches %d rows (%v), want %d", q, n, err, want)
+		}
+	}
+	rooms, err := st.Rooms(ctx)
+	if err != nil || rooms["lobby"].Next[0] != total {
+		t.Fatalf("positions %v (%v)", rooms, err)
+	}
+}
