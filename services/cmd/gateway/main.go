@@ -6,12 +6,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"time"
 
 	"palaver.dev/services/internal/auth"
@@ -19,50 +16,36 @@ import (
 	"palaver.dev/services/internal/gateway"
 	"palaver.dev/services/internal/ops"
 	"palaver.dev/services/internal/runner"
-	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/room"
 )
 
-func main() {
-	ctx, stop := runner.SignalContext(context.Background())
-	err := run(ctx, os.Args[1:], os.Stderr)
-	stop()
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(1)
-	}
-}
+func main() { runner.Main("gateway", run) }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		kafkaCfg kafkabus.Config
-		logCfg   ops.LogConfig
-		authCfg  auth.Config
-		gwCfg    gateway.Config
+		svcCfg  ops.Service
+		authCfg auth.Config
+		gwCfg   gateway.Config
 	)
-	kafkaCfg.RegisterFlags(fs, kafkabus.Config{Brokers: []string{"127.0.0.1:9092"}, ClientID: "palaver-gateway"})
-	logCfg.RegisterFlags(fs, ops.LogConfig{Format: "json", Level: "info"})
+	svcCfg.RegisterFlags(fs, "palaver-gateway")
 	authCfg.RegisterFlags(fs, auth.Config{})
 	gwDef := gateway.DefaultConfig()
 	gwDef.Presence.Enabled = true
 	gwCfg.RegisterFlags(fs, gwDef)
 	listen := fs.String("listen", envflag.String("PALAVER_LISTEN", ":8080"), "address of the WebSocket endpoint, HTTP API and web UI ($PALAVER_LISTEN)")
-	opsAddr := fs.String("ops-addr", envflag.String("PALAVER_OPS_ADDR", ":9090"), "address of /metrics, /healthz and /readyz ($PALAVER_OPS_ADDR)")
 	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	log, err := logCfg.NewLogger(stderr)
-	if err != nil {
-		return err
-	}
-	if err := kafkaCfg.Validate(); err != nil {
 		return err
 	}
 	if err := authCfg.Validate(); err != nil {
 		return err
 	}
+	log, cluster, err := svcCfg.Open(stderr)
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
 
 	var (
 		verifier auth.Verifier
@@ -82,12 +65,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := gwCfg.Validate(); err != nil {
 		return err
 	}
-
-	cluster, err := kafkabus.New(kafkaCfg)
-	if err != nil {
-		return err
-	}
-	defer cluster.Close()
 	reg := ops.NewRegistry()
 	rooms := room.NewRegistry(cluster, log)
 	gw, err := gateway.New(gwCfg, gateway.Deps{
@@ -105,12 +82,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	opsServer, err := runner.Listen(*opsAddr, &http.Server{Handler: health}, 5*time.Second)
+	opsServer, err := svcCfg.ListenOps(health)
 	if err != nil {
 		return err
 	}
 	log.Info("gateway listening", "addr", api.Addr().String(), "ops", opsServer.Addr().String(),
-		"kafka", kafkaCfg, "auth", authCfg, "allowed_origins", gwCfg.AllowedOrigins)
+		"kafka", svcCfg.Kafka, "auth", authCfg, "allowed_origins", gwCfg.AllowedOrigins)
 	return runner.Run(ctx, log, gwCfg.DrainTimeout+2*time.Second,
 		runner.Named{Name: "rooms", Part: rooms},
 		runner.Named{Name: "gateway", Part: gw},

@@ -6,59 +6,37 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"time"
 
 	"palaver.dev/services/internal/envflag"
 	"palaver.dev/services/internal/history"
 	"palaver.dev/services/internal/ops"
 	"palaver.dev/services/internal/runner"
-	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/room"
 )
 
-func main() {
-	ctx, stop := runner.SignalContext(context.Background())
-	err := run(ctx, os.Args[1:], os.Stderr)
-	stop()
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "history:", err)
-		os.Exit(1)
-	}
-}
+func main() { runner.Main("history", run) }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("history", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		kafkaCfg kafkabus.Config
-		logCfg   ops.LogConfig
-		hCfg     history.Config
+		svcCfg ops.Service
+		hCfg   history.Config
 	)
-	kafkaCfg.RegisterFlags(fs, kafkabus.Config{Brokers: []string{"127.0.0.1:9092"}, ClientID: "palaver-history"})
-	logCfg.RegisterFlags(fs, ops.LogConfig{Format: "json", Level: "info"})
+	svcCfg.RegisterFlags(fs, "palaver-history")
 	hCfg.RegisterFlags(fs, history.DefaultConfig())
 	listen := fs.String("listen", envflag.String("PALAVER_LISTEN", ":8081"), "address of the history API, for the gateways ($PALAVER_LISTEN)")
-	opsAddr := fs.String("ops-addr", envflag.String("PALAVER_OPS_ADDR", ":9090"), "address of /metrics, /healthz and /readyz ($PALAVER_OPS_ADDR)")
 	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	log, err := logCfg.NewLogger(stderr)
-	if err != nil {
-		return err
-	}
-	if err := kafkaCfg.Validate(); err != nil {
 		return err
 	}
 	if err := hCfg.Resolve(); err != nil {
 		return err
 	}
-	cluster, err := kafkabus.New(kafkaCfg)
+	log, cluster, err := svcCfg.Open(stderr)
 	if err != nil {
 		return err
 	}
@@ -79,12 +57,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	opsServer, err := runner.Listen(*opsAddr, &http.Server{Handler: health}, 5*time.Second)
+	opsServer, err := svcCfg.ListenOps(health)
 	if err != nil {
 		return err
 	}
 	log.Info("history listening", "addr", api.Addr().String(), "ops", opsServer.Addr().String(),
-		"kafka", kafkaCfg, "data_dir", hCfg.Dir, "shard", hCfg.Shard, "shards", hCfg.Shards)
+		"kafka", svcCfg.Kafka, "data_dir", hCfg.Dir, "shard", hCfg.Shard, "shards", hCfg.Shards)
 	return runner.Run(ctx, log, 15*time.Second,
 		runner.Named{Name: "rooms", Part: rooms},
 		runner.Named{Name: "history", Part: svc},

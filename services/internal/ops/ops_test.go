@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -86,6 +87,25 @@ func TestLogger(t *testing.T) {
 	for _, bad := range []LogConfig{{Format: "xml", Level: "info"}, {Format: "json", Level: "loud"}} {
 		if _, err := bad.NewLogger(&buf); err == nil {
 			t.Errorf("%+v: want an error", bad)
+		}
+	}
+}
+
+// TestServiceOpenRefusesBadFlags: a bad log level or Kafka configuration
+// is an error before anything connects.
+func TestServiceOpenRefusesBadFlags(t *testing.T) {
+	for name, args := range map[string][]string{
+		"log level": {"--log-level=loud"},
+		"brokers":   {"--kafka-bootstrap="},
+	} {
+		var s Service
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		s.RegisterFlags(fs, "test")
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.Open(io.Discard); err == nil {
+			t.Errorf("%s: %v opened", name, args)
 		}
 	}
 }

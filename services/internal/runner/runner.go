@@ -6,7 +6,9 @@ package runner
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -115,4 +117,17 @@ func cleanStop(err error) error {
 		return nil
 	}
 	return err
+}
+
+// Main runs a command's run with the process's arguments until it returns
+// or a signal stops it, and exits 1 after printing "name: err" when it
+// fails (asking for -h is not a failure).
+func Main(name string, run func(ctx context.Context, args []string, stderr io.Writer) error) {
+	ctx, stop := SignalContext(context.Background())
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
 }
