@@ -239,12 +239,7 @@ func (s *Server) kafkaPage(ctx context.Context, info room.Info, epoch cursor.Epo
 // partition it lacks: from its first retained offset), oldest first, and
 // the position after them.
 func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.Epoch, from cursor.Cursor, limit int) ([]protocol.MessageFrame, string, error) {
-	n := int(info.Partitions)
-	ps := make([]int, n)
-	for p := range ps {
-		ps[p] = p
-	}
-	bounds, err := s.src.Offsets(ctx, map[string][]int{info.Topic: ps})
+	ps, bounds, err := s.roomBounds(ctx, info)
 	if err != nil {
 		return nil, "", err
 	}
@@ -258,7 +253,7 @@ func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.
 	pos.SetEpoch(epoch)
 	var ds []*roomhub.Delivery
 	for _, p := range ps {
-		b := bounds[info.Topic][p]
+		b := bounds[p]
 		start := b.First
 		if next, ok := from.Next(p); ok {
 			start = max(next, b.First)
@@ -300,17 +295,16 @@ func (s *Server) historyAfter(ctx context.Context, info room.Info, epoch cursor.
 // offsetsAt is the position of the first message at or after t in every
 // partition (the end where there is none).
 func (s *Server) offsetsAt(ctx context.Context, info room.Info, t time.Time) (cursor.Cursor, error) {
-	n := int(info.Partitions)
-	ps := make([]int, n)
-	reqs := make([]kafka.OffsetRequest, n)
-	for p := range ps {
-		ps[p], reqs[p] = p, kafka.TimeOffsetOf(p, t)
-	}
 	// Ends in a request of their own: kafka-go files a time query that
 	// found nothing (offset and timestamp -1) as a last-offset answer.
-	bounds, err := s.src.Offsets(ctx, map[string][]int{info.Topic: ps})
+	ps, bounds, err := s.roomBounds(ctx, info)
 	if err != nil {
 		return cursor.Cursor{}, err
+	}
+	n := len(ps)
+	reqs := make([]kafka.OffsetRequest, n)
+	for _, p := range ps {
+		reqs[p] = kafka.TimeOffsetOf(p, t)
 	}
 	res, err := s.src.Cluster.Admin().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{info.Topic: reqs}})
 	if err != nil {
@@ -318,7 +312,7 @@ func (s *Server) offsetsAt(ctx context.Context, info room.Info, t time.Time) (cu
 	}
 	next := make([]int64, n)
 	for _, p := range ps {
-		next[p] = bounds[info.Topic][p].End
+		next[p] = bounds[p].End
 	}
 	for _, po := range res.Topics[info.Topic] {
 		if po.Error != nil {

@@ -173,6 +173,20 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 	s.page(w, r, info)
 }
 
+// roomBounds returns the room's partitions, 0 to n-1, and the first and
+// end offset of each.
+func (s *Server) roomBounds(ctx context.Context, info room.Info) ([]int, map[int]roomhub.Bounds, error) {
+	ps := make([]int, info.Partitions)
+	for p := range ps {
+		ps[p] = p
+	}
+	bounds, err := s.src.Offsets(ctx, map[string][]int{info.Topic: ps})
+	if err != nil {
+		return nil, nil, err
+	}
+	return ps, bounds[info.Topic], nil
+}
+
 // pageDedup returns what tells a later copy of a message (one read before
 // in the same page, or in the room's dedup window) for a page read from
 // Kafka; the room is held for its window while the page is read.
@@ -220,11 +234,7 @@ func (s *Server) history(ctx context.Context, info room.Info, before cursor.Curs
 	if err := checkCursor("before", before, epoch, n); err != nil {
 		return nil, "", err
 	}
-	ps := make([]int, n)
-	for p := range ps {
-		ps[p] = p
-	}
-	bounds, err := s.src.Offsets(ctx, map[string][]int{info.Topic: ps})
+	ps, bounds, err := s.roomBounds(ctx, info)
 	if err != nil {
 		return nil, "", err
 	}
@@ -238,7 +248,7 @@ func (s *Server) history(ctx context.Context, info room.Info, before cursor.Curs
 	first := make([]int64, n)
 	var ds []*roomhub.Delivery
 	for _, p := range ps {
-		b := bounds[info.Topic][p]
+		b := bounds[p]
 		end[p] = b.End
 		if next, ok := before.Next(p); ok && next < end[p] {
 			end[p] = max(next, b.First)
