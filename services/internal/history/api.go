@@ -88,7 +88,7 @@ func cursorNext(c cursor.Cursor) map[int]int64 {
 // fetched once, and committed within ReadyLag of its end; then what was
 // fetched (up to the end) is waited for.
 func (s *Service) caughtUpTarget(v roomView) map[int]int64 {
-	if len(v.end) < v.parts {
+	if len(v.end) < v.parts || s.store.Building() {
 		return nil
 	}
 	for p, e := range v.end {

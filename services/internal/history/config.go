@@ -31,6 +31,10 @@ type Config struct {
 	RefreshInterval time.Duration // period of the check of deleted topics and of the store size (10 s)
 	ProgressLog     time.Duration // period of the rebuild progress lines (5 s)
 
+	// rowByRow rebuilds an empty store with every index kept up to date
+	// row by row, rather than built once its rows are in (benchmarks).
+	rowByRow bool
+
 	env   envflag.Vars
 	shard string
 }

@@ -365,7 +365,11 @@ func TestSIGKILLMidBatchLosesAndDuplicatesNothing(t *testing.T) {
 		t.Fatalf("the child stored everything before the kill; the test proves nothing")
 	}
 	startChild(t, e.bootstrap, dir, pre)
-	waitFor(t, "the restarted child to store everything", func() bool { return count(`SELECT count(*) FROM messages`) >= total })
+	// A rebuild builds the indexes once every record is stored.
+	waitFor(t, "the restarted child to store and index everything", func() bool {
+		return count(`SELECT count(*) FROM messages`) >= total &&
+			count(`SELECT count(*) FROM sqlite_schema WHERE name = 'messages_time'`) == 1
+	})
 
 	// Compare with an independent read of the topic, through a fresh
 	// service on the same store (it resumes; nothing left to ingest).

@@ -327,8 +327,10 @@ func (s *Service) flush(batch []op) error {
 		perRoom[name] -= int(n)
 		s.m.Duplicates.WithLabelValues(name).Add(float64(n))
 	}
-	for name, n := range perRoom {
-		s.m.Ingested.WithLabelValues(name).Add(float64(n))
+	if !s.store.Building() { // else counted once the rebuild's indexes are built
+		for name, n := range perRoom {
+			s.m.Ingested.WithLabelValues(name).Add(float64(n))
+		}
 	}
 	for name, n := range res.Trimmed {
 		s.m.Trimmed.WithLabelValues(name).Add(float64(n))

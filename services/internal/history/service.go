@@ -59,6 +59,8 @@ type Service struct {
 	synced    bool             // the registry was read and the shard's rooms started
 	caughtUp  bool             // ready once; the rebuild is over
 	ready     chan struct{}    // closed when caughtUp is set
+	runCtx    context.Context  // Run's, for the end of a rebuild
+	finishing bool             // the end of a rebuild is queued to the writer
 }
 
 // servedRoom is a room of this shard being consumed.
@@ -80,7 +82,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.Shard < 0 || cfg.Shard >= cfg.Shards {
 		return nil, fmt.Errorf("%w: shard %d is not in [0, %d)", ErrConfig, cfg.Shard, cfg.Shards)
 	}
-	st, err := OpenStore(cfg.Dir)
+	st, err := openStore(cfg.Dir, !cfg.rowByRow)
 	if err != nil {
 		return nil, err
 	}
@@ -110,6 +112,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
+	s.runCtx = ctx
 	s.stored = stored
 	for name, r := range stored {
 		for p, n := range r.Next {
@@ -357,6 +360,9 @@ func (s *Service) CheckReady(context.Context) error {
 		return fmt.Errorf("history: rebuilding, %d partitions more than %d records behind", behind, s.cfg.ReadyLag)
 	}
 	s.noteCaughtUpLocked()
+	if s.store.Building() {
+		return errors.New("history: rebuilding, building the indexes")
+	}
 	return nil
 }
 
@@ -370,6 +376,13 @@ func (s *Service) noteCaughtUpLocked() {
 		return
 	}
 	if behind, unknown := s.behindLocked(); behind > 0 || unknown > 0 {
+		return
+	}
+	if s.store.Building() {
+		if !s.finishing && s.runCtx != nil {
+			s.finishing = true
+			go s.finishBuild(s.runCtx)
+		}
 		return
 	}
 	s.caughtUp = true
@@ -395,6 +408,40 @@ func (s *Service) behindLocked() (behind, unknown int) {
 		}
 	}
 	return behind, unknown
+}
+
+// finishBuild has the writer end the rebuild of an empty store, once
+// every partition is caught up: the indexes are built in bulk
+// (Store.FinishBuild), then the replica is ready.
+func (s *Service) finishBuild(ctx context.Context) {
+	began := time.Now()
+	var res built
+	err := s.control(ctx, func(st *Store) error {
+		var err error
+		res, err = st.FinishBuild(ctx)
+		return err
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finishing = false
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("history: building the indexes failed; trying again at the next commit", "err", err)
+		}
+		return
+	}
+	var removed int64
+	for name, r := range s.stored {
+		s.m.Ingested.WithLabelValues(name).Add(float64(res.Rows[r.Tag]))
+		if n := res.Copies[r.Tag]; n > 0 {
+			s.m.Duplicates.WithLabelValues(name).Add(float64(n))
+			removed += n
+		}
+	}
+	s.log.Info("history: rebuilt: indexes built", "seconds", time.Since(began).Seconds(), "later_copies", removed)
+	close(s.progress) // queries waiting for the rebuild look again
+	s.progress = make(chan struct{})
+	s.noteCaughtUpLocked()
 }
 
 type progressMark struct {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
@@ -69,12 +70,19 @@ CREATE TABLE IF NOT EXISTS messages (
 	text        TEXT NOT NULL,
 	client_ts   INTEGER -- the sender's clock, ms; NULL when it did not say
 );
-CREATE INDEX IF NOT EXISTS messages_time ON messages (tag, ts);
-CREATE INDEX IF NOT EXISTS messages_client ON messages (tag, sender_id, id);
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_text USING fts5 (
 	text, content='', contentless_delete=1, detail=none,
 	tokenize='unicode61 remove_diacritics 2'
 );
+`
+
+// indexes are the table's secondary indexes: by time (jump to a date) and
+// by sender and client message id (later copies). A store rebuilt from
+// empty builds them, with the search index, once its rows are in
+// (FinishBuild); their absence marks a rebuild not finished yet.
+const indexes = `
+CREATE INDEX IF NOT EXISTS messages_client ON messages (tag, sender_id, id);
+CREATE INDEX IF NOT EXISTS messages_time ON messages (tag, ts);
 `
 
 // Store is the embedded database: the rows of every room the replica
@@ -100,10 +108,21 @@ type Store struct {
 	// dedupWindow is how long after a message a later copy of it is
 	// recognised: the gateway's, so history keeps the copy readers see.
 	dedupWindow time.Duration
+
+	// building is set while the store is rebuilt from empty: rows go in
+	// without the secondary indexes, the search index and the search for
+	// later copies, which FinishBuild does in bulk. Written by the writer.
+	building atomic.Bool
 }
 
-// OpenStore opens (creating if needed) the store in dir.
-func OpenStore(dir string) (*Store, error) {
+// OpenStore opens (creating if needed) the store in dir, with every index
+// kept up to date row by row.
+func OpenStore(dir string) (*Store, error) { return openStore(dir, false) }
+
+// openStore opens the store in dir. With bulk, a store created here is
+// rebuilding (Building) until FinishBuild. A store whose rebuild was
+// interrupted (a crash, a restart) goes on rebuilding, bulk or not.
+func openStore(dir string, bulk bool) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("history: store directory: %w", err)
 	}
@@ -121,7 +140,8 @@ func OpenStore(dir string) (*Store, error) {
 		return nil, fmt.Errorf("history: open store: %w", err)
 	}
 	w.SetMaxOpenConns(1)
-	if _, err := w.Exec(schema); err != nil {
+	building, err := createSchema(w, bulk)
+	if err != nil {
 		_ = w.Close()
 		return nil, fmt.Errorf("history: create schema in %s: %w", path, err)
 	}
@@ -140,6 +160,7 @@ func OpenStore(dir string) (*Store, error) {
 	ck.SetMaxOpenConns(1)
 	s := &Store{path: path, w: w, r: r, ck: ck, dedupWindow: roomhub.DefaultDedupWindow,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	s.building.Store(building)
 	go s.checkpoints()
 	for q, stmt := range map[string]**sql.Stmt{
 		`INSERT INTO messages_text (rowid, text) SELECT rid, text FROM messages WHERE rid IN (SELECT value FROM json_each(?))`: &s.index,
@@ -169,6 +190,141 @@ func OpenStore(dir string) (*Store, error) {
 		return nil, fmt.Errorf("history: prepare: %w", err)
 	}
 	return s, nil
+}
+
+// createSchema creates the tables, and the indexes unless the store is
+// new and bulk is set, or was left rebuilding; it says whether the store
+// is rebuilding.
+func createSchema(w *sql.DB, bulk bool) (building bool, err error) {
+	var tables, idx int
+	if err := w.QueryRow(`SELECT count(*) FILTER (WHERE name = 'messages'), count(*) FILTER (WHERE name = 'messages_client')
+		FROM sqlite_schema`).Scan(&tables, &idx); err != nil {
+		return false, err
+	}
+	if _, err := w.Exec(schema); err != nil {
+		return false, err
+	}
+	if tables == 0 && bulk || tables == 1 && idx == 0 {
+		return true, nil
+	}
+	_, err = w.Exec(indexes)
+	return false, err
+}
+
+// Building reports whether the store is being rebuilt from empty: its rows
+// are in, but neither their indexes nor the search index (FinishBuild
+// builds them), and later copies are not left out yet. No query may be
+// answered from it until then.
+func (s *Store) Building() bool { return s.building.Load() }
+
+// built is what FinishBuild found, per room tag.
+type built struct {
+	Rows   map[int64]int64 // rows stored
+	Copies map[int64]int64 // later copies removed
+}
+
+// FinishBuild ends a rebuild: in one transaction, it removes the later
+// copies of messages (the rule of dropCopies, applied to every row at
+// once), builds the secondary indexes and indexes every row's text. It
+// returns the rows stored and the later copies removed per room tag. A
+// crash before its commit leaves the store rebuilding, to be finished
+// again.
+func (s *Store) FinishBuild(ctx context.Context) (built, error) {
+	res := built{Rows: map[int64]int64{}}
+	if !s.building.Load() {
+		return res, nil
+	}
+	// The sorts that build the indexes go to temporary files, not memory:
+	// they hold every row's key.
+	if _, err := s.w.ExecContext(ctx, `PRAGMA temp_store = FILE`); err != nil {
+		return res, fmt.Errorf("history: build indexes: %w", err)
+	}
+	defer func() { _, _ = s.w.Exec(`PRAGMA temp_store = MEMORY`) }()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return res, fmt.Errorf("history: build indexes: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `CREATE INDEX messages_client ON messages (tag, sender_id, id)`); err != nil {
+		return res, fmt.Errorf("history: build indexes: %w", err)
+	}
+	if res.Copies, err = s.removeCopies(ctx, tx); err != nil {
+		return res, err
+	}
+	for _, q := range []string{
+		`CREATE INDEX messages_time ON messages (tag, ts)`,
+		`INSERT INTO messages_text (rowid, text) SELECT rid, text FROM messages`,
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return res, fmt.Errorf("history: build indexes: %w", err)
+		}
+	}
+	rs, err := tx.QueryContext(ctx, `SELECT tag, count(*) FROM messages GROUP BY tag`)
+	if err != nil {
+		return res, fmt.Errorf("history: count rows: %w", err)
+	}
+	for rs.Next() {
+		var tag, n int64
+		if err := rs.Scan(&tag, &n); err != nil {
+			_ = rs.Close()
+			return res, fmt.Errorf("history: count rows: %w", err)
+		}
+		res.Rows[tag] = n
+	}
+	if err := errors.Join(rs.Err(), rs.Close()); err != nil {
+		return res, fmt.Errorf("history: count rows: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return res, fmt.Errorf("history: build indexes: %w", err)
+	}
+	s.building.Store(false)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return res, nil
+}
+
+// removeCopies deletes the later copies among the stored rows, by
+// dropCopies' rule: in each partition, a row with the sender and client
+// message id of the last row kept before it, less than the dedup window
+// later, is a later copy.
+func (s *Store) removeCopies(ctx context.Context, tx *sql.Tx) (map[int64]int64, error) {
+	rs, err := tx.QueryContext(ctx, `SELECT rid, tag, sender_id, id, ts FROM messages
+		WHERE (tag, sender_id, id) IN (SELECT tag, sender_id, id FROM messages GROUP BY tag, sender_id, id HAVING count(*) > 1)
+		ORDER BY tag, sender_id, id, rid`)
+	if err != nil {
+		return nil, fmt.Errorf("history: find later copies: %w", err)
+	}
+	var drop []int64
+	copies := map[int64]int64{}
+	var last copyKey
+	var kept int64 // time of the last row kept of last
+	window := s.dedupWindow.Milliseconds()
+	for rs.Next() {
+		var k copyKey
+		var rid, ts int64
+		if err := rs.Scan(&rid, &k.tag, &k.sender, &k.id, &ts); err != nil {
+			_ = rs.Close()
+			return nil, fmt.Errorf("history: find later copies: %w", err)
+		}
+		k.partition, _ = splitRowID(rid)
+		if k == last && ts-kept < window {
+			drop = append(drop, rid)
+			copies[k.tag]++
+			continue
+		}
+		last, kept = k, ts
+	}
+	if err := errors.Join(rs.Err(), rs.Close()); err != nil {
+		return nil, fmt.Errorf("history: find later copies: %w", err)
+	}
+	for _, rid := range drop {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE rid = ?`, rid); err != nil {
+			return nil, fmt.Errorf("history: remove a later copy: %w", err)
+		}
+	}
+	return copies, nil
 }
 
 // insertChunk is how many rows one statement inserts: one statement per
@@ -297,7 +453,7 @@ func (s *Store) AddRoom(ctx context.Context, name, topic string) (int64, error) 
 	case err == nil && had == topic:
 		return tag, nil
 	case err == nil:
-		if err := dropRoom(ctx, tx, name, tag); err != nil {
+		if err := s.dropRoom(ctx, tx, name, tag); err != nil {
 			return 0, err
 		}
 	case !errors.Is(err, sql.ErrNoRows):
@@ -329,18 +485,15 @@ func (s *Store) DropRoom(ctx context.Context, name string) error {
 	case err != nil:
 		return fmt.Errorf("history: drop room %q: %w", name, err)
 	}
-	if err := dropRoom(ctx, tx, name, tag); err != nil {
+	if err := s.dropRoom(ctx, tx, name, tag); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
 
-func dropRoom(ctx context.Context, tx *sql.Tx, name string, tag int64) error {
+func (s *Store) dropRoom(ctx context.Context, tx *sql.Tx, name string, tag int64) error {
 	lo, hi := rowID(tag, 0, 0), rowID(tag+1, 0, 0)
-	for _, q := range []string{
-		`DELETE FROM messages_text WHERE rowid IN (SELECT rid FROM messages WHERE rid >= ?1 AND rid < ?2)`,
-		`DELETE FROM messages WHERE rid >= ?1 AND rid < ?2`,
-	} {
+	for _, q := range s.deleteRows() {
 		if _, err := tx.ExecContext(ctx, q, lo, hi); err != nil {
 			return fmt.Errorf("history: drop room %q: %w", name, err)
 		}
@@ -407,7 +560,7 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, appli
 				return nil, res, err
 			}
 			rows = rows[:0]
-			n, err := trim(ctx, tx, o)
+			n, err := s.trim(ctx, tx, o)
 			if err != nil {
 				return nil, res, err
 			}
@@ -524,9 +677,12 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op, copies ma
 	slices.SortFunc(ops, func(a, b *op) int {
 		return cmp.Compare(rowID(a.Tag, a.Partition, a.Offset), rowID(b.Tag, b.Partition, b.Offset))
 	})
-	ops, err := s.dropCopies(ctx, tx, ops, copies)
-	if err != nil {
-		return err
+	building := s.building.Load()
+	if !building { // else FinishBuild removes them
+		var err error
+		if ops, err = s.dropCopies(ctx, tx, ops, copies); err != nil {
+			return err
+		}
 	}
 	args := make([]any, 0, 8*insertChunk)
 	inserted := make([]int64, 0, len(ops))
@@ -551,7 +707,7 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op, copies ma
 		}
 		ops = ops[n:]
 	}
-	if len(inserted) == 0 {
+	if len(inserted) == 0 || building {
 		return nil
 	}
 	// One statement for the batch: FTS5 writes its pending entries out at
@@ -653,18 +809,29 @@ func (s *Store) dropCopies(ctx context.Context, tx *sql.Tx, ops []*op, copies ma
 	return out, nil
 }
 
+// deleteRows are the statements that delete the rows with ids in [?1,
+// ?2), the last one from the table: from the search index first, unless
+// the store is rebuilding (the index has none of them yet).
+func (s *Store) deleteRows() []string {
+	table := `DELETE FROM messages WHERE rid >= ?1 AND rid < ?2`
+	if s.building.Load() {
+		return []string{table}
+	}
+	return []string{`DELETE FROM messages_text WHERE rowid IN (SELECT rid FROM messages WHERE rid >= ?1 AND rid < ?2)`, table}
+}
+
 // trim deletes a partition's rows below o.Offset (all of them on a reset).
-func trim(ctx context.Context, tx *sql.Tx, o *op) (int64, error) {
+func (s *Store) trim(ctx context.Context, tx *sql.Tx, o *op) (int64, error) {
 	lo, hi := rowID(o.Tag, o.Partition, 0), rowID(o.Tag, o.Partition, min(o.Offset, maxOffset))
 	if o.Reset {
 		hi = rowID(o.Tag, o.Partition, maxOffset)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM messages_text WHERE rowid IN (SELECT rid FROM messages WHERE rid >= ? AND rid < ?)`, lo, hi); err != nil {
-		return 0, fmt.Errorf("history: trim %s/%d below %d: %w", o.Room, o.Partition, o.Offset, err)
-	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE rid >= ? AND rid < ?`, lo, hi)
-	if err != nil {
-		return 0, fmt.Errorf("history: trim %s/%d below %d: %w", o.Room, o.Partition, o.Offset, err)
+	var res sql.Result
+	for _, q := range s.deleteRows() {
+		var err error
+		if res, err = tx.ExecContext(ctx, q, lo, hi); err != nil {
+			return 0, fmt.Errorf("history: trim %s/%d below %d: %w", o.Room, o.Partition, o.Offset, err)
+		}
 	}
 	n, _ := res.RowsAffected()
 	return n, nil

@@ -1,0 +1,192 @@
+package history
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+// A store rebuilt from empty, its indexes built once its rows are in,
+// holds what a store kept up to date row by row holds: the same rows
+// (later copies left out by the same rule), the same search results, the
+// same positions; and a rebuild interrupted by a restart goes on where it
+// stopped.
+func TestStoreRebuildInBulk(t *testing.T) {
+	ctx := t.Context()
+	rowByRow, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rowByRow.Close()
+	dir := t.TempDir()
+	bulk, err := openStore(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bulk.Building() {
+		t.Fatal("a new store opened for a rebuild is not rebuilding")
+	}
+	rooms := []string{"lobby", "ops", "random"}
+	tags := map[string]int64{}
+	for _, st := range []*Store{rowByRow, bulk} {
+		for _, name := range rooms {
+			tag, err := st.AddRoom(ctx, name, "palaver.room.default."+name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tags[name] = tag
+		}
+	}
+
+	// Batches of records over 3 rooms of 2 partitions: messages, later
+	// copies (a client message id sent again within the dedup window or
+	// after it), bad records, trims, and replays of earlier batches.
+	r := rand.New(rand.NewPCG(7, 7))
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	next := map[posKey]int64{}
+	var batches [][]op
+	for b := range 40 {
+		var batch []op
+		for range 50 {
+			name, p := rooms[r.IntN(len(rooms))], r.IntN(2)
+			k := posKey{name, p}
+			o := op{Room: name, Tag: tags[name], Partition: p, Offset: next[k]}
+			next[k]++
+			if r.IntN(20) > 0 { // else a bad record
+				at := t0.Add(time.Duration(b*50+len(batch)) * 10 * time.Second)
+				sender := fmt.Sprintf("u-%d", r.IntN(3))
+				o.Msg = stored(name, p, o.Offset, at, sender, benchText(r))
+				o.Msg.ID = fmt.Sprintf("c-%d", r.IntN(150)) // ids come back, some within the window
+			}
+			batch = append(batch, o)
+		}
+		if b%9 == 8 { // retention removed the first records of a partition
+			k := posKey{rooms[b%3], b % 2}
+			batch = append(batch, op{Room: k.room, Tag: tags[k.room], Partition: k.partition, Offset: next[k] / 3, Trim: true})
+		}
+		batches = append(batches, batch)
+		if b%7 == 6 {
+			batches = append(batches, batches[b-3])
+		}
+	}
+	copies := map[string]int64{}
+	for i, batch := range batches {
+		_, res, err := rowByRow.Apply(ctx, slices.Clone(batch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, n := range res.Copies {
+			copies[name] += n
+		}
+		if _, res, err := bulk.Apply(ctx, slices.Clone(batch)); err != nil || len(res.Copies) > 0 {
+			t.Fatalf("rebuilding: copies %v (%v), want none before the indexes are built", res.Copies, err)
+		}
+		if i == len(batches)/2 { // a restart mid-rebuild: it goes on rebuilding
+			if err := bulk.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if bulk, err = openStore(dir, false); err != nil {
+				t.Fatal(err)
+			}
+			if !bulk.Building() {
+				t.Fatal("a store reopened in the middle of its rebuild is not rebuilding")
+			}
+		}
+	}
+	if copies["lobby"]+copies["ops"]+copies["random"] == 0 {
+		t.Fatal("no later copies in the records: the test proves nothing")
+	}
+	done, err := bulk.FinishBuild(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bulk.Building() {
+		t.Fatal("still rebuilding after FinishBuild")
+	}
+	for _, name := range rooms {
+		if done.Copies[tags[name]] != copies[name] {
+			t.Fatalf("room %s: %d later copies removed, the row-by-row store left out %d", name, done.Copies[tags[name]], copies[name])
+		}
+	}
+	defer func() { _ = bulk.Close() }()
+
+	for _, name := range rooms {
+		tag := tags[name]
+		var got [2][]row
+		for i, st := range []*Store{rowByRow, bulk} {
+			if got[i], err = st.after(ctx, tag, 2, map[int]int64{}, 10000); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(got[0]) == 0 || !slices.Equal(got[0], got[1]) || done.Rows[tag] != int64(len(got[1])) {
+			t.Fatalf("room %s: %d rows rebuilt, %d row by row, or they differ", name, len(got[1]), len(got[0]))
+		}
+		for _, q := range []string{"word001", "word1*", "word00* word1*"} {
+			terms, err := parseQuery(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, sender := range []string{"", "u-1"} {
+				var found [2][]row
+				for i, st := range []*Store{rowByRow, bulk} {
+					if found[i], _, err = st.search(ctx, tag, 2, terms, sender, nil, 10000); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if len(found[0]) == 0 || !slices.Equal(found[0], found[1]) {
+					t.Fatalf("room %s, search %q from %q: %d found in the rebuilt store, %d row by row, or they differ",
+						name, q, sender, len(found[1]), len(found[0]))
+				}
+			}
+		}
+		for _, at := range []time.Duration{0, time.Hour, 2 * time.Hour} {
+			var split [2]map[int]int64
+			for i, st := range []*Store{rowByRow, bulk} {
+				if split[i], err = st.split(ctx, tag, 2, t0.Add(at), map[int]int64{0: -1, 1: -1}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if fmt.Sprint(split[0]) != fmt.Sprint(split[1]) {
+				t.Fatalf("room %s, around %v: %v rebuilt, %v row by row", name, at, split[1], split[0])
+			}
+		}
+	}
+	var pos [2]map[string]storedRoom
+	for i, st := range []*Store{rowByRow, bulk} {
+		if pos[i], err = st.Rooms(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fmt.Sprint(pos[0]) != fmt.Sprint(pos[1]) {
+		t.Fatalf("positions: %v rebuilt, %v row by row", pos[1], pos[0])
+	}
+
+	// Built, it is a store like any other: later records are checked for
+	// copies as they come, and a reopening does not rebuild.
+	o := batches[0][0]
+	for _, b := range batches {
+		for _, x := range b {
+			if x.Msg != nil && x.Room == "lobby" && x.Partition == 0 {
+				o = x
+			}
+		}
+	}
+	again := o
+	again.Offset = next[posKey{"lobby", 0}]
+	again.Msg = stored("lobby", 0, again.Offset, o.Msg.Time.Add(time.Second), o.Msg.SenderID, "a later copy")
+	again.Msg.ID = o.Msg.ID
+	if _, res, err := bulk.Apply(ctx, []op{again}); err != nil || res.Copies["lobby"] != 1 {
+		t.Fatalf("a later copy after the rebuild: copies %v (%v)", res.Copies, err)
+	}
+	if err := bulk.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if bulk, err = openStore(dir, true); err != nil {
+		t.Fatal(err)
+	}
+	if bulk.Building() {
+		t.Fatal("a built store reopened is rebuilding")
+	}
+}
