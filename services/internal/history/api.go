@@ -25,6 +25,7 @@ type roomView struct {
 	parts     int
 	committed map[int]int64
 	end       map[int]int64 // partitions fetched at least once
+	st        *Store        // the store holding its rows
 }
 
 func (s *Service) view(name string) (roomView, <-chan struct{}, error) {
@@ -34,7 +35,7 @@ func (s *Service) view(name string) (roomView, <-chan struct{}, error) {
 	if !ok {
 		return roomView{}, nil, fmt.Errorf("%w: %q", ErrNotServed, name)
 	}
-	v := roomView{name: name, tag: r.tag, parts: r.parts, committed: map[int]int64{}, end: map[int]int64{}}
+	v := roomView{name: name, tag: r.tag, parts: r.parts, committed: map[int]int64{}, end: map[int]int64{}, st: s.stores[s.storeOf(name)]}
 	for p := range r.parts {
 		k := posKey{name, p}
 		v.committed[p] = s.committed[k]
@@ -88,7 +89,7 @@ func cursorNext(c cursor.Cursor) map[int]int64 {
 // fetched once, and committed within ReadyLag of its end; then what was
 // fetched (up to the end) is waited for.
 func (s *Service) caughtUpTarget(v roomView) map[int]int64 {
-	if len(v.end) < v.parts || s.store.Building() {
+	if len(v.end) < v.parts || v.st.Building() {
 		return nil
 	}
 	for p, e := range v.end {
@@ -125,7 +126,7 @@ func (s *Service) Messages(ctx context.Context, name string, req PageRequest) (P
 	switch kind {
 	case "after":
 		from := cursorNext(req.After)
-		rows, err := s.store.after(ctx, v.tag, v.parts, from, req.Limit)
+		rows, err := v.st.after(ctx, v.tag, v.parts, from, req.Limit)
 		if err != nil {
 			return Page{}, err
 		}
@@ -133,7 +134,7 @@ func (s *Service) Messages(ctx context.Context, name string, req PageRequest) (P
 		page.After = s.fill(&page, v.name, from, rows, v.parts)
 		return page, nil
 	case "around":
-		split, err := s.store.split(ctx, v.tag, v.parts, req.Around, v.committed)
+		split, err := v.st.split(ctx, v.tag, v.parts, req.Around, v.committed)
 		if err != nil {
 			return Page{}, err
 		}
@@ -141,7 +142,7 @@ func (s *Service) Messages(ctx context.Context, name string, req PageRequest) (P
 		if err != nil {
 			return Page{}, err
 		}
-		rows, err := s.store.after(ctx, v.tag, v.parts, split, req.Limit-len(page.Messages))
+		rows, err := v.st.after(ctx, v.tag, v.parts, split, req.Limit-len(page.Messages))
 		if err != nil {
 			return Page{}, err
 		}
@@ -162,13 +163,13 @@ func (s *Service) Messages(ctx context.Context, name string, req PageRequest) (P
 func (s *Service) before(ctx context.Context, v roomView, bound map[int]int64, limit int) (Page, error) {
 	page := Page{Messages: []Message{}}
 	if limit == 0 { // only whether anything older exists, for the token
-		rows, _, _, err := s.store.before(ctx, v.tag, v.parts, bound, 1)
+		rows, _, _, err := v.st.before(ctx, v.tag, v.parts, bound, 1)
 		if err == nil && len(rows) > 0 {
 			page.Before = cursorOf(bound).String()
 		}
 		return page, err
 	}
-	rows, start, older, err := s.store.before(ctx, v.tag, v.parts, bound, limit)
+	rows, start, older, err := v.st.before(ctx, v.tag, v.parts, bound, limit)
 	if err != nil {
 		return page, err
 	}
@@ -232,7 +233,7 @@ func (s *Service) Search(ctx context.Context, name string, req SearchRequest) (S
 	if err != nil {
 		return SearchPage{}, err
 	}
-	rows, more, err := s.store.search(ctx, v.tag, v.parts, terms, req.Sender, below, req.Limit)
+	rows, more, err := v.st.search(ctx, v.tag, v.parts, terms, req.Sender, below, req.Limit)
 	if err != nil {
 		return SearchPage{}, err
 	}

@@ -22,6 +22,9 @@ type Config struct {
 	Shards int    // how many shards the rooms are spread over (1)
 	// Shard is the shard this replica serves, in [0, Shards).
 	Shard int
+	// Stores is how many database files the shard's rooms are spread over,
+	// each with a writer of its own, so that several cores write (2).
+	Stores int
 
 	BatchSize       int           // most records committed in one transaction (4000)
 	BatchLinger     time.Duration // a batch takes what arrives this long after its first record (5 ms)
@@ -42,7 +45,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Dir: "data", Shards: 1, BatchSize: 4000, BatchLinger: 5 * time.Millisecond, FetchBytes: 1 << 20, ReadyLag: 1000,
+		Dir: "data", Shards: 1, Stores: 2, BatchSize: 4000, BatchLinger: 5 * time.Millisecond, FetchBytes: 1 << 20, ReadyLag: 1000,
 		MaxWait: 2 * time.Second, RefreshInterval: 10 * time.Second, ProgressLog: 5 * time.Second,
 	}
 }
@@ -54,6 +57,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Shards <= 0 {
 		c.Shards = d.Shards
+	}
+	if c.Stores <= 0 {
+		c.Stores = d.Stores
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = d.BatchSize
@@ -88,6 +94,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	c.env.Int(fs, &c.Shards, "shards", "PALAVER_HISTORY_SHARDS", def.Shards, "number of shards the rooms are spread over (the gateway's --history-urls lists as many)")
 	c.shard = envflag.String("PALAVER_HISTORY_SHARD", strconv.Itoa(def.Shard))
 	fs.StringVar(&c.shard, "shard", c.shard, "shard this replica serves, 0 to shards-1, or \"ordinal\": the number ending the host name (a StatefulSet pod's ordinal) modulo shards ($PALAVER_HISTORY_SHARD)")
+	c.env.Int(fs, &c.Stores, "stores", "PALAVER_HISTORY_STORES", def.Stores, "database files the shard's rooms are spread over, each with its own writer")
 	c.env.Int(fs, &c.BatchSize, "batch-size", "PALAVER_HISTORY_BATCH_SIZE", def.BatchSize, "most records written in one transaction")
 	c.env.Duration(fs, &c.BatchLinger, "batch-linger", "PALAVER_HISTORY_BATCH_LINGER", def.BatchLinger, "a batch takes the records that arrive this long after its first one")
 	c.env.Int(fs, &c.FetchBytes, "fetch-bytes", "PALAVER_HISTORY_FETCH_BYTES", def.FetchBytes, "most bytes one fetch of one partition returns")

@@ -116,6 +116,7 @@ func BenchmarkHistory(b *testing.B) {
 		s := startService(b, e, b.TempDir(), pre, func(c *Config) {
 			c.BatchSize = envInt("PALAVER_BENCH_BATCH", c.BatchSize)
 			c.rowByRow = envInt("PALAVER_BENCH_BULK", 1) == 0
+			c.Stores = envInt("PALAVER_BENCH_STORES", c.Stores)
 		})
 		for s.storedTotal() < int64(total) {
 			time.Sleep(10 * time.Millisecond)
@@ -141,7 +142,7 @@ func BenchmarkHistory(b *testing.B) {
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
 		b.ReportMetric(float64(m.HeapInuse)/(1<<20), "heap-MiB")
-		b.ReportMetric(float64(s.store.Size())/(1<<20), "store-MiB")
+		b.ReportMetric(float64(s.size())/(1<<20), "store-MiB")
 
 		// Pages: the latest page, or the page before a random position.
 		r := rand.New(rand.NewPCG(3, 3))

@@ -341,7 +341,8 @@ func TestSIGKILLMidBatchLosesAndDuplicatesNothing(t *testing.T) {
 	const total = 12000
 	e.produce(t, in, 0, total, 7, func(i int) string { return fmt.Sprintf("crash test message %d", i) })
 	dir := t.TempDir()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "history.db")+"?mode=ro&_pragma=busy_timeout(10000)")
+	file := storeFile(storeIndex(in.Name, DefaultConfig().Stores)) // the room's store
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, file)+"?mode=ro&_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,13 +447,15 @@ func TestFollowsNewPartitionsAndDeletedRooms(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the deleted room's rows to leave the store", func() bool {
-		rooms, err := s.store.Rooms(t.Context())
+		rooms, err := s.stores[s.storeOf(in.Name)].Rooms(t.Context())
 		_, stored := rooms[in.Name]
 		return err == nil && !stored
 	})
-	var n int
-	if err := s.store.r.QueryRow(`SELECT count(*) FROM messages`).Scan(&n); err != nil || n != 0 {
-		t.Fatalf("%d rows left (%v)", n, err)
+	for _, st := range s.stores {
+		var n int
+		if err := st.r.QueryRow(`SELECT count(*) FROM messages`).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("%d rows left (%v)", n, err)
+		}
 	}
 }
 

@@ -22,6 +22,7 @@ const fetchWait = 500 * time.Millisecond
 // as trims. It returns when ctx is done.
 func (s *Service) consume(ctx context.Context, name, topic string, tag int64, p int, next int64) {
 	k := posKey{name, p}
+	ops := s.ops[s.storeOf(name)]
 	client := s.cluster.Admin()
 	backoff := 100 * time.Millisecond
 	trimmed := int64(0) // log start offset applied so far
@@ -30,7 +31,7 @@ func (s *Service) consume(ctx context.Context, name, topic string, tag int64, p 
 	send := func(o op) bool {
 		o.Room, o.Tag, o.Partition = name, tag, p
 		select {
-		case s.ops <- o:
+		case ops <- o:
 			return true
 		case <-ctx.Done():
 			return false
@@ -207,12 +208,12 @@ func skipReason(err error) string {
 	}
 }
 
-// control runs fn on the store in the writer, after every op queued
-// before it: room changes are ordered with the rows of the room.
-func (s *Service) control(ctx context.Context, fn func(*Store) error) error {
+// control runs fn on store i in its writer, after every op queued before
+// it: room changes are ordered with the rows of the room.
+func (s *Service) control(ctx context.Context, i int, fn func(*Store) error) error {
 	done := make(chan error, 1)
 	select {
-	case s.ops <- op{control: fn, done: done}:
+	case s.ops[i] <- op{control: fn, done: done}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -234,18 +235,19 @@ func (s *Service) control(ctx context.Context, fn func(*Store) error) error {
 // still queued is fetched again after a restart), or when a commit fails:
 // then the process must stop, and its restart reads again from the
 // committed positions.
-func (s *Service) write(ctx context.Context) error {
+func (s *Service) write(ctx context.Context, i int) error {
+	st, ops := s.stores[i], s.ops[i]
 	batch := make([]op, 0, s.cfg.BatchSize)
 	merging := false // the search index may have merge work left
 	for {
 		var o op
 		if merging { // while nothing waits, merge the index a step
 			select {
-			case o = <-s.ops:
+			case o = <-ops:
 			case <-ctx.Done():
 				return nil
 			default:
-				more, err := s.store.MergeIndex(ctx, mergeStep)
+				more, err := st.MergeIndex(ctx, mergeStep)
 				if err != nil && ctx.Err() == nil {
 					// The index is as before the step: the commits merge it.
 					s.log.Warn("history: merging the search index failed", "err", err)
@@ -255,22 +257,22 @@ func (s *Service) write(ctx context.Context) error {
 			}
 		} else {
 			select {
-			case o = <-s.ops:
+			case o = <-ops:
 			case <-ctx.Done():
 				// What is still queued is not committed, so a restart
 				// fetches it again: nothing to drain.
 				return nil
 			}
 		}
-		if err := s.handle(ctx, &batch, o); err != nil {
+		if err := s.handle(st, &batch, o); err != nil {
 			return err
 		}
 		linger := time.NewTimer(s.cfg.BatchLinger)
 	fill:
 		for len(batch) < s.cfg.BatchSize {
 			select {
-			case o = <-s.ops:
-				if err := s.handle(ctx, &batch, o); err != nil {
+			case o = <-ops:
+				if err := s.handle(st, &batch, o); err != nil {
 					linger.Stop()
 					return err
 				}
@@ -281,7 +283,7 @@ func (s *Service) write(ctx context.Context) error {
 			}
 		}
 		linger.Stop()
-		if err := s.flush(batch); err != nil {
+		if err := s.flush(st, batch); err != nil {
 			return err
 		}
 		batch = batch[:0]
@@ -291,26 +293,26 @@ func (s *Service) write(ctx context.Context) error {
 
 // handle adds o to the batch, or for a control op commits the batch and
 // runs it.
-func (s *Service) handle(_ context.Context, batch *[]op, o op) error {
+func (s *Service) handle(st *Store, batch *[]op, o op) error {
 	if o.control == nil {
 		*batch = append(*batch, o)
 		return nil
 	}
-	if err := s.flush(*batch); err != nil {
+	if err := s.flush(st, *batch); err != nil {
 		o.done <- err
 		return err
 	}
 	*batch = (*batch)[:0]
-	o.done <- o.control(s.store)
+	o.done <- o.control(st)
 	return nil
 }
 
-func (s *Service) flush(batch []op) error {
+func (s *Service) flush(st *Store, batch []op) error {
 	if len(batch) == 0 {
 		return nil
 	}
 	began := time.Now()
-	next, res, err := s.store.Apply(context.Background(), batch)
+	next, res, err := st.Apply(context.Background(), batch)
 	if err != nil {
 		s.log.Error("history: commit failed", "records", len(batch), "err", err)
 		return err
@@ -327,7 +329,7 @@ func (s *Service) flush(batch []op) error {
 		perRoom[name] -= int(n)
 		s.m.Duplicates.WithLabelValues(name).Add(float64(n))
 	}
-	if !s.store.Building() { // else counted once the rebuild's indexes are built
+	if !st.Building() { // else counted once the rebuild's indexes are built
 		for name, n := range perRoom {
 			s.m.Ingested.WithLabelValues(name).Add(float64(n))
 		}

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -43,12 +44,12 @@ type Deps struct {
 // store and answers queries on them.
 type Service struct {
 	cfg     Config
-	store   *Store
+	stores  []*Store // a room's rows are in stores[storeOf(room)]
 	cluster *kafkabus.Cluster
 	rooms   Rooms
 	m       *Metrics
 	log     *slog.Logger
-	ops     chan op
+	ops     []chan op // per store, to its writer
 
 	mu        sync.Mutex
 	served    map[string]*servedRoom
@@ -60,7 +61,7 @@ type Service struct {
 	caughtUp  bool             // ready once; the rebuild is over
 	ready     chan struct{}    // closed when caughtUp is set
 	runCtx    context.Context  // Run's, for the end of a rebuild
-	finishing bool             // the end of a rebuild is queued to the writer
+	finishing []bool           // per store, the end of its rebuild is queued to its writer
 }
 
 // servedRoom is a room of this shard being consumed.
@@ -82,9 +83,20 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.Shard < 0 || cfg.Shard >= cfg.Shards {
 		return nil, fmt.Errorf("%w: shard %d is not in [0, %d)", ErrConfig, cfg.Shard, cfg.Shards)
 	}
-	st, err := openStore(cfg.Dir, !cfg.rowByRow)
-	if err != nil {
+	if err := removeStoresFrom(cfg.Dir, cfg.Stores); err != nil {
 		return nil, err
+	}
+	stores := make([]*Store, cfg.Stores)
+	ops := make([]chan op, cfg.Stores)
+	for i := range stores {
+		st, err := openStore(cfg.Dir, i, !cfg.rowByRow)
+		if err != nil {
+			for _, st := range stores[:i] {
+				_ = st.Close()
+			}
+			return nil, err
+		}
+		stores[i], ops[i] = st, make(chan op, 2*cfg.BatchSize)
 	}
 	m := deps.Metrics
 	if m == nil {
@@ -95,21 +107,59 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Service{
-		cfg: cfg, store: st, cluster: deps.Cluster, rooms: deps.Rooms, m: m, log: log,
-		ops: make(chan op, 2*cfg.BatchSize), served: map[string]*servedRoom{}, committed: map[posKey]int64{},
+		cfg: cfg, stores: stores, cluster: deps.Cluster, rooms: deps.Rooms, m: m, log: log,
+		ops: ops, finishing: make([]bool, len(stores)), served: map[string]*servedRoom{}, committed: map[posKey]int64{},
 		end: map[posKey]int64{}, progress: make(chan struct{}), ready: make(chan struct{}),
 	}, nil
 }
 
-// Close closes the store.
-func (s *Service) Close() error { return s.store.Close() }
+// Close closes the stores.
+func (s *Service) Close() error {
+	var errs []error
+	for _, st := range s.stores {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
+}
 
-// Run ingests until ctx is done, then stops the consumers and the writer;
+// storeOf is the store holding a room's rows.
+func (s *Service) storeOf(name string) int { return storeIndex(name, len(s.stores)) }
+
+// storeIndex is the store, of n, holding a room's rows: a stable function
+// of the room's name and the store count, independent of its shard
+// (shard.Of is another function of the name).
+func storeIndex(name string, n int) int {
+	return int(crc32.ChecksumIEEE([]byte(name)) % uint32(n))
+}
+
+// size is the bytes the stores take on disk.
+func (s *Service) size() int64 {
+	var n int64
+	for _, st := range s.stores {
+		n += st.Size()
+	}
+	return n
+}
+
+// Run ingests until ctx is done, then stops the consumers and the writers;
 // records fetched but not committed are fetched again at the next start.
 func (s *Service) Run(ctx context.Context) error {
-	stored, err := s.store.Rooms(ctx)
-	if err != nil {
-		return err
+	stored := map[string]storedRoom{}
+	for i, st := range s.stores {
+		rooms, err := st.Rooms(ctx)
+		if err != nil {
+			return err
+		}
+		for name, r := range rooms {
+			if s.storeOf(name) == i {
+				stored[name] = r
+				continue
+			}
+			// The store count changed: the room is rebuilt in its store.
+			if err := st.DropRoom(ctx, name); err != nil {
+				return err
+			}
+		}
 	}
 	s.mu.Lock()
 	s.runCtx = ctx
@@ -123,10 +173,19 @@ func (s *Service) Run(ctx context.Context) error {
 
 	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWriter()
-	writerDone := make(chan error, 1)
-	go func() { writerDone <- s.write(writerCtx) }()
+	var writers sync.WaitGroup
+	failed := make(chan error, len(s.stores))
+	for i := range s.stores {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			if err := s.write(writerCtx, i); err != nil {
+				failed <- err
+			}
+		}()
+	}
 
-	err = s.follow(ctx, writerDone)
+	err := s.follow(ctx, failed)
 	s.mu.Lock()
 	rooms := make([]*servedRoom, 0, len(s.served))
 	for _, r := range s.served {
@@ -138,13 +197,18 @@ func (s *Service) Run(ctx context.Context) error {
 		r.wg.Wait()
 	}
 	stopWriter()
-	if werr := <-writerDone; werr != nil && err == nil {
-		err = werr
+	writers.Wait()
+	close(failed)
+	for werr := range failed {
+		if err == nil {
+			err = werr
+		}
 	}
 	return err
 }
 
-// follow keeps the consumed rooms in line with the registry.
+// follow keeps the consumed rooms in line with the registry, until ctx is
+// done or a writer fails.
 func (s *Service) follow(ctx context.Context, writerDone <-chan error) error {
 	select {
 	case <-s.rooms.Ready():
@@ -166,7 +230,7 @@ func (s *Service) follow(ctx context.Context, writerDone <-chan error) error {
 			}
 			s.log.Warn("history: following the room registry failed; retrying", "err", err)
 		}
-		s.m.StoreBytes.Set(float64(s.store.Size()))
+		s.m.StoreBytes.Set(float64(s.size()))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -236,7 +300,7 @@ func (s *Service) sync(ctx context.Context, checkTopics bool) error {
 			drop = gone
 		}
 		if drop {
-			if err := s.control(ctx, func(st *Store) error { return st.DropRoom(ctx, name) }); err != nil {
+			if err := s.control(ctx, s.storeOf(name), func(st *Store) error { return st.DropRoom(ctx, name) }); err != nil {
 				return err
 			}
 			s.mu.Lock()
@@ -271,7 +335,7 @@ func (s *Service) serve(ctx context.Context, in room.Info) error {
 	s.mu.Unlock()
 	if r == nil {
 		var tag int64
-		err := s.control(ctx, func(st *Store) error {
+		err := s.control(ctx, s.storeOf(in.Name), func(st *Store) error {
 			var err error
 			tag, err = st.AddRoom(ctx, in.Name, in.Topic)
 			return err
@@ -360,7 +424,7 @@ func (s *Service) CheckReady(context.Context) error {
 		return fmt.Errorf("history: rebuilding, %d partitions more than %d records behind", behind, s.cfg.ReadyLag)
 	}
 	s.noteCaughtUpLocked()
-	if s.store.Building() {
+	if !s.caughtUp {
 		return errors.New("history: rebuilding, building the indexes")
 	}
 	return nil
@@ -378,11 +442,17 @@ func (s *Service) noteCaughtUpLocked() {
 	if behind, unknown := s.behindLocked(); behind > 0 || unknown > 0 {
 		return
 	}
-	if s.store.Building() {
-		if !s.finishing && s.runCtx != nil {
-			s.finishing = true
-			go s.finishBuild(s.runCtx)
+	building := false
+	for i, st := range s.stores {
+		if st.Building() {
+			building = true
+			if !s.finishing[i] && s.runCtx != nil {
+				s.finishing[i] = true
+				go s.finishBuild(s.runCtx, i)
+			}
 		}
+	}
+	if building {
 		return
 	}
 	s.caughtUp = true
@@ -410,20 +480,20 @@ func (s *Service) behindLocked() (behind, unknown int) {
 	return behind, unknown
 }
 
-// finishBuild has the writer end the rebuild of an empty store, once
-// every partition is caught up: the indexes are built in bulk
-// (Store.FinishBuild), then the replica is ready.
-func (s *Service) finishBuild(ctx context.Context) {
+// finishBuild has store i's writer end its rebuild from empty, once every
+// partition is caught up: the indexes are built in bulk
+// (Store.FinishBuild); the replica is ready once every store's are.
+func (s *Service) finishBuild(ctx context.Context, i int) {
 	began := time.Now()
 	var res built
-	err := s.control(ctx, func(st *Store) error {
+	err := s.control(ctx, i, func(st *Store) error {
 		var err error
 		res, err = st.FinishBuild(ctx)
 		return err
 	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.finishing = false
+	s.finishing[i] = false
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Error("history: building the indexes failed; trying again at the next commit", "err", err)
@@ -432,13 +502,16 @@ func (s *Service) finishBuild(ctx context.Context) {
 	}
 	var removed int64
 	for name, r := range s.stored {
+		if s.storeOf(name) != i {
+			continue
+		}
 		s.m.Ingested.WithLabelValues(name).Add(float64(res.Rows[r.Tag]))
 		if n := res.Copies[r.Tag]; n > 0 {
 			s.m.Duplicates.WithLabelValues(name).Add(float64(n))
 			removed += n
 		}
 	}
-	s.log.Info("history: rebuilt: indexes built", "seconds", time.Since(began).Seconds(), "later_copies", removed)
+	s.log.Info("history: rebuilt: indexes built", "store", i, "seconds", time.Since(began).Seconds(), "later_copies", removed)
 	close(s.progress) // queries waiting for the rebuild look again
 	s.progress = make(chan struct{})
 	s.noteCaughtUpLocked()

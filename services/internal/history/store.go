@@ -117,16 +117,41 @@ type Store struct {
 
 // OpenStore opens (creating if needed) the store in dir, with every index
 // kept up to date row by row.
-func OpenStore(dir string) (*Store, error) { return openStore(dir, false) }
+func OpenStore(dir string) (*Store, error) { return openStore(dir, 0, false) }
 
-// openStore opens the store in dir. With bulk, a store created here is
-// rebuilding (Building) until FinishBuild. A store whose rebuild was
-// interrupted (a crash, a restart) goes on rebuilding, bulk or not.
-func openStore(dir string, bulk bool) (*Store, error) {
+// storeFile is the database file of a replica's store i: history.db, then
+// history-1.db, history-2.db...
+func storeFile(i int) string {
+	if i == 0 {
+		return "history.db"
+	}
+	return fmt.Sprintf("history-%d.db", i)
+}
+
+// removeStoresFrom deletes the files of a replica's stores i and above
+// (their rooms are rebuilt in the stores that now hold them).
+func removeStoresFrom(dir string, i int) error {
+	for ; ; i++ {
+		path := filepath.Join(dir, storeFile(i))
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		for _, suffix := range []string{"-wal", "-shm", ""} {
+			if err := os.Remove(path + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("history: remove store %d: %w", i, err)
+			}
+		}
+	}
+}
+
+// openStore opens the replica's store i in dir. With bulk, a store created
+// here is rebuilding (Building) until FinishBuild. A store whose rebuild
+// was interrupted (a crash, a restart) goes on rebuilding, bulk or not.
+func openStore(dir string, i int, bulk bool) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("history: store directory: %w", err)
 	}
-	path := filepath.Join(dir, "history.db")
+	path := filepath.Join(dir, storeFile(i))
 	// synchronous=NORMAL in WAL mode: a commit survives a process crash
 	// (it is in the OS's page cache), and a power cut may lose the
 	// commits since the last checkpoint synced the log, but never tears

@@ -16,7 +16,7 @@ import (
 // PALAVER_BENCH_BULK=1: a rebuild's store, its indexes built at the end
 // (FinishBuild, included in the figures).
 func BenchmarkStoreApply(b *testing.B) {
-	st, err := openStore(b.TempDir(), envInt("PALAVER_BENCH_BULK", 0) == 1)
+	st, err := openStore(b.TempDir(), 0, envInt("PALAVER_BENCH_BULK", 0) == 1)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -21,7 +21,7 @@ func TestStoreRebuildInBulk(t *testing.T) {
 	}
 	defer rowByRow.Close()
 	dir := t.TempDir()
-	bulk, err := openStore(dir, true)
+	bulk, err := openStore(dir, 0, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestStoreRebuildInBulk(t *testing.T) {
 			if err := bulk.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if bulk, err = openStore(dir, false); err != nil {
+			if bulk, err = openStore(dir, 0, false); err != nil {
 				t.Fatal(err)
 			}
 			if !bulk.Building() {
@@ -183,7 +183,7 @@ func TestStoreRebuildInBulk(t *testing.T) {
 	if err := bulk.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if bulk, err = openStore(dir, true); err != nil {
+	if bulk, err = openStore(dir, 0, true); err != nil {
 		t.Fatal(err)
 	}
 	if bulk.Building() {
