@@ -657,3 +657,59 @@ func TestPagesOfOneTimeThroughCursors(t *testing.T) {
 		}
 	}
 }
+
+// When the store count changes, every room is still served whole: a room
+// whose store changed is dropped from the old one and rebuilt in its own,
+// and the files of stores beyond the count are removed.
+func TestStoreCountChanges(t *testing.T) {
+	e := sharedEnv(t)
+	pre := prefix(t)
+	var rooms []room.Info
+	for range 6 {
+		in := e.newRoom(t, pre, 1)
+		e.produce(t, in, 0, 30, 2, func(i int) string { return fmt.Sprintf("message %d", i) })
+		rooms = append(rooms, in)
+	}
+	dir := t.TempDir()
+	moved, prev := 0, 0
+	for _, n := range []int{3, 2, 1} {
+		s := startService(t, e, dir, pre, func(c *Config) { c.Stores = n })
+		for _, in := range rooms {
+			waitCaughtUp(t, s.Service, in, e.ends(t, in))
+			if got, want := allBackward(t, s.Service, in.Name, 50), e.topicMessages(t, in); !slices.Equal(sorted(got), sorted(want)) {
+				t.Fatalf("%d stores, room %s: %d messages, the topic holds %d", n, in.Name, len(got), len(want))
+			}
+			if prev > 0 && storeIndex(in.Name, n) != storeIndex(in.Name, prev) {
+				moved++
+			}
+		}
+		s.stop()
+		for i := range 4 {
+			_, err := os.Stat(filepath.Join(dir, storeFile(i)))
+			if exists := err == nil; exists != (i < n) {
+				t.Fatalf("%d stores: the file of store %d exists: %v", n, i, exists)
+			}
+			if i >= n {
+				continue
+			}
+			st, err := openStore(dir, i, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			held, err := st.Rooms(t.Context())
+			_ = st.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name := range held {
+				if storeIndex(name, n) != i {
+					t.Fatalf("%d stores: store %d still holds room %s of store %d", n, i, name, storeIndex(name, n))
+				}
+			}
+		}
+		prev = n
+	}
+	if moved == 0 {
+		t.Fatal("no room changed stores: the test proves nothing")
+	}
+}

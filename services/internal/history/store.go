@@ -160,7 +160,10 @@ func openStore(dir string, i int, bulk bool) (*Store, error) {
 		"&_pragma=cache_size(-32000)&_pragma=temp_store(MEMORY)&_txlock=immediate"
 	// The writer checkpoints only when the log has grown to
 	// walBackstopPages: the checkpointer does it before then.
-	w, err := sql.Open("sqlite", dsn+fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", walBackstopPages))
+	// A log restarted after a checkpoint keeps its size on disk unless
+	// journal_size_limit truncates it: a rebuild's index build passes
+	// through it whole, and would leave it hundreds of MiB large.
+	w, err := sql.Open("sqlite", dsn+fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)&_pragma=journal_size_limit(%d)", walBackstopPages, walBackstopPages*4096))
 	if err != nil {
 		return nil, fmt.Errorf("history: open store: %w", err)
 	}

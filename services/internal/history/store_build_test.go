@@ -1,6 +1,7 @@
 package history
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -188,5 +189,47 @@ func TestStoreRebuildInBulk(t *testing.T) {
 	}
 	if bulk.Building() {
 		t.Fatal("a built store reopened is rebuilding")
+	}
+}
+
+// While a store is rebuilt its rooms are not answered, however far ingest
+// has come: their rows have neither search index nor later copies removed
+// yet. Once the indexes are built they are.
+func TestQueriesWaitForTheRebuild(t *testing.T) {
+	ctx := t.Context()
+	st, err := openStore(t.TempDir(), 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	if _, _, err := st.Apply(ctx, []op{{Room: "lobby", Tag: tag, Msg: stored("lobby", 0, 0, t0, "u-1", "hello")}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{MaxWait: 50 * time.Millisecond}.withDefaults()
+	s := &Service{cfg: cfg, stores: []*Store{st}, m: NewMetrics(nil),
+		served:    map[string]*servedRoom{"lobby": {tag: tag, parts: 1}},
+		committed: map[posKey]int64{{"lobby", 0}: 1}, end: map[posKey]int64{{"lobby", 0}: 1},
+		progress:  make(chan struct{}), finishing: []bool{false}}
+	if _, err := s.Messages(ctx, "lobby", PageRequest{Limit: 10}); !errors.Is(err, ErrBehind) {
+		t.Fatalf("a page while rebuilding: %v, want %v", err, ErrBehind)
+	}
+	if _, err := s.Search(ctx, "lobby", SearchRequest{Query: "hello", Limit: 10}); !errors.Is(err, ErrBehind) {
+		t.Fatalf("a search while rebuilding: %v, want %v", err, ErrBehind)
+	}
+	if _, err := st.FinishBuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	page, err := s.Messages(ctx, "lobby", PageRequest{Limit: 10})
+	if err != nil || len(page.Messages) != 1 {
+		t.Fatalf("a page once rebuilt: %+v, %v", page, err)
+	}
+	found, err := s.Search(ctx, "lobby", SearchRequest{Query: "hello", Limit: 10})
+	if err != nil || len(found.Results) != 1 {
+		t.Fatalf("a search once rebuilt: %+v, %v", found, err)
 	}
 }
