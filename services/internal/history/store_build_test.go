@@ -214,7 +214,7 @@ func TestQueriesWaitForTheRebuild(t *testing.T) {
 	s := &Service{cfg: cfg, stores: []*Store{st}, m: NewMetrics(nil),
 		served:    map[string]*servedRoom{"lobby": {tag: tag, parts: 1}},
 		committed: map[posKey]int64{{"lobby", 0}: 1}, end: map[posKey]int64{{"lobby", 0}: 1},
-		progress:  make(chan struct{}), finishing: []bool{false}}
+		progress: make(chan struct{}), finishing: []bool{false}}
 	if _, err := s.Messages(ctx, "lobby", PageRequest{Limit: 10}); !errors.Is(err, ErrBehind) {
 		t.Fatalf("a page while rebuilding: %v, want %v", err, ErrBehind)
 	}
