@@ -60,7 +60,7 @@ type Service struct {
 	synced    bool             // the registry was read and the shard's rooms started
 	caughtUp  bool             // ready once; the rebuild is over
 	ready     chan struct{}    // closed when caughtUp is set
-	runCtx    context.Context  // Run's, for the end of a rebuild
+	runCtx    context.Context  // done when Run returns, for the end of a rebuild
 	finishing []bool           // per store, the end of its rebuild is queued to its writer
 }
 
@@ -161,8 +161,11 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	}
+	// The end of a rebuild waits for a writer: not beyond Run.
+	runCtx, endRun := context.WithCancel(ctx)
+	defer endRun()
 	s.mu.Lock()
-	s.runCtx = ctx
+	s.runCtx = runCtx
 	s.stored = stored
 	for name, r := range stored {
 		for p, n := range r.Next {

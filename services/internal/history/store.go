@@ -247,9 +247,9 @@ func (s *Store) Building() bool { return s.building.Load() }
 
 // buildHashSize is how many bytes of pending entries the search index
 // holds in memory while a rebuild indexes every row, before it writes them
-// out as a segment: 32 MiB makes few segments, so no merge work is left
-// (1 MiB, FTS5's default, which live batches keep, left about 0.8 µs a row
-// of merges to do afterwards).
+// out as a segment: 32 MiB makes few segments, which leave no merge work
+// among themselves (1 MiB, FTS5's default, which live batches keep, left
+// about 0.8 µs a row of merges to do afterwards).
 const buildHashSize = 32 << 20
 
 // built is what FinishBuild found, per room tag.
