@@ -179,7 +179,7 @@ func readValue(b kafka.Bytes) ([]byte, error) {
 var errWrongRoom = errors.New("history: envelope of another room")
 
 func decode(room string, value []byte, rec *kafka.Record, p int) (*message.Stored, error) {
-	env, err := message.Decode(value)
+	env, err := decodeEnvelope(value)
 	if err != nil {
 		return nil, err
 	}
