@@ -40,6 +40,7 @@ const (
 	DefaultStallCheck  = 10 * time.Second
 	DefaultReadTimeout = 30 * time.Second
 	DefaultDedupWindow = 10 * time.Minute
+	DefaultFlushHold   = time.Millisecond
 	// DefaultDedupEntries bounds the messages a room remembers for
 	// deduplication.
 	DefaultDedupEntries = 100_000
@@ -73,6 +74,12 @@ type Config struct {
 	// from Kafka when it starts.
 	DedupWindow  time.Duration
 	DedupEntries int
+	// FlushHold is how long a busy room holds its connections' writes for
+	// more messages (1 ms; negative: never). A room is busy when its
+	// previous flush is less than twice FlushHold old: a room at a few
+	// hundred messages a second or more. A quiet room's message is written
+	// at once.
+	FlushHold time.Duration
 
 	// Encode makes the frame of a delivery; required.
 	Encode func(*Delivery) []byte
@@ -114,6 +121,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DedupEntries <= 0 {
 		c.DedupEntries = DefaultDedupEntries
+	}
+	if c.FlushHold == 0 {
+		c.FlushHold = DefaultFlushHold
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -357,7 +367,10 @@ type Room struct {
 	ring      ring
 	recent    *recent // the dedup window; set before ready
 	tails     []*tail
-	held      bool // a subscriber's sink holds pushes not flushed yet
+	held      bool        // a subscriber's sink holds pushes not flushed yet
+	flushedAt time.Time   // when the sinks were last flushed
+	holding   bool        // a held flush is due: hold will fire
+	hold      *time.Timer // flushes a busy room's held pushes; made on first use
 }
 
 func newRoom(h *Hub, info room.Info) *Room {
@@ -651,16 +664,46 @@ func (r *Room) removeLocked(s *Subscription) {
 	}
 }
 
-// flush hands the deliveries the room's sinks hold to their writers: a
-// tail calls it when its reader has no more records read ahead, or after
-// maxBurst of them.
+// flush hands the deliveries the room's sinks hold to their writers at
+// once: a tail calls it after maxBurst messages and when it stops.
 func (r *Room) flush() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.flushLocked(time.Now())
+}
+
+// endBurst is a tail's flush once its reader has no more records read
+// ahead: at once for a quiet room; a busy room's (flushed less than
+// 2×FlushHold ago) waits FlushHold for more messages, so that each
+// connection writes several in one system call. Pushes go on while a
+// flush is held and land behind the held ones: order is the queues'.
+func (r *Room) endBurst() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.held || r.holding {
+		return
+	}
+	hold := r.hub.cfg.FlushHold
+	now := time.Now()
+	if hold <= 0 || now.Sub(r.flushedAt) >= 2*hold {
+		r.flushLocked(now)
+		return
+	}
+	r.holding = true
+	if r.hold == nil {
+		r.hold = time.AfterFunc(hold, r.flush)
+	} else {
+		r.hold.Reset(hold)
+	}
+}
+
+func (r *Room) flushLocked(now time.Time) {
+	r.holding = false // a hold timer that fires now finds nothing held
 	if !r.held {
 		return
 	}
 	r.held = false
+	r.flushedAt = now
 	for s := range r.subs {
 		if s.held {
 			s.held = false

@@ -81,10 +81,14 @@ func (t *tail) follow(rd Reader) error {
 			r.deliver(t, m.Offset, m.Time, m.Value)
 		}
 		// Connections write what the room delivered once the reader has
-		// nothing more at hand: at once for a quiet room, after the burst
-		// for a busy one.
-		if burst++; burst >= maxBurst || ahead == nil || ahead.ReadAhead() == 0 {
+		// nothing more at hand (at once for a quiet room, a little later
+		// for a busy one: see endBurst), or after maxBurst messages.
+		switch burst++; {
+		case burst >= maxBurst:
 			r.flush()
+			burst = 0
+		case ahead == nil || ahead.ReadAhead() == 0:
+			r.endBurst()
 			burst = 0
 		}
 	}
