@@ -31,9 +31,10 @@ const (
 )
 
 // conn is one WebSocket client. Its reader goroutine runs the commands; a
-// writer goroutine, started when frames are queued and gone when the queue
-// is empty, writes them, so an idle connection costs one goroutine. The
-// writer is the only goroutine that writes to the socket (see wire.go).
+// writer goroutine, started when frames are queued and gone writerLinger
+// after the queue emptied, writes them, so an idle connection costs one
+// goroutine. The writer is the only goroutine that writes to the socket
+// (see wire.go).
 type conn struct {
 	s           *Server
 	nc          net.Conn
@@ -58,13 +59,15 @@ type conn struct {
 	mu       sync.Mutex
 	rooms    map[string]*roomSub
 	q, spare []outItem
-	queued   int  // frames queued and not yet written
-	writing  bool // a writer goroutine runs
-	closing  bool // no more commands or live messages; answers still queue until final
-	final    bool // nothing more is queued: the close frame is next
-	abort    bool // closing without flushing (slow consumer): writes stop, the close frame is next
-	dead     bool // the socket failed or the reader ended: nothing more is written
-	sending  bool // the close frame is being written
+	queued   int           // frames queued and not yet written
+	writing  bool          // a writer goroutine runs
+	waiting  bool          // the writer waits for frames (lingers): wake it
+	wake     chan struct{} // the lingering writer's signal; nil when no writer runs
+	closing  bool          // no more commands or live messages; answers still queue until final
+	final    bool          // nothing more is queued: the close frame is next
+	abort    bool          // closing without flushing (slow consumer): writes stop, the close frame is next
+	dead     bool          // the socket failed or the reader ended: nothing more is written
+	sending  bool          // the close frame is being written
 	code     ws.StatusCode
 	reason   string
 	space    chan struct{} // closed when a queued frame is written, for PushWait
@@ -626,12 +629,46 @@ const (
 // and the close frame, whatever the client left unread (see sendClose).
 const closeRoom = 64 << 10
 
+// writerLinger is how long a writer whose queue emptied waits for more
+// frames before it exits: a connection in a busy room gets its next flush
+// within it and keeps its writer (and the writer's grown stack) rather
+// than starting one a flush; an idle connection holds no goroutine once it
+// passed.
+const writerLinger = 5 * time.Millisecond
+
+// lingerTimers recycles the writers' linger timers (stopped): an idle
+// connection holds none.
+var lingerTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
+// linger waits writerLinger for a wake; false when none came.
+func linger(wake <-chan struct{}) bool {
+	t := lingerTimers.Get().(*time.Timer)
+	t.Reset(writerLinger)
+	defer func() {
+		t.Stop() // no stale tick after Stop (Go 1.23 timers)
+		lingerTimers.Put(t)
+	}()
+	select {
+	case <-wake:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
 // writeLoop writes queued frames (and due pings and pongs) until there are
-// none, then exits; on a closing connection it ends with the close frame.
+// none for writerLinger, then exits; on a closing connection it ends with
+// the close frame.
 func (c *conn) writeLoop() {
 	var ctlBuf [2 * (2 + ws.MaxControlFramePayloadSize)]byte
+	lingered := false // the last wait for frames ran out
 	for {
 		c.mu.Lock()
+		c.waiting = false
 		if c.abort {
 			c.mu.Unlock()
 			c.sendClose()
@@ -652,13 +689,25 @@ func (c *conn) writeLoop() {
 				c.sendClose()
 				return
 			}
+			if !lingered {
+				if c.wake == nil {
+					c.wake = make(chan struct{}, 1)
+				}
+				c.waiting = true
+				wake := c.wake
+				c.mu.Unlock()
+				lingered = !linger(wake)
+				continue
+			}
 			c.writing = false
+			c.wake = nil
 			if cap(c.spare) > 16 {
 				c.spare = nil // an idle connection keeps no big queue
 			}
 			c.mu.Unlock()
 			return
 		}
+		lingered = false
 		batch := c.q
 		c.q = c.spare[:0]
 		c.spare = nil
@@ -789,11 +838,25 @@ func (c *conn) sendClose() {
 	_ = c.nc.SetReadDeadline(time.Now().Add(closeHandshakeTimeout))
 }
 
-// startWriterLocked starts the writer unless it runs.
+// startWriterLocked starts the writer unless it runs, and wakes it if it
+// lingers.
 func (c *conn) startWriterLocked() {
 	if !c.writing {
 		c.writing = true
 		go c.writeLoop()
+		return
+	}
+	c.wakeWriterLocked()
+}
+
+// wakeWriterLocked ends the writer's wait for frames, if it waits.
+func (c *conn) wakeWriterLocked() {
+	if c.waiting {
+		c.waiting = false
+		select {
+		case c.wake <- struct{}{}:
+		default: // a wake is pending already
+		}
 	}
 }
 
@@ -850,6 +913,7 @@ func (c *conn) abortLocked() {
 	if c.writing {
 		_ = c.nc.SetWriteDeadline(time.Unix(1, 0))
 	}
+	c.wakeWriterLocked()
 }
 
 // markClosed records the end of a connection the peer or the network
@@ -859,6 +923,7 @@ func (c *conn) markClosed(metric string) {
 	already := c.closing
 	c.closing, c.abort, c.final, c.dead = true, true, true, true
 	c.q = nil
+	c.wakeWriterLocked() // to close the socket and end
 	if c.space != nil {
 		close(c.space)
 		c.space = nil
