@@ -69,3 +69,57 @@ func BenchmarkFanOutBurst(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
 	b.ReportMetric(float64(flushes)/deliveries, "flushes/delivery")
 }
+
+// BenchmarkFanOutPaced: a room of 100 subscribers receives b.N messages
+// one at a time, a millisecond apart (1,000 a second, scenario A of
+// `palaver bench`), each fetched alone. Reports the flushes (connection
+// writes) per delivery, with the default FlushHold and without:
+//
+//	go test -run '^$' -bench FanOutPaced -benchtime 2000x ./internal/gateway/roomhub/
+func BenchmarkFanOutPaced(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		hold time.Duration
+	}{{"hold=1ms", DefaultFlushHold}, {"hold=2ms", 2 * time.Millisecond}, {"hold=off", -1}} {
+		b.Run(c.name, func(b *testing.B) {
+			const members = 100
+			f := newFixture(b, 1, Config{RingSize: 4096, FlushHold: c.hold})
+			sinks := make([]*countSink, members)
+			for i := range sinks {
+				sinks[i] = &countSink{}
+				sub, err := f.hub.Join(b.Context(), f.info, sinks[i], JoinRequest{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				sub.Start()
+			}
+			values := make([][]byte, b.N)
+			for i := range values {
+				values[i] = envelope(b, i)
+			}
+			var before int64
+			for _, s := range sinks {
+				before += s.flushes.Load()
+			}
+			b.ResetTimer()
+			next := time.Now()
+			for i := range b.N {
+				time.Sleep(time.Until(next))
+				f.src.append(f.info.Topic, 0, values[i])
+				next = next.Add(time.Millisecond)
+			}
+			for deadline := time.Now().Add(30 * time.Second); sinks[members-1].pushed.Load() < int64(b.N); time.Sleep(100 * time.Microsecond) {
+				if time.Now().After(deadline) {
+					b.Fatal("messages not delivered within 30 s")
+				}
+			}
+			time.Sleep(2 * DefaultFlushHold) // the last held flush
+			b.StopTimer()
+			var flushes int64
+			for _, s := range sinks {
+				flushes += s.flushes.Load()
+			}
+			b.ReportMetric(float64(flushes-before)/float64(b.N*members), "flushes/delivery")
+		})
+	}
+}
