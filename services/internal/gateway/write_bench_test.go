@@ -29,10 +29,10 @@ func BenchmarkRoomWrites(b *testing.B) {
 		linger   time.Duration
 		perFlush int
 	}{
-		{"linger=5ms/flush=1", writerLinger, 1},
-		{"linger=off/flush=1", 0, 1},
-		{"linger=5ms/flush=2", writerLinger, 2},
-		{"linger=off/flush=2", 0, 2},
+		{"linger=5ms,flush=1", writerLinger, 1},
+		{"linger=off,flush=1", 0, 1},
+		{"linger=5ms,flush=2", writerLinger, 2},
+		{"linger=off,flush=2", 0, 2},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			defer func(l time.Duration) { writerLinger = l }(writerLinger)
