@@ -43,7 +43,9 @@ type Delivery struct {
 }
 
 // Frame returns the delivery encoded by the hub's Config.Encode, computed
-// once on first use (by whichever connection writes it first).
+// once on first use: by the room's tail for a live message, before any
+// subscriber gets it; by whichever connection writes it first for a copy
+// made for one subscriber.
 func (d *Delivery) Frame() []byte {
 	d.once.Do(func() { d.frame = d.encode(d) })
 	return d.frame

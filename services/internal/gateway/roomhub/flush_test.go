@@ -1,6 +1,7 @@
 package roomhub
 
 import (
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -19,11 +20,14 @@ func TestQuietRoomFlushesAtOnceBusyRoomHolds(t *testing.T) {
 		f.join(t, b, JoinRequest{})
 		synctest.Wait()
 		base := map[*sink]int64{a: a.flushes.Load(), b: b.flushes.Load()} // a join's own flush
+		// send appends n messages all at once: one fetch.
 		send := func(n int) {
-			for range n {
-				f.src.append(f.info.Topic, 0, envelope(t, f.n[0]))
+			values := make([][]byte, n)
+			for i := range values {
+				values[i] = envelope(t, f.n[0])
 				f.n[0]++
 			}
+			f.src.append(f.info.Topic, 0, values...)
 		}
 		// want checks what each sink got by now, with no time passing.
 		want := func(what string, from, to int64, flushes int64) {
@@ -88,4 +92,30 @@ func TestFlushHoldOff(t *testing.T) {
 			t.Fatalf("%d flushes, want 3", got)
 		}
 	})
+}
+
+// encodedSink records whether each live delivery came already encoded.
+type encodedSink struct {
+	*sink
+	raw atomic.Int64 // deliveries pushed before their frame was made
+}
+
+func (s *encodedSink) Push(d *Delivery) bool {
+	if d.frame == nil {
+		s.raw.Add(1)
+	}
+	return s.sink.Push(d)
+}
+
+// TestLiveDeliveryEncodedByTheTail: the tail encodes a live message before
+// a connection gets it, so that no writer grows its stack encoding it.
+func TestLiveDeliveryEncodedByTheTail(t *testing.T) {
+	f := newFixture(t, 1, Config{})
+	s := &encodedSink{sink: newSink(16)}
+	f.join(t, s, JoinRequest{})
+	f.produce(t, 0, 3)
+	s.expect(t, span(0, 0, 3)...)
+	if n := s.raw.Load(); n != 0 {
+		t.Fatalf("%d live deliveries pushed unencoded", n)
+	}
 }

@@ -594,6 +594,12 @@ func (r *Room) deliver(t *tail, offset int64, at time.Time, value []byte) {
 		r.ringStart = ev.Cursor
 	}
 	r.recent.add(d.Msg, now)
+	if len(r.subs) > 0 {
+		// Encoded here, on the tail's goroutine, rather than by the first
+		// connection's writer: a writer is often new, and encoding would
+		// grow its small stack.
+		d.Frame()
+	}
 	var dropped []*Subscription
 	for s := range r.subs {
 		if !s.offer(d) {
