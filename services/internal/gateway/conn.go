@@ -114,10 +114,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	go c.serve()
 }
 
-// serve is the reader loop. It only reads: each frame is handled on one
-// of the server's frame handlers (see handlers), waited for, so that
-// decoding, token checks and joins do not grow the stack this goroutine
-// keeps for the connection's whole life.
+// serve is the reader loop. It only reads: each frame is handled on a
+// short-lived goroutine, waited for, so that decoding, token checks and
+// joins do not grow the stack this goroutine keeps for the connection's
+// whole life.
 func (c *conn) serve() {
 	defer c.finish()
 	c.timers[0] = time.AfterFunc(c.s.cfg.HelloTimeout, func() {
@@ -134,53 +134,11 @@ func (c *conn) serve() {
 			return
 		}
 		done := make(chan struct{})
-		c.s.handlers.run(handlerJob{c: c, typ: typ, b: b, done: done})
+		go func() {
+			defer close(done)
+			c.frame(typ, b)
+		}()
 		<-done
-	}
-}
-
-// handlerLinger is how long an idle frame handler waits for the next
-// frame, of any connection, before it exits.
-const handlerLinger = time.Second
-
-// handlers runs the connections' frames on goroutines shared by every
-// connection: a frame goes to an idle handler if there is one, else to a
-// new one. A handler keeps the stack that decoding and sending grew from
-// one frame to the next, where a goroutine per frame grew its own each
-// time; an idle gateway keeps none past handlerLinger.
-type handlers struct {
-	jobs chan handlerJob // unbuffered: a send succeeds when a handler waits
-}
-
-type handlerJob struct {
-	c    *conn
-	typ  ws.OpCode
-	b    []byte
-	done chan<- struct{} // closed once the frame was handled
-}
-
-func newHandlers() *handlers { return &handlers{jobs: make(chan handlerJob)} }
-
-func (h *handlers) run(j handlerJob) {
-	select {
-	case h.jobs <- j:
-	default:
-		go h.loop(j)
-	}
-}
-
-func (h *handlers) loop(j handlerJob) {
-	t := time.NewTimer(handlerLinger)
-	defer t.Stop()
-	for {
-		j.c.frame(j.typ, j.b)
-		close(j.done)
-		t.Reset(handlerLinger)
-		select {
-		case j = <-h.jobs:
-		case <-t.C:
-			return
-		}
 	}
 }
 

@@ -60,7 +60,6 @@ type Server struct {
 	log      *slog.Logger
 	handler  http.Handler
 	readBufs *sync.Pool // the connections' read buffers (sockReader)
-	handlers *handlers  // run the connections' frames
 
 	origins   []string // browser origins allowed besides the gateway's own host
 	anyOrigin bool     // dev mode with --allowed-origins=*: no origin check
@@ -100,7 +99,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s := &Server{
 		cfg: cfg, rooms: deps.Rooms, verifier: deps.Verifier, src: roomhub.KafkaSource{Cluster: deps.Cluster, Meta: meta},
 		m: m, log: log, conns: map[*conn]struct{}{}, bots: newBotLimits(cfg.Limits), readBufs: newReadBufs(cfg.ReadBufferBytes),
-		handlers: newHandlers(),
 	}
 	s.hub = roomhub.New(s.src, roomhub.Config{
 		RingSize:     cfg.RingSize,
