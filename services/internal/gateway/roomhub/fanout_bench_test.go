@@ -36,15 +36,7 @@ func (s *countSink) Dropped(error)                             {}
 func BenchmarkFanOutBurst(b *testing.B) {
 	const members, burst = 1000, 64
 	f := newFixture(b, 1, Config{RingSize: 4096})
-	sinks := make([]*countSink, members)
-	for i := range sinks {
-		sinks[i] = &countSink{}
-		sub, err := f.hub.Join(b.Context(), f.info, sinks[i], JoinRequest{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		sub.Start()
-	}
+	sinks := joinCountSinks(b, f, members)
 	values := make([][]byte, b.N) // distinct ids: the room skips later copies
 	for i := range values {
 		values[i] = envelope(b, i)
@@ -61,19 +53,37 @@ func BenchmarkFanOutBurst(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	var flushes int64
-	for _, s := range sinks {
-		flushes += s.flushes.Load()
-	}
 	deliveries := float64(b.N) * members
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
-	b.ReportMetric(float64(flushes)/deliveries, "flushes/delivery")
+	b.ReportMetric(float64(flushesOf(sinks))/deliveries, "flushes/delivery")
+}
+
+// joinCountSinks joins n countSinks to the fixture's room.
+func joinCountSinks(b *testing.B, f *fixture, n int) []*countSink {
+	sinks := make([]*countSink, n)
+	for i := range sinks {
+		sinks[i] = &countSink{}
+		sub, err := f.hub.Join(b.Context(), f.info, sinks[i], JoinRequest{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sub.Start()
+	}
+	return sinks
+}
+
+func flushesOf(sinks []*countSink) int64 {
+	var n int64
+	for _, s := range sinks {
+		n += s.flushes.Load()
+	}
+	return n
 }
 
 // BenchmarkFanOutPaced: a room of 100 subscribers receives b.N messages
 // one at a time, a millisecond apart (1,000 a second, scenario A of
 // `palaver bench`), each fetched alone. Reports the flushes (connection
-// writes) per delivery, with the default FlushHold and without:
+// writes) per delivery, with the default FlushHold, with 2 ms and without:
 //
 //	go test -run '^$' -bench FanOutPaced -benchtime 2000x ./internal/gateway/roomhub/
 func BenchmarkFanOutPaced(b *testing.B) {
@@ -84,23 +94,12 @@ func BenchmarkFanOutPaced(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			const members = 100
 			f := newFixture(b, 1, Config{RingSize: 4096, FlushHold: c.hold})
-			sinks := make([]*countSink, members)
-			for i := range sinks {
-				sinks[i] = &countSink{}
-				sub, err := f.hub.Join(b.Context(), f.info, sinks[i], JoinRequest{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				sub.Start()
-			}
+			sinks := joinCountSinks(b, f, members)
 			values := make([][]byte, b.N)
 			for i := range values {
 				values[i] = envelope(b, i)
 			}
-			var before int64
-			for _, s := range sinks {
-				before += s.flushes.Load()
-			}
+			before := flushesOf(sinks)
 			b.ResetTimer()
 			next := time.Now()
 			for i := range b.N {
@@ -115,11 +114,7 @@ func BenchmarkFanOutPaced(b *testing.B) {
 			}
 			time.Sleep(2 * DefaultFlushHold) // the last held flush
 			b.StopTimer()
-			var flushes int64
-			for _, s := range sinks {
-				flushes += s.flushes.Load()
-			}
-			b.ReportMetric(float64(flushes-before)/float64(b.N*members), "flushes/delivery")
+			b.ReportMetric(float64(flushesOf(sinks)-before)/float64(b.N*members), "flushes/delivery")
 		})
 	}
 }
