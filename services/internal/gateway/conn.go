@@ -633,8 +633,8 @@ const closeRoom = 64 << 10
 // frames before it exits: a connection in a busy room gets its next flush
 // within it and keeps its writer (and the writer's grown stack) rather
 // than starting one a flush; an idle connection holds no goroutine once it
-// passed.
-// A var for BenchmarkRoomWrites' comparison; zero exits at once.
+// passed. A variable for BenchmarkRoomWrites' comparison: zero exits at
+// once.
 var writerLinger = 5 * time.Millisecond
 
 // lingerTimers recycles the writers' linger timers (stopped): an idle

@@ -68,8 +68,10 @@ type Sink interface {
 	Push(d *Delivery) bool
 	// Flush writes what Push held. The hub calls it, with the room
 	// locked, once the messages a tail read at once are pushed: a quiet
-	// room's message at once, a busy room's burst together, so that a
-	// connection gets it in one write rather than one per message.
+	// room's message at once, a busy room's burst together (and, for a
+	// room flushed less than 2×FlushHold ago, FlushHold later with what
+	// came meanwhile), so that a connection gets it in one write rather
+	// than one per message.
 	Flush()
 	// PushWait queues d, waiting for space; recoveries use it, so a
 	// subscriber catching up is paced by its own socket.
