@@ -44,6 +44,7 @@ type Config struct {
 	DedupEntries int           // at most this many sends remembered (200 000)
 	TailLinger   time.Duration // a room's tail outlives its last local member by this (10 s)
 	StallCheck   time.Duration // period of the stalled-tail watchdog (10 s)
+	FlushHold    time.Duration // a busy room holds its connections' writes this long for more messages (1 ms; negative: never)
 	DrainTimeout time.Duration // bound on the graceful shutdown (8 s)
 
 	// ReadBufferBytes is the buffer a connection reads its client's frames
@@ -91,6 +92,7 @@ func DefaultConfig() Config {
 		DedupEntries:     200_000,
 		TailLinger:       roomhub.DefaultLinger,
 		StallCheck:       roomhub.DefaultStallCheck,
+		FlushHold:        roomhub.DefaultFlushHold,
 		DrainTimeout:     8 * time.Second,
 		ReadBufferBytes:  512,
 		SocketSendBuffer: 64 << 10,
@@ -134,6 +136,9 @@ func (c Config) withDefaults() Config {
 	setD(&c.DedupWindow, d.DedupWindow)
 	setD(&c.TailLinger, d.TailLinger)
 	setD(&c.StallCheck, d.StallCheck)
+	if c.FlushHold == 0 {
+		c.FlushHold = d.FlushHold
+	}
 	setD(&c.DrainTimeout, d.DrainTimeout)
 	setD(&c.HistoryTimeout, d.HistoryTimeout)
 	return c
@@ -185,6 +190,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	c.env.Int(fs, &c.SocketSendBuffer, "socket-send-buffer", "PALAVER_SOCKET_SEND_BUFFER", def.SocketSendBuffer, "kernel send buffer per connection in bytes (SO_SNDBUF); negative keeps the kernel's autotuning")
 	c.env.Int(fs, &c.RingSize, "ring-size", "PALAVER_RING_SIZE", def.RingSize, "latest messages kept per tailed room to serve reconnects")
 	c.env.Duration(fs, &c.TailLinger, "tail-linger", "PALAVER_TAIL_LINGER", def.TailLinger, "how long a room's tail outlives its last local member")
+	c.env.Duration(fs, &c.FlushHold, "flush-hold", "PALAVER_FLUSH_HOLD", def.FlushHold, "how long a busy room (flushed under twice this ago) holds its connections' writes for more messages; negative: never")
 	c.env.Duration(fs, &c.StallCheck, "stall-check", "PALAVER_STALL_CHECK", def.StallCheck, "period of the check that replaces room tails that stopped progressing")
 	c.env.Duration(fs, &c.DedupWindow, "dedup-window", "PALAVER_DEDUP_WINDOW", def.DedupWindow, "how long a retried send (same sender and id) is recognised")
 	c.env.Int(fs, &c.DedupEntries, "dedup-entries", "PALAVER_DEDUP_ENTRIES", def.DedupEntries, "most sends remembered for deduplication, per room tailed and for the sends in flight")

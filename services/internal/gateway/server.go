@@ -104,6 +104,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		RingSize:     cfg.RingSize,
 		Linger:       cfg.TailLinger,
 		StallCheck:   cfg.StallCheck,
+		FlushHold:    cfg.FlushHold,
 		DedupWindow:  cfg.DedupWindow,
 		DedupEntries: cfg.DedupEntries,
 		Encode:       encodeDelivery,
