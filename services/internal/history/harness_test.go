@@ -223,8 +223,9 @@ type runningService struct {
 	stop func()
 }
 
-// startService runs a service on dir over the rooms named prefix-*.
-func startService(t testing.TB, e *kafkaEnv, dir, prefix string, adjust func(*Config)) *runningService {
+// startService runs a service on dir over the rooms named prefix-*; adjust
+// changes its configuration, tune each of its stores before it runs.
+func startService(t testing.TB, e *kafkaEnv, dir, prefix string, adjust func(*Config), tune ...func(*Store)) *runningService {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Dir = dir
@@ -238,6 +239,11 @@ func startService(t testing.TB, e *kafkaEnv, dir, prefix string, adjust func(*Co
 	s, err := New(cfg, Deps{Cluster: e.cluster, Rooms: prefixRooms{e.rooms, prefix}, Metrics: m, Logger: log})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range tune {
+		for _, st := range s.stores {
+			f(st)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -713,3 +713,27 @@ func TestStoreCountChanges(t *testing.T) {
 		t.Fatal("no room changed stores: the test proves nothing")
 	}
 }
+
+// The writer empties the write-ahead log once it is idle after the
+// checkpointer copied a long log. A passive checkpoint alone copies the log
+// but leaves it as long as it was (it starts again from its beginning only
+// when a transaction begins after a checkpoint copied all of it), and its
+// file as long as the log ever was.
+func TestWriterEmptiesTheLogWhenIdle(t *testing.T) {
+	e := sharedEnv(t)
+	pre := prefix(t)
+	in := e.newRoom(t, pre, 1)
+	const total, restartPages = 3000, 64
+	e.produce(t, in, 0, total, 7, func(i int) string { return fmt.Sprintf("log test message %d", i) })
+	s := startService(t, e, t.TempDir(), pre, func(c *Config) { c.BatchSize = 50 },
+		func(st *Store) { st.logRestartPages = restartPages })
+	waitFor(t, "every message stored", func() bool { return s.storedTotal() >= total })
+	waitFor(t, "the log emptied", func() bool {
+		for _, st := range s.stores {
+			if st.logPages() >= restartPages {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -225,42 +225,49 @@ func (s *Service) control(ctx context.Context, i int, fn func(*Store) error) err
 	}
 }
 
-// write is the single writer: it takes the ops queued by the consumers and
-// commits them in batches: what arrives within BatchLinger of a batch's
-// first op, up to BatchSize. A transaction costs far more than a row, so
+// write is store i's single writer: it takes the ops queued for it by the
+// consumers and commits them in batches: what arrives within BatchLinger of
+// a batch's first op, up to BatchSize. A transaction costs far more than a row, so
 // under load the batches fill, and a lone message waits BatchLinger. While
-// no op waits, it merges the search index in small steps (MergeIndex), so
-// the commits find little of that work left to do. It
-// returns when ctx is done (the batch being filled is committed, what is
-// still queued is fetched again after a restart), or when a commit fails:
-// then the process must stop, and its restart reads again from the
-// committed positions.
+// no op waits, it restarts the write-ahead log when the checkpointer asks
+// (Store.RestartLog) and merges the search index in small steps
+// (MergeIndex): the commits do neither. It returns when ctx is done (the
+// batch being filled is committed, what is still queued is fetched again
+// after a restart), or when a commit fails: then the process must stop,
+// and its restart reads again from the committed positions.
 func (s *Service) write(ctx context.Context, i int) error {
 	st, ops := s.stores[i], s.ops[i]
 	batch := make([]op, 0, s.cfg.BatchSize)
-	merging := false // the search index may have merge work left
+	merging := true // the search index may have merge work left
 	for {
 		var o op
-		if merging { // while nothing waits, merge the index a step
-			select {
-			case o = <-ops:
-			case <-ctx.Done():
-				return nil
-			default:
+		select {
+		case o = <-ops:
+		case <-ctx.Done():
+			// What is still queued is not committed, so a restart
+			// fetches it again: nothing to drain.
+			return nil
+		default: // nothing waits: the writer's own work, a step at a time
+			if due, _ := st.LogRestartDue(); due {
+				if _, err := st.RestartLog(ctx, false); err != nil && ctx.Err() == nil {
+					s.log.Warn("history: restarting the write-ahead log failed", "err", err)
+				}
+				// Busy or failed: the checkpointer asks again after its next copy.
+			}
+			if merging {
 				more, err := st.MergeIndex(ctx, mergeStep)
 				if err != nil && ctx.Err() == nil {
-					// The index is as before the step: the commits merge it.
+					// The index is as before the step: a later one merges it.
 					s.log.Warn("history: merging the search index failed", "err", err)
 				}
 				merging = more && err == nil
 				continue
 			}
-		} else {
 			select {
 			case o = <-ops:
+			case <-st.restartSignal():
+				continue
 			case <-ctx.Done():
-				// What is still queued is not committed, so a restart
-				// fetches it again: nothing to drain.
 				return nil
 			}
 		}
@@ -288,6 +295,12 @@ func (s *Service) write(ctx context.Context, i int) error {
 		}
 		batch = batch[:0]
 		merging = true
+		// A writer that never idles restarts the log at its bound.
+		if _, over := st.LogRestartDue(); over {
+			if _, err := st.RestartLog(ctx, true); err != nil && ctx.Err() == nil {
+				s.log.Warn("history: restarting the write-ahead log failed", "err", err)
+			}
+		}
 	}
 }
 

@@ -104,6 +104,13 @@ type Store struct {
 	// writer (see checkpoints); wake asks it to, stop and stopped end it.
 	ck                  *sql.DB
 	wake, stop, stopped chan struct{}
+	// restartDue is set by the checkpointer when it has copied a log whose
+	// file holds logRestartPages or more: the writer, when idle, restarts
+	// the log (RestartLog). logMaxPages bounds the log whatever the
+	// writer's load.
+	restartDue                   atomic.Bool
+	restart                      chan struct{} // signals restartDue to an idle writer
+	logRestartPages, logMaxPages int64
 
 	// dedupWindow is how long after a message a later copy of it is
 	// recognised: the gateway's, so history keeps the copy readers see.
@@ -114,6 +121,9 @@ type Store struct {
 	// later copies, which FinishBuild does in bulk. Written by the writer.
 	building atomic.Bool
 }
+
+// busyTimeout is the longest a connection waits for another's lock.
+const busyTimeout = 10 * time.Second
 
 // OpenStore opens (creating if needed) the store in dir, with every index
 // kept up to date row by row.
@@ -156,14 +166,14 @@ func openStore(dir string, i int, bulk bool) (*Store, error) {
 	// (it is in the OS's page cache), and a power cut may lose the
 	// commits since the last checkpoint synced the log, but never tears
 	// one; the positions lost with them are read again from Kafka.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)" +
+	dsn := "file:" + path + fmt.Sprintf("?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(%d)", busyTimeout.Milliseconds()) +
 		"&_pragma=cache_size(-32000)&_pragma=temp_store(MEMORY)&_txlock=immediate"
-	// The writer checkpoints only when the log has grown to
-	// walBackstopPages: the checkpointer does it before then.
-	// A log restarted after a checkpoint keeps its size on disk unless
-	// journal_size_limit truncates it: a rebuild's index build passes
-	// through it whole, and would leave it hundreds of MiB large.
-	w, err := sql.Open("sqlite", dsn+fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)&_pragma=journal_size_limit(%d)", walBackstopPages, walBackstopPages*4096))
+	// The writer never checkpoints inside a commit: the checkpointer
+	// copies the log, and the writer restarts it between batches (see
+	// checkpoints). A log that starts again by itself after a checkpoint
+	// copied it whole keeps its file's size unless journal_size_limit cuts
+	// it back: a rebuild's index build passes through the log whole.
+	w, err := sql.Open("sqlite", dsn+fmt.Sprintf("&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)", walRestartPages*4096))
 	if err != nil {
 		return nil, fmt.Errorf("history: open store: %w", err)
 	}
@@ -172,6 +182,14 @@ func openStore(dir string, i int, bulk bool) (*Store, error) {
 	if err != nil {
 		_ = w.Close()
 		return nil, fmt.Errorf("history: create schema in %s: %w", path, err)
+	}
+	// No merge work of the search index inside a commit: the writer does
+	// it between batches (MergeIndex). FTS5's crisis merge (a level of 16
+	// segments is merged at once) still bounds the segments under
+	// sustained load.
+	if _, err := w.Exec(`INSERT INTO messages_text (messages_text, rank) VALUES ('automerge', 0)`); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("history: configure the search index in %s: %w", path, err)
 	}
 	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
 	if err != nil {
@@ -187,7 +205,8 @@ func openStore(dir string, i int, bulk bool) (*Store, error) {
 	}
 	ck.SetMaxOpenConns(1)
 	s := &Store{path: path, w: w, r: r, ck: ck, dedupWindow: roomhub.DefaultDedupWindow,
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
+		restart: make(chan struct{}, 1), logRestartPages: walRestartPages, logMaxPages: walMaxPages}
 	s.building.Store(building)
 	go s.checkpoints()
 	for q, stmt := range map[string]**sql.Stmt{
@@ -315,10 +334,7 @@ func (s *Store) FinishBuild(ctx context.Context) (built, error) {
 		return res, fmt.Errorf("history: build indexes: %w", err)
 	}
 	s.building.Store(false)
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.wakeCheckpointer()
 	return res, nil
 }
 
@@ -385,11 +401,17 @@ const (
 	// checkpointEvery is the shortest time between two checkpoints: each
 	// copies a page changed by many commits in between once.
 	checkpointEvery = time.Second
-	// walBackstopPages is the log's size, in pages (4 KiB), at which the
-	// writer checkpoints itself: the bound on the log when the
-	// checkpointer falls behind, or cannot finish while the writer keeps
-	// appending (the log restarts only once it is wholly copied).
-	walBackstopPages = 16384
+	// walRestartPages is the size of the log's file, in pages (4 KiB),
+	// from which the writer empties it as soon as it is idle after the
+	// checkpointer copied it: 1 to 2 seconds of writes at 1,000 messages a
+	// second over 100 rooms.
+	walRestartPages = 8192
+	// walMaxPages bounds the log: past it, the writer restarts the log
+	// after its batch even when records wait, waiting for readers if
+	// needed. Only a writer that never idles gets there.
+	walMaxPages = 16384
+	// walFrameBytes is the size of a page in the log with its frame header.
+	walFrameBytes = 4096 + 24
 )
 
 // checkpoints copies the write-ahead log into the database, on its own
@@ -398,8 +420,15 @@ const (
 // checkpoint's copy and its two syncs (with synchronous=NORMAL, the
 // log is synced before it is copied and the database after). A passive
 // checkpoint never blocks the writer or the readers; one that fails is
-// tried again after the next commit, and the writer's own checkpoint at
-// walBackstopPages bounds the log whatever happens here.
+// tried again after the next commit.
+//
+// A passive checkpoint copies the log but rarely lets it start again
+// from its beginning: that happens only when the writer's next transaction
+// finds every page copied, and a writer committing every few milliseconds
+// has added some by then. So once the log's file is logRestartPages long
+// and the log copied, the checkpointer asks the writer (restartDue), which
+// restarts it when no record waits (RestartLog): by then it has little left
+// to copy.
 func (s *Store) checkpoints() {
 	defer close(s.stopped)
 	for {
@@ -408,13 +437,74 @@ func (s *Store) checkpoints() {
 		case <-s.stop:
 			return
 		}
-		_, _ = s.ck.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+		var busy, logged, copied int64
+		err := s.ck.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logged, &copied)
+		if err == nil && busy == 0 && copied == logged && s.logPages() >= s.logRestartPages {
+			s.restartDue.Store(true)
+			select {
+			case s.restart <- struct{}{}:
+			default:
+			}
+		}
 		select {
 		case <-time.After(checkpointEvery):
 		case <-s.stop:
 			return
 		}
 	}
+}
+
+// LogRestartDue says whether the writer should restart the log now: the
+// checkpointer has copied a long log, or the log has reached its bound
+// (then over is true).
+func (s *Store) LogRestartDue() (due, over bool) {
+	over = s.logPages() >= s.logMaxPages
+	return over || s.restartDue.Load(), over
+}
+
+// restartSignal is ready when the checkpointer asks for a restart of the
+// log: a writer waiting for records then calls LogRestartDue.
+func (s *Store) restartSignal() <-chan struct{} { return s.restart }
+
+// logPages is the size of the log's file in pages: the longest the log has
+// been since the writer last restarted it (the file is emptied then; a log
+// that starts again by itself reuses the file from its beginning).
+func (s *Store) logPages() int64 {
+	fi, err := os.Stat(s.path + "-wal")
+	if err != nil {
+		return 0
+	}
+	return fi.Size() / walFrameBytes
+}
+
+// RestartLog copies what is left of the log into the database and
+// empties the log's file, so that the log starts again from its beginning
+// (a TRUNCATE checkpoint on the writer's connection), and says whether it
+// could. It must be called by the writer between transactions. Unless
+// wait, it gives up at once when a reader still reads pages of the log or
+// the checkpointer is copying it (then the checkpointer asks again after
+// its next copy); with wait, for a log at its bound, it waits for them as
+// long as a writer waits for a lock.
+func (s *Store) RestartLog(ctx context.Context, wait bool) (bool, error) {
+	c, err := s.w.Conn(ctx)
+	if err != nil {
+		return false, fmt.Errorf("history: restart the log: %w", err)
+	}
+	defer c.Close()
+	if !wait {
+		if _, err := c.ExecContext(ctx, `PRAGMA busy_timeout = 0`); err != nil {
+			return false, fmt.Errorf("history: restart the log: %w", err)
+		}
+		defer func() {
+			_, _ = c.ExecContext(context.Background(), fmt.Sprintf(`PRAGMA busy_timeout = %d`, busyTimeout.Milliseconds()))
+		}()
+	}
+	s.restartDue.Store(false)
+	var busy, logged, copied int64
+	if err := c.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logged, &copied); err != nil {
+		return false, fmt.Errorf("history: restart the log: %w", err)
+	}
+	return busy == 0, nil
 }
 
 // Size returns the bytes the store takes on disk (database and WAL).
@@ -633,10 +723,7 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, appli
 	if err := tx.Commit(); err != nil {
 		return nil, res, fmt.Errorf("history: commit batch: %w", err)
 	}
-	select {
-	case s.wake <- struct{}{}:
-	default: // a checkpoint is due already
-	}
+	s.wakeCheckpointer()
 	out := make(map[posKey]position, len(next))
 	for k, n := range next {
 		out[k] = position{next: n, reset: reset[k]}
@@ -644,18 +731,29 @@ func (s *Store) Apply(ctx context.Context, ops []op) (map[posKey]position, appli
 	return out, res, nil
 }
 
+// wakeCheckpointer tells the checkpointer that the log has grown.
+func (s *Store) wakeCheckpointer() {
+	select {
+	case s.wake <- struct{}{}:
+	default: // a checkpoint is due already
+	}
+}
+
 // mergeStep is the most pages of the search index one idle merge writes
 // (MergeIndex): a record that arrives meanwhile waits for one such step.
 const mergeStep = 8
 
 // MergeIndex does up to pages pages of the search index's merge work, in a
-// transaction of its own, and says whether there was any. FTS5 merges its
-// segments itself as it writes (automerge), but in lumps: every 64 leaf
-// pages written, up to 64 pages per level of the index, which a commit of a
-// few rows pays for when its turn comes (tens of milliseconds of CPU). The
-// writer calls this while no record waits, so the work is done in small
-// steps between batches and the commits find little or none left. It
-// touches neither rows nor positions.
+// transaction of its own, and says whether there was any. Every batch
+// adds a segment to the index, which needs merging with others to keep
+// searches fast; FTS5 would do that work inside the commits (automerge),
+// in lumps (every 64 leaf pages written, up to 64 pages per level of the
+// index: tens of milliseconds of CPU for a commit of a few rows), so the
+// store turns it off and the writer calls this while no record waits: the
+// work is done in small steps between batches. Under sustained load, where
+// the writer never idles, FTS5's crisis merge (a level's 16 segments
+// merged into one, inside the commit that adds the 16th) bounds the
+// segments. It touches neither rows nor positions.
 func (s *Store) MergeIndex(ctx context.Context, pages int) (bool, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -681,6 +779,7 @@ func (s *Store) MergeIndex(ctx context.Context, pages int) (bool, error) {
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("history: merge index: %w", err)
 	}
+	s.wakeCheckpointer()
 	return true, nil
 }
 

@@ -1,6 +1,7 @@
 package history
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -321,5 +322,125 @@ func TestStoreMergeIndexBetweenBatches(t *testing.T) {
 	rooms, err := st.Rooms(ctx)
 	if err != nil || rooms["lobby"].Next[0] != total {
 		t.Fatalf("positions %v (%v)", rooms, err)
+	}
+}
+
+// A commit does none of the search index's merge work, however much it
+// writes: the writer merges between batches (MergeIndex). FTS5's own
+// automerge would merge four segments or more once 64 leaf pages have been
+// written, inside the commit that crossed the mark.
+func TestStoreCommitsLeaveIndexMergesToTheWriter(t *testing.T) {
+	st, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := t.Context()
+	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	segments := func() int {
+		var n int
+		if err := st.r.QueryRowContext(ctx, `SELECT count(DISTINCT segid) FROM messages_text_idx`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	leaves := func() int { // pages of the index, its structure record aside
+		var n int
+		if err := st.r.QueryRowContext(ctx, `SELECT count(*) FROM messages_text_data WHERE id > 10`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// Fewer batches than a crisis merge needs (16), each of words no other
+	// row has, so that each batch's segment spans several leaf pages.
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	const batches, rows = 15, 300
+	for b := range batches {
+		ops := make([]op, 0, rows)
+		for i := range rows {
+			off := int64(b*rows + i)
+			text := ""
+			for w := range 10 {
+				text += fmt.Sprintf(" w%dx%d", off, w)
+			}
+			ops = append(ops, op{Room: "lobby", Tag: tag, Offset: off, Msg: stored("lobby", 0, off, t0, "u-1", text)})
+		}
+		if _, _, err := st.Apply(ctx, ops); err != nil {
+			t.Fatal(err)
+		}
+		if got := segments(); got != b+1 {
+			t.Fatalf("%d segments after %d batches: a commit merged the index", got, b+1)
+		}
+	}
+	if n := leaves(); n < 64 {
+		t.Fatalf("the batches wrote %d leaf pages: too few to prove anything (FTS5 merges every 64)", n)
+	}
+	if more, err := st.MergeIndex(ctx, mergeStep); !more || err != nil {
+		t.Fatalf("no merge work between batches: %v %v", more, err)
+	}
+}
+
+// A writer that never idles still keeps the log bounded: once its file
+// reaches logMaxPages, RestartLog between batches empties it, waiting for
+// a reader that still reads the log.
+func TestStoreLogBoundedWithoutIdleMoments(t *testing.T) {
+	st, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := t.Context()
+	const maxPages = 128
+	st.logMaxPages = maxPages
+	st.logRestartPages = 1 << 40 // no restarts when idle
+	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A reader in a transaction that started on the log: the bound waits
+	// for it to end.
+	reader, err := st.r.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	if _, err := reader.ExecContext(ctx, `BEGIN DEFERRED`); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Apply(ctx, []op{{Room: "lobby", Tag: tag, Offset: 0, Msg: stored("lobby", 0, 0, time.Now(), "u-1", "first")}}); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := reader.QueryRowContext(ctx, `SELECT count(*) FROM messages`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(200*time.Millisecond, func() { _, _ = reader.ExecContext(context.Background(), `ROLLBACK`) })
+	restarts, longest := 0, int64(0)
+	for i := int64(1); restarts < 3; i++ {
+		if i > 100000 {
+			t.Fatalf("the log reached its bound %d times in %d batches", restarts, i)
+		}
+		o := op{Room: "lobby", Tag: tag, Offset: i, Msg: stored("lobby", 0, i, time.Now(), "u-1", fmt.Sprintf("hello number%d", i))}
+		if _, _, err := st.Apply(ctx, []op{o}); err != nil {
+			t.Fatal(err)
+		}
+		longest = max(longest, st.logPages())
+		if _, over := st.LogRestartDue(); over {
+			if ok, err := st.RestartLog(ctx, true); !ok || err != nil {
+				t.Fatalf("restart at the bound: %v %v", ok, err)
+			}
+			if p := st.logPages(); p != 0 {
+				t.Fatalf("the log's file holds %d pages after a restart at the bound", p)
+			}
+			restarts++
+		}
+	}
+	// A commit of one row writes a few pages: the log passes its bound by
+	// at most one batch.
+	if longest > maxPages+16 {
+		t.Fatalf("the log's file reached %d pages, bound %d", longest, maxPages)
 	}
 }
