@@ -248,11 +248,10 @@ func (s *Service) write(ctx context.Context, i int) error {
 			// fetches it again: nothing to drain.
 			return nil
 		default: // nothing waits: the writer's own work, a step at a time
-			if due, _ := st.LogRestartDue(); due {
-				if _, err := st.RestartLog(ctx, false); err != nil && ctx.Err() == nil {
-					s.log.Warn("history: restarting the write-ahead log failed", "err", err)
-				}
-				// Busy or failed: the checkpointer asks again after its next copy.
+			if due, over := st.LogRestartDue(); due {
+				// Busy or failed: the checkpointer asks again after its
+				// next copy.
+				s.restartLog(ctx, st, over)
 			}
 			if merging {
 				more, err := st.MergeIndex(ctx, mergeStep)
@@ -297,10 +296,22 @@ func (s *Service) write(ctx context.Context, i int) error {
 		merging = true
 		// A writer that never idles restarts the log at its bound.
 		if _, over := st.LogRestartDue(); over {
-			if _, err := st.RestartLog(ctx, true); err != nil && ctx.Err() == nil {
-				s.log.Warn("history: restarting the write-ahead log failed", "err", err)
-			}
+			s.restartLog(ctx, st, true)
 		}
+	}
+}
+
+// restartLog restarts st's write-ahead log (Store.RestartLog), counting it;
+// at the log's bound it waits for readers.
+func (s *Service) restartLog(ctx context.Context, st *Store, bound bool) {
+	ok, err := st.RestartLog(ctx, bound)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.log.Warn("history: restarting the write-ahead log failed", "err", err)
+	case ok && bound:
+		s.m.LogRestarts.WithLabelValues("bound").Inc()
+	case ok:
+		s.m.LogRestarts.WithLabelValues("idle").Inc()
 	}
 }
 

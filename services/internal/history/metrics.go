@@ -29,6 +29,7 @@ type Metrics struct {
 	CommitSize    prometheus.Histogram
 	QueryLatency  *prometheus.HistogramVec // kind: before, after, around, search
 	StoreBytes    prometheus.Gauge
+	LogRestarts   *prometheus.CounterVec // at: idle, bound
 	Rooms         prometheus.Gauge
 }
 
@@ -61,17 +62,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time to answer a query, by kind (before, after, around, search), waits for read-your-writes included.", Buckets: latency}, []string{"kind"}),
 		StoreBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "store_bytes",
 			Help: "Size of the store on disk (database and write-ahead log)."}),
+		LogRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "wal_restarts_total",
+			Help: "Times the writer started the store's write-ahead log again from its beginning, at an idle moment or at the log's bound."}, []string{"at"}),
 		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "rooms",
 			Help: "Rooms this replica serves."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Ingested, m.Skipped, m.Trimmed, m.Duplicates, m.Lag, m.Remaining, m.CommitLatency, m.CommitSize,
-			m.QueryLatency, m.StoreBytes, m.Rooms)
+			m.QueryLatency, m.StoreBytes, m.LogRestarts, m.Rooms)
 	}
 	// Every kind's series from the start: rate() needs two samples, and a
 	// series born with the first query would hide that query.
 	for _, kind := range queryKinds {
 		m.QueryLatency.WithLabelValues(kind)
+	}
+	for _, at := range []string{"idle", "bound"} {
+		m.LogRestarts.WithLabelValues(at)
 	}
 	return m
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -104,12 +105,15 @@ type Store struct {
 	// writer (see checkpoints); wake asks it to, stop and stopped end it.
 	ck                  *sql.DB
 	wake, stop, stopped chan struct{}
-	// restartDue is set by the checkpointer when it has copied a log whose
-	// file holds logRestartPages or more: the writer, when idle, restarts
-	// the log (RestartLog). logMaxPages bounds the log whatever the
+	// restartDue is set by the checkpointer when it has copied a log of
+	// logRestartPages or more: the writer, when idle, restarts the log
+	// (RestartLog). logMaxPages bounds the log's file whatever the
 	// writer's load.
-	restartDue                   atomic.Bool
-	restart                      chan struct{} // signals restartDue to an idle writer
+	restartDue atomic.Bool
+	restart    chan struct{} // signals restartDue to an idle writer
+	// copying is held by a checkpoint: SQLite lets one run at a time, and
+	// refuses another at once rather than waiting for it.
+	copying                      sync.Mutex
 	logRestartPages, logMaxPages int64
 
 	// dedupWindow is how long after a message a later copy of it is
@@ -401,14 +405,15 @@ const (
 	// checkpointEvery is the shortest time between two checkpoints: each
 	// copies a page changed by many commits in between once.
 	checkpointEvery = time.Second
-	// walRestartPages is the size of the log's file, in pages (4 KiB),
-	// from which the writer empties it as soon as it is idle after the
-	// checkpointer copied it: 1 to 2 seconds of writes at 1,000 messages a
-	// second over 100 rooms.
+	// walRestartPages is the log's length, in pages (4 KiB), from which
+	// the writer starts it again from its beginning as soon as it is idle
+	// after the checkpointer copied it: 1 to 2 seconds of writes at 1,000
+	// messages a second over 100 rooms.
 	walRestartPages = 8192
-	// walMaxPages bounds the log: past it, the writer restarts the log
-	// after its batch even when records wait, waiting for readers if
-	// needed. Only a writer that never idles gets there.
+	// walMaxPages bounds the log's file: there, the writer restarts the
+	// log and empties the file after its batch even when records wait,
+	// waiting for readers if needed. Only a writer that seldom idles gets
+	// there.
 	walMaxPages = 16384
 	// walFrameBytes is the size of a page in the log with its frame header.
 	walFrameBytes = 4096 + 24
@@ -425,10 +430,9 @@ const (
 // A passive checkpoint copies the log but rarely lets it start again
 // from its beginning: that happens only when the writer's next transaction
 // finds every page copied, and a writer committing every few milliseconds
-// has added some by then. So once the log's file is logRestartPages long
-// and the log copied, the checkpointer asks the writer (restartDue), which
-// restarts it when no record waits (RestartLog): by then it has little left
-// to copy.
+// has added some by then. So once the log is logRestartPages long and
+// copied, the checkpointer asks the writer (restartDue), which restarts it
+// when no record waits (RestartLog): by then it has little left to copy.
 func (s *Store) checkpoints() {
 	defer close(s.stopped)
 	for {
@@ -438,8 +442,10 @@ func (s *Store) checkpoints() {
 			return
 		}
 		var busy, logged, copied int64
+		s.copying.Lock()
 		err := s.ck.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logged, &copied)
-		if err == nil && busy == 0 && copied == logged && s.logPages() >= s.logRestartPages {
+		s.copying.Unlock()
+		if err == nil && busy == 0 && copied == logged && logged >= s.logRestartPages {
 			s.restartDue.Store(true)
 			select {
 			case s.restart <- struct{}{}:
@@ -467,8 +473,8 @@ func (s *Store) LogRestartDue() (due, over bool) {
 func (s *Store) restartSignal() <-chan struct{} { return s.restart }
 
 // logPages is the size of the log's file in pages: the longest the log has
-// been since the writer last restarted it (the file is emptied then; a log
-// that starts again by itself reuses the file from its beginning).
+// been since the writer last emptied it at its bound (a log that starts
+// again from its beginning reuses the file).
 func (s *Store) logPages() int64 {
 	fi, err := os.Stat(s.path + "-wal")
 	if err != nil {
@@ -477,20 +483,26 @@ func (s *Store) logPages() int64 {
 	return fi.Size() / walFrameBytes
 }
 
-// RestartLog copies what is left of the log into the database and
-// empties the log's file, so that the log starts again from its beginning
-// (a TRUNCATE checkpoint on the writer's connection), and says whether it
-// could. It must be called by the writer between transactions. Unless
-// wait, it gives up at once when a reader still reads pages of the log or
-// the checkpointer is copying it (then the checkpointer asks again after
-// its next copy); with wait, for a log at its bound, it waits for them as
-// long as a writer waits for a lock.
+// RestartLog copies what is left of the log into the database and starts
+// the log again from its beginning (a RESTART checkpoint on the writer's
+// connection), and says whether it could. It must be called by the writer
+// between transactions. Unless wait, it gives up at once when a reader
+// still reads pages of the log or the checkpointer is copying it (then the
+// checkpointer asks again after its next copy). With wait, for a log at
+// its bound, it waits for them as long as a writer waits for a lock, and
+// empties the log's file too (TRUNCATE).
 func (s *Store) RestartLog(ctx context.Context, wait bool) (bool, error) {
 	c, err := s.w.Conn(ctx)
 	if err != nil {
 		return false, fmt.Errorf("history: restart the log: %w", err)
 	}
 	defer c.Close()
+	if wait {
+		s.copying.Lock()
+	} else if !s.copying.TryLock() {
+		return false, nil
+	}
+	defer s.copying.Unlock()
 	if !wait {
 		if _, err := c.ExecContext(ctx, `PRAGMA busy_timeout = 0`); err != nil {
 			return false, fmt.Errorf("history: restart the log: %w", err)
@@ -501,7 +513,11 @@ func (s *Store) RestartLog(ctx context.Context, wait bool) (bool, error) {
 	}
 	s.restartDue.Store(false)
 	var busy, logged, copied int64
-	if err := c.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logged, &copied); err != nil {
+	mode := "RESTART"
+	if wait {
+		mode = "TRUNCATE"
+	}
+	if err := c.QueryRowContext(ctx, `PRAGMA wal_checkpoint(`+mode+`)`).Scan(&busy, &logged, &copied); err != nil {
 		return false, fmt.Errorf("history: restart the log: %w", err)
 	}
 	return busy == 0, nil
