@@ -407,14 +407,15 @@ const (
 	checkpointEvery = time.Second
 	// walRestartPages is the log's length, in pages (4 KiB), from which
 	// the writer starts it again from its beginning as soon as it is idle
-	// after the checkpointer copied it: 1 to 2 seconds of writes at 1,000
-	// messages a second over 100 rooms.
-	walRestartPages = 8192
+	// after the checkpointer copied it: 2 to 3 seconds of writes at 1,000
+	// messages a second over 100 rooms. A restart costs the writer the
+	// checkpoint's two syncs, so not much less.
+	walRestartPages = 16384
 	// walMaxPages bounds the log's file: there, the writer restarts the
 	// log and empties the file after its batch even when records wait,
 	// waiting for readers if needed. Only a writer that seldom idles gets
 	// there.
-	walMaxPages = 16384
+	walMaxPages = 32768
 	// walFrameBytes is the size of a page in the log with its frame header.
 	walFrameBytes = 4096 + 24
 )
