@@ -259,24 +259,36 @@ func TestStoreCheckpointsBesideTheWriter(t *testing.T) {
 	}
 }
 
-func TestStoreMergeIndexBetweenBatches(t *testing.T) {
+// openLobby opens a store in a new directory, closed with the test, with
+// one room: lobby, whose tag it returns.
+func openLobby(t *testing.T) (*Store, int64) {
+	t.Helper()
 	st, err := OpenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	ctx := t.Context()
-	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
+	t.Cleanup(func() { _ = st.Close() })
+	tag, err := st.AddRoom(t.Context(), "lobby", "palaver.room.default.lobby")
 	if err != nil {
 		t.Fatal(err)
 	}
-	segments := func() int {
-		var n int
-		if err := st.r.QueryRowContext(ctx, `SELECT count(DISTINCT segid) FROM messages_text_idx`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
+	return st, tag
+}
+
+// indexSegments counts the segments of the search index.
+func indexSegments(t *testing.T, st *Store) int {
+	t.Helper()
+	var n int
+	if err := st.r.QueryRowContext(t.Context(), `SELECT count(DISTINCT segid) FROM messages_text_idx`).Scan(&n); err != nil {
+		t.Fatal(err)
 	}
+	return n
+}
+
+func TestStoreMergeIndexBetweenBatches(t *testing.T) {
+	st, tag := openLobby(t)
+	ctx := t.Context()
+	segments := func() int { return indexSegments(t, st) }
 	// Batches of one row, as at a low rate: a segment each.
 	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	const total = 300
@@ -330,23 +342,9 @@ func TestStoreMergeIndexBetweenBatches(t *testing.T) {
 // automerge would merge four segments or more once 64 leaf pages have been
 // written, inside the commit that crossed the mark.
 func TestStoreCommitsLeaveIndexMergesToTheWriter(t *testing.T) {
-	st, err := OpenStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, tag := openLobby(t)
 	ctx := t.Context()
-	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
-	if err != nil {
-		t.Fatal(err)
-	}
-	segments := func() int {
-		var n int
-		if err := st.r.QueryRowContext(ctx, `SELECT count(DISTINCT segid) FROM messages_text_idx`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	segments := func() int { return indexSegments(t, st) }
 	leaves := func() int { // pages of the index, its structure record aside
 		var n int
 		if err := st.r.QueryRowContext(ctx, `SELECT count(*) FROM messages_text_data WHERE id > 10`).Scan(&n); err != nil {
@@ -387,19 +385,11 @@ func TestStoreCommitsLeaveIndexMergesToTheWriter(t *testing.T) {
 // reaches logMaxPages, RestartLog between batches empties it, waiting for
 // a reader that still reads the log.
 func TestStoreLogBoundedWithoutIdleMoments(t *testing.T) {
-	st, err := OpenStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, tag := openLobby(t)
 	ctx := t.Context()
 	const maxPages = 128
 	st.logMaxPages = maxPages
 	st.logRestartPages = 1 << 40 // no restarts when idle
-	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A reader in a transaction that started on the log: the bound waits
 	// for it to end.
 	reader, err := st.r.Conn(ctx)
