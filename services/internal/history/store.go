@@ -174,9 +174,9 @@ func openStore(dir string, i int, bulk bool) (*Store, error) {
 		"&_pragma=cache_size(-32000)&_pragma=temp_store(MEMORY)&_txlock=immediate"
 	// The writer never checkpoints inside a commit: the checkpointer
 	// copies the log, and the writer restarts it between batches (see
-	// checkpoints). A log that starts again by itself after a checkpoint
-	// copied it whole keeps its file's size unless journal_size_limit cuts
-	// it back: a rebuild's index build passes through the log whole.
+	// checkpoints). A log started again from its beginning keeps its
+	// file's size unless journal_size_limit cuts it back (at the first
+	// commit after): a rebuild's index build passes through the log whole.
 	w, err := sql.Open("sqlite", dsn+fmt.Sprintf("&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)", walRestartPages*4096))
 	if err != nil {
 		return nil, fmt.Errorf("history: open store: %w", err)
@@ -474,8 +474,9 @@ func (s *Store) LogRestartDue() (due, over bool) {
 func (s *Store) restartSignal() <-chan struct{} { return s.restart }
 
 // logPages is the size of the log's file in pages: the longest the log has
-// been since the writer last emptied it at its bound (a log that starts
-// again from its beginning reuses the file).
+// been since the writer last emptied it at its bound, or since the first
+// commit on a log started again from its beginning cut the file back to
+// journal_size_limit (otherwise such a log reuses the file).
 func (s *Store) logPages() int64 {
 	fi, err := os.Stat(s.path + "-wal")
 	if err != nil {
