@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -714,23 +715,35 @@ func TestStoreCountChanges(t *testing.T) {
 	}
 }
 
-// The writer starts the write-ahead log again from its beginning once it
-// is idle after the checkpointer copied a long log. A passive checkpoint
-// alone copies the log but leaves it as long as it was: it starts again
-// only when a transaction begins after a checkpoint copied all of it.
+// Each store file's writer starts its write-ahead log again from its
+// beginning once it is idle after the checkpointer copied a long log. A
+// passive checkpoint alone copies the log but leaves it as long as it was:
+// it starts again only when a transaction begins after a checkpoint copied
+// all of it.
 func TestWriterRestartsTheLogWhenIdle(t *testing.T) {
 	e := sharedEnv(t)
 	pre := prefix(t)
-	in := e.newRoom(t, pre, 1)
-	const total, restartPages = 3000, 64
-	e.produce(t, in, 0, total, 7, func(i int) string { return fmt.Sprintf("log test message %d", i) })
-	s := startService(t, e, t.TempDir(), pre, func(c *Config) { c.BatchSize = 50 },
+	const stores, total, restartPages = 2, 3000, 64
+	// Rooms until each store file holds one.
+	var rooms []room.Info
+	for held := map[int]bool{}; len(held) < stores; {
+		in := e.newRoom(t, pre, 1)
+		held[storeIndex(in.Name, stores)] = true
+		rooms = append(rooms, in)
+	}
+	for _, in := range rooms {
+		e.produce(t, in, 0, total/len(rooms), 7, func(i int) string { return fmt.Sprintf("log test message %d", i) })
+	}
+	s := startService(t, e, t.TempDir(), pre, func(c *Config) { c.BatchSize = 50; c.Stores = stores },
 		func(st *Store) { st.logRestartPages = restartPages })
-	waitFor(t, "every message stored", func() bool { return s.storedTotal() >= total })
-	waitFor(t, "the log restarted", func() bool {
-		return testutil.ToFloat64(s.m.LogRestarts.WithLabelValues("idle")) > 0
-	})
-	if n := testutil.ToFloat64(s.m.LogRestarts.WithLabelValues("bound")); n != 0 {
-		t.Fatalf("the log reached its bound %v times", n)
+	waitFor(t, "every message stored", func() bool { return s.storedTotal() >= int64(total/len(rooms)*len(rooms)) })
+	for i := range stores {
+		store := strconv.Itoa(i)
+		waitFor(t, "the log of store "+store+" restarted", func() bool {
+			return testutil.ToFloat64(s.m.LogRestarts.WithLabelValues(store, "idle")) > 0
+		})
+		if n := testutil.ToFloat64(s.m.LogRestarts.WithLabelValues(store, "bound")); n != 0 {
+			t.Fatalf("the log of store %d reached its bound %v times", i, n)
+		}
 	}
 }

@@ -251,7 +251,7 @@ func (s *Service) write(ctx context.Context, i int) error {
 			if due, over := st.LogRestartDue(); due {
 				// Busy or failed: the checkpointer asks again after its
 				// next copy.
-				s.restartLog(ctx, st, over)
+				s.restartLog(ctx, i, over)
 			}
 			if merging {
 				more, err := st.MergeIndex(ctx, mergeStep)
@@ -296,22 +296,24 @@ func (s *Service) write(ctx context.Context, i int) error {
 		merging = true
 		// A writer that never idles restarts the log at its bound.
 		if _, over := st.LogRestartDue(); over {
-			s.restartLog(ctx, st, true)
+			s.restartLog(ctx, i, true)
 		}
 	}
 }
 
-// restartLog restarts st's write-ahead log (Store.RestartLog), counting it;
-// at the log's bound it waits for readers.
-func (s *Service) restartLog(ctx context.Context, st *Store, bound bool) {
-	ok, err := st.RestartLog(ctx, bound)
+// restartLog restarts store i's write-ahead log (Store.RestartLog),
+// counting it; at the log's bound it waits for readers.
+func (s *Service) restartLog(ctx context.Context, i int, bound bool) {
+	ok, err := s.stores[i].RestartLog(ctx, bound)
+	at := "idle"
+	if bound {
+		at = "bound"
+	}
 	switch {
 	case err != nil && ctx.Err() == nil:
-		s.log.Warn("history: restarting the write-ahead log failed", "err", err)
-	case ok && bound:
-		s.m.LogRestarts.WithLabelValues("bound").Inc()
+		s.log.Warn("history: restarting the write-ahead log failed", "store", i, "err", err)
 	case ok:
-		s.m.LogRestarts.WithLabelValues("idle").Inc()
+		s.m.LogRestarts.WithLabelValues(strconv.Itoa(i), at).Inc()
 	}
 }
 

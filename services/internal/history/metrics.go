@@ -29,7 +29,7 @@ type Metrics struct {
 	CommitSize    prometheus.Histogram
 	QueryLatency  *prometheus.HistogramVec // kind: before, after, around, search
 	StoreBytes    prometheus.Gauge
-	LogRestarts   *prometheus.CounterVec // at: idle, bound
+	LogRestarts   *prometheus.CounterVec // store, at: idle, bound
 	Rooms         prometheus.Gauge
 }
 
@@ -63,7 +63,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		StoreBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "store_bytes",
 			Help: "Size of the store on disk (database and write-ahead log)."}),
 		LogRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "wal_restarts_total",
-			Help: "Times the writer started the store's write-ahead log again from its beginning, at an idle moment or at the log's bound."}, []string{"at"}),
+			Help: "Times a store file's writer started its write-ahead log again from its beginning, at an idle moment or at the log's bound."}, []string{"store", "at"}),
 		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "rooms",
 			Help: "Rooms this replica serves."}),
 	}
@@ -76,8 +76,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, kind := range queryKinds {
 		m.QueryLatency.WithLabelValues(kind)
 	}
-	for _, at := range []string{"idle", "bound"} {
-		m.LogRestarts.WithLabelValues(at)
-	}
 	return m
 }
+
+// logRestartsAt are the values of wal_restarts_total's at label; New
+// creates the series of every store file.
+var logRestartsAt = []string{"idle", "bound"}

@@ -102,6 +102,11 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
+	for i := range stores {
+		for _, at := range logRestartsAt {
+			m.LogRestarts.WithLabelValues(strconv.Itoa(i), at)
+		}
+	}
 	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

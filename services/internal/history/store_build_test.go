@@ -1,12 +1,16 @@
 package history
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // A store rebuilt from empty, its indexes built once its rows are in,
@@ -232,4 +236,78 @@ func TestQueriesWaitForTheRebuild(t *testing.T) {
 	if err != nil || len(found.Results) != 1 {
 		t.Fatalf("a search once rebuilt: %+v, %v", found, err)
 	}
+}
+
+// A rebuild's index build is one transaction, all of whose pages go to the
+// write-ahead log: when that takes the log past its bound, the writer
+// empties it right after the build. And with FTS5's automerge off, the
+// writer's idle steps merge the built index with the segments the live
+// batches add after it.
+func TestWriterAfterTheIndexBuild(t *testing.T) {
+	ctx := t.Context()
+	st, err := openStore(t.TempDir(), 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const maxPages = 64
+	st.logMaxPages, st.logRestartPages = maxPages, 1<<40 // the bound alone
+	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{BatchSize: 500}.withDefaults()
+	s := &Service{cfg: cfg, stores: []*Store{st}, ops: []chan op{make(chan op, 2*cfg.BatchSize)},
+		m: NewMetrics(nil), log: slog.New(slog.DiscardHandler), finishing: []bool{false},
+		served: map[string]*servedRoom{}, committed: map[posKey]int64{}, end: map[posKey]int64{},
+		progress: make(chan struct{}), ready: make(chan struct{})}
+	writerCtx, stopWriter := context.WithCancel(ctx)
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- s.write(writerCtx, 0) }()
+	defer func() {
+		stopWriter()
+		if err := <-writerDone; err != nil {
+			t.Error(err)
+		}
+	}()
+	committed := func() int64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.committed[posKey{"lobby", 0}]
+	}
+	r := rand.New(rand.NewPCG(3, 3))
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	send := func(off int64) {
+		s.ops[0] <- op{Room: "lobby", Tag: tag, Offset: off,
+			Msg: stored("lobby", 0, off, t0.Add(time.Duration(off)*time.Second), fmt.Sprintf("u-%d", off%5), benchText(r))}
+	}
+	const rows = 10000
+	for off := range int64(rows) {
+		send(off)
+	}
+	waitFor(t, "the rebuild's rows stored", func() bool { return committed() == rows })
+	bound := func() float64 { return testutil.ToFloat64(s.m.LogRestarts.WithLabelValues("0", "bound")) }
+	before := bound()
+	var built int64
+	if err := s.control(ctx, 0, func(st *Store) error {
+		_, err := st.FinishBuild(ctx)
+		built = st.logPages()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if built < maxPages {
+		t.Fatalf("the index build wrote %d pages of log, under the bound %d: the test proves nothing", built, maxPages)
+	}
+	waitFor(t, "the log emptied after the build", func() bool { return bound() > before && st.logPages() == 0 })
+
+	// Live batches of one row, a segment each, fewer than FTS5's crisis
+	// merge needs.
+	segments := indexSegments(t, st)
+	const live = 10
+	for off := int64(rows); off < rows+live; off++ {
+		send(off)
+		waitFor(t, "a live row stored", func() bool { return committed() == off+1 })
+	}
+	waitFor(t, "the index merged", func() bool { return indexSegments(t, st) < segments+live })
 }
