@@ -227,14 +227,14 @@ func (s *Service) control(ctx context.Context, i int, fn func(*Store) error) err
 
 // write is store i's single writer: it takes the ops queued for it by the
 // consumers and commits them in batches: what arrives within BatchLinger of
-// a batch's first op, up to BatchSize. A transaction costs far more than a row, so
-// under load the batches fill, and a lone message waits BatchLinger. While
-// no op waits, it restarts the write-ahead log when the checkpointer asks
-// (Store.RestartLog) and merges the search index in small steps
-// (MergeIndex): the commits do neither. It returns when ctx is done (the
-// batch being filled is committed, what is still queued is fetched again
-// after a restart), or when a commit fails: then the process must stop,
-// and its restart reads again from the committed positions.
+// a batch's first op, up to BatchSize. A transaction costs far more than a
+// row, so under load the batches fill, and a lone message waits
+// BatchLinger. While no op waits, it restarts the write-ahead log when the
+// checkpointer asks (Store.RestartLog) and merges the search index in small
+// steps (MergeIndex): the commits do neither. It returns when ctx is done
+// (the batch being filled is committed, what is still queued is fetched
+// again after a restart), or when a commit fails: then the process must
+// stop, and its restart reads again from the committed positions.
 func (s *Service) write(ctx context.Context, i int) error {
 	st, ops := s.stores[i], s.ops[i]
 	batch := make([]op, 0, s.cfg.BatchSize)
