@@ -164,6 +164,8 @@ func palaverDashboard() Dashboard {
 		q(quantile("0.99", "palaver_history_commit_duration_seconds"), "p99")))
 	b.add(8, 8, timeseries("Store size", "The store on disk (database and write-ahead log) per replica: keep it under its volume's size.", "bytes",
 		q(fmt.Sprintf(`sum by (pod) (palaver_history_store_bytes{%s})`, gw), "{{pod}}")))
+	b.add(8, 8, timeseries("Write-ahead log restarts", "Logs a store's writer started again from their beginning per second: while idle, or at its bound (a writer that seldom idles; the batch after it waits for the log's copy).", "short",
+		q(fmt.Sprintf(`sum by (pod, at) (rate(palaver_history_wal_restarts_total{%s}[$__rate_interval]))`, gw), "{{pod}} {{at}}")))
 
 	b.row("Presence")
 	b.add(8, 8, timeseries("Online users per room", "Users with at least one connection, on the presence replica owning the room.", "short",
