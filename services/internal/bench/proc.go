@@ -22,22 +22,22 @@ const clockTicks = 100
 func (p proc) cpu() (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
 	if err != nil {
-		return 0, fmt.Errorf("bench: gateway CPU: %w", err)
+		return 0, fmt.Errorf("bench: CPU of process %d: %w", p.pid, err)
 	}
 	// The command name (field 2) may hold spaces; the fields after its
 	// closing parenthesis are fixed: utime and stime are the 12th and 13th.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0, errors.New("bench: gateway CPU: unreadable /proc stat")
+		return 0, fmt.Errorf("bench: CPU of process %d: unreadable /proc stat", p.pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 13 {
-		return 0, errors.New("bench: gateway CPU: short /proc stat")
+		return 0, fmt.Errorf("bench: CPU of process %d: short /proc stat", p.pid)
 	}
 	utime, err1 := strconv.ParseInt(f[11], 10, 64)
 	stime, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("bench: gateway CPU: %w", err)
+		return 0, fmt.Errorf("bench: CPU of process %d: %w", p.pid, err)
 	}
 	return time.Duration(utime+stime) * time.Second / clockTicks, nil
 }

@@ -108,7 +108,12 @@ type Result struct {
 	Deliveries int `json:"deliveries"`
 	Missing    int `json:"missing"`    // deliveries that never came, on members still connected
 	Duplicates int `json:"duplicates"` // messages a member read twice
-	Foreign    int `json:"foreign"`    // messages not sent by this run (others chatting in the room)
+	// Disorder counts messages a member read at an offset before that of
+	// one it read earlier in their partition (the room's messages, the
+	// run's or not); FirstDisorder is the first of them.
+	Disorder      int    `json:"disorder"`
+	FirstDisorder string `json:"first_disorder,omitempty"`
+	Foreign       int    `json:"foreign"` // messages not sent by this run (others chatting in the room)
 	// Disconnected counts members whose connection ended during the run;
 	// Disconnect is the first reason.
 	Disconnected int    `json:"disconnected"`
@@ -148,6 +153,9 @@ func (r *Result) Problems() []string {
 	}
 	if r.Duplicates > 0 {
 		p = append(p, fmt.Sprintf("%d messages delivered twice", r.Duplicates))
+	}
+	if r.Disorder > 0 {
+		p = append(p, fmt.Sprintf("%d messages read out of order (first: %s)", r.Disorder, r.FirstDisorder))
 	}
 	if r.Disconnected > 0 {
 		p = append(p, fmt.Sprintf("%d members disconnected (first: %s)", r.Disconnected, r.Disconnect))
@@ -215,17 +223,22 @@ func (r *run) since() int64 { return int64(time.Since(r.clock)) }
 // member is one connection and what it read. Only its reading goroutine
 // writes the plain fields; the atomics are read by the progress line.
 type member struct {
-	ws     *wsConn
-	got    []uint64 // bitset of the measured messages read
-	lat    []time.Duration
-	acks   []time.Duration
-	errs   map[string]int
-	dups   int
-	fore   int
-	ended  error
-	read   atomic.Int64 // measured messages read
-	acked  atomic.Int64
-	closed atomic.Bool
+	ws   *wsConn
+	got  []uint64 // bitset of the measured messages read
+	lat  []time.Duration
+	acks []time.Duration
+	errs map[string]int
+	dups int
+	fore int
+	// last is the latest message read in each partition (a room has
+	// one); disorder counts messages read before it.
+	last          []Position
+	disorder      int
+	firstDisorder string
+	ended         error
+	read          atomic.Int64 // measured messages read
+	acked         atomic.Int64
+	closed        atomic.Bool
 }
 
 // Run connects the members, warms up, sends cfg.Count messages at
@@ -504,12 +517,18 @@ var (
 )
 
 // read reads m's frames until its connection ends, timing this run's
-// messages and acks.
+// messages and acks and checking that the room's messages come in the
+// order they were stored. The frames of one read from the socket arrived
+// together and share one reading of the clock.
 func (r *run) read(m *member) {
 	mine := []byte(r.id + ".")
+	var now int64
+	reads := -1
 	for {
 		p, err := m.ws.next()
-		now := r.since()
+		if n := m.ws.reads(); n != reads {
+			now, reads = r.since(), n
+		}
 		if err != nil {
 			if !r.closing.Load() {
 				r.ended(m, err)
@@ -517,14 +536,16 @@ func (r *run) read(m *member) {
 			return
 		}
 		switch {
-		case bytes.Contains(p, opMessage):
+		case isOp(p, opMessage):
+			m.order(p)
 			id, ok := bytes.CutPrefix(field(p, `"id":"`), mine)
 			if !ok {
 				m.fore++
 				continue
 			}
-			seq, err := strconv.Atoi(string(id))
-			if err != nil || seq >= len(r.sentAt) {
+			n, k := digits(id)
+			seq := int(n)
+			if k == 0 || k != len(id) || seq >= len(r.sentAt) {
 				continue // warm-up
 			}
 			word, bit := seq/64, uint64(1)<<(seq%64)
@@ -535,16 +556,89 @@ func (r *run) read(m *member) {
 			m.got[word] |= bit
 			m.lat = append(m.lat, time.Duration(now-r.sentAt[seq].Load()))
 			m.read.Add(1)
-		case bytes.Contains(p, opAck):
+		case isOp(p, opAck):
 			id, ok := bytes.CutPrefix(field(p, `"ref":"`), mine)
-			if seq, err := strconv.Atoi(string(id)); ok && err == nil && seq < len(r.sentAt) {
-				m.acks = append(m.acks, time.Duration(now-r.sentAt[seq].Load()))
+			if n, k := digits(id); ok && k > 0 && k == len(id) && int(n) < len(r.sentAt) {
+				m.acks = append(m.acks, time.Duration(now-r.sentAt[n].Load()))
 				m.acked.Add(1)
 			}
-		case bytes.Contains(p, opError):
+		case isOp(p, opError):
 			m.errs[string(field(p, `"code":"`))]++
 		}
 	}
+}
+
+// isOp says whether frame p has the op field op ("op":"name"): at once
+// when the frame starts with it, as the gateway writes them, else
+// wherever it is.
+func isOp(p, op []byte) bool {
+	if len(p) > 0 && p[0] == '{' && bytes.HasPrefix(p[1:], opKey) {
+		return bytes.HasPrefix(p[1:], op)
+	}
+	return bytes.Contains(p, op)
+}
+
+// opKey starts a frame whose first field is its op.
+var opKey = []byte(`"op":`)
+
+// order checks that message frame p was not stored before the last
+// message m read in its partition (the room's messages, this run's or
+// not, are delivered in the order of their offsets; the same message
+// again is a duplicate, which the caller counts).
+func (m *member) order(p []byte) {
+	off, ok2 := intField(p, `"offset":`)
+	part, ok1 := intField(p, `"partition":`)
+	if !ok1 || !ok2 {
+		return
+	}
+	i := slices.IndexFunc(m.last, func(l Position) bool { return l.Partition == int(part) })
+	if i < 0 {
+		m.last = append(m.last, Position{Partition: int(part), Offset: off})
+		return
+	}
+	if last := m.last[i].Offset; off < last {
+		if m.disorder++; m.firstDisorder == "" {
+			m.firstDisorder = fmt.Sprintf("partition %d offset %d read after offset %d", part, off, last)
+		}
+		return
+	}
+	m.last[i].Offset = off
+}
+
+// intField returns the integer value of the last key ("name":) in a
+// frame, searched from its end: a message's partition and offset follow
+// its text. (A string value cannot hold the key's bytes unescaped.)
+func intField(p []byte, key string) (int64, bool) {
+	i := len(p) - len(key)
+	for ; i >= 0 && (p[i] != '"' || string(p[i:i+len(key)]) != key); i-- {
+	}
+	if i < 0 {
+		return 0, false
+	}
+	v := p[i+len(key):]
+	neg := len(v) > 0 && v[0] == '-'
+	if neg {
+		v = v[1:]
+	}
+	n, k := digits(v)
+	if neg {
+		n = -n
+	}
+	return n, k > 0
+}
+
+// digits returns the decimal number at the start of p and how many digits
+// it has (0: none, or more than 18).
+func digits(p []byte) (int64, int) {
+	var n int64
+	j := 0
+	for ; j < len(p) && p[j] >= '0' && p[j] <= '9'; j++ {
+		if j == 18 {
+			return 0, 0
+		}
+		n = n*10 + int64(p[j]-'0')
+	}
+	return n, j
 }
 
 // field returns the string value of the first key ("name":") in a frame,
@@ -572,6 +666,9 @@ func (r *run) collect(res *Result, lag []time.Duration) {
 		res.Acked += len(m.acks)
 		res.Duplicates += m.dups
 		res.Foreign += m.fore
+		if res.Disorder += m.disorder; res.FirstDisorder == "" {
+			res.FirstDisorder = m.firstDisorder
+		}
 		for code, n := range m.errs {
 			if res.Errors == nil {
 				res.Errors = map[string]int{}

@@ -31,6 +31,7 @@ import (
 type wsConn struct {
 	nc net.Conn
 	br *bufio.Reader
+	in *socketReader // under br: counts the socket reads
 
 	wmu  sync.Mutex
 	wbuf []byte
@@ -39,7 +40,20 @@ type wsConn struct {
 	// next).
 	writeTimeout time.Duration
 
-	payload []byte // the last frame read; valid until the next read
+	payload []byte // the last fragmented message read; valid until the next read
+}
+
+// socketReader counts the reads from the socket under a connection's
+// buffer, so that a reader can tell which frames came in one read and
+// take the time once for all of them (they arrived together).
+type socketReader struct {
+	r     io.Reader
+	reads int
+}
+
+func (s *socketReader) Read(p []byte) (int, error) {
+	s.reads++
+	return s.r.Read(p)
 }
 
 // websocketGUID is the key-hashing constant of RFC 6455 1.3.
@@ -99,7 +113,8 @@ func handshake(ctx context.Context, nc net.Conn, u *url.URL, token string) (*wsC
 	if _, err := io.WriteString(nc, req); err != nil {
 		return nil, fmt.Errorf("upgrade: %w", err)
 	}
-	br := bufio.NewReaderSize(nc, 32<<10)
+	in := &socketReader{r: nc}
+	br := bufio.NewReaderSize(in, 32<<10)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: %w", err)
@@ -113,7 +128,7 @@ func handshake(ctx context.Context, nc net.Conn, u *url.URL, token string) (*wsC
 	if resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]) {
 		return nil, errors.New("upgrade: the server's Sec-WebSocket-Accept does not match the key")
 	}
-	return &wsConn{nc: nc, br: br}, nil
+	return &wsConn{nc: nc, br: br, in: in}, nil
 }
 
 // Opcodes of RFC 6455 5.2.
@@ -162,14 +177,20 @@ func (c *wsConn) writeFrame(opcode byte, p []byte) error {
 // writeText writes one text frame.
 func (c *wsConn) writeText(p []byte) error { return c.writeFrame(opText, p) }
 
+// reads returns how many reads from the socket were made so far: frames
+// returned by next between two changes of it came in one read.
+func (c *wsConn) reads() int { return c.in.reads }
+
 // next returns the payload of the next text message, answering pings on
 // the way. A close frame from the gateway is answered and returned as a
-// *chatclient.CloseError. The payload is valid until the next call.
+// *chatclient.CloseError. The payload is valid until the next call: an
+// unfragmented message that fits the read buffer (every message frame) is
+// returned where it lies in the buffer, without a copy.
 func (c *wsConn) next() ([]byte, error) {
 	c.payload = c.payload[:0]
 	for {
-		var h [2]byte
-		if _, err := io.ReadFull(c.br, h[:]); err != nil {
+		h, err := c.take(2)
+		if err != nil {
 			return nil, err
 		}
 		fin, opcode := h[0]&0x80 != 0, h[0]&0x0f
@@ -179,17 +200,17 @@ func (c *wsConn) next() ([]byte, error) {
 		n := uint64(h[1] & 0x7f)
 		switch n {
 		case 126:
-			var ext [2]byte
-			if _, err := io.ReadFull(c.br, ext[:]); err != nil {
+			ext, err := c.take(2)
+			if err != nil {
 				return nil, err
 			}
-			n = uint64(binary.BigEndian.Uint16(ext[:]))
+			n = uint64(binary.BigEndian.Uint16(ext))
 		case 127:
-			var ext [8]byte
-			if _, err := io.ReadFull(c.br, ext[:]); err != nil {
+			ext, err := c.take(8)
+			if err != nil {
 				return nil, err
 			}
-			n = binary.BigEndian.Uint64(ext[:])
+			n = binary.BigEndian.Uint64(ext)
 		}
 		if n+uint64(len(c.payload)) > maxPayload {
 			return nil, fmt.Errorf("a frame of %d bytes from the gateway", n)
@@ -214,6 +235,17 @@ func (c *wsConn) next() ([]byte, error) {
 			}
 			continue
 		}
+		if fin && len(c.payload) == 0 && n <= uint64(c.br.Size()) {
+			p, err := c.br.Peek(int(n))
+			if err != nil {
+				return nil, err
+			}
+			_, _ = c.br.Discard(int(n)) // p stays valid until the next read from br
+			if opcode == opText || opcode == opContinuation {
+				return p, nil
+			}
+			continue // binary: not part of the protocol, skipped
+		}
 		start := len(c.payload)
 		c.payload = slices.Grow(c.payload, int(n))[:start+int(n)]
 		if _, err := io.ReadFull(c.br, c.payload[start:]); err != nil {
@@ -227,6 +259,20 @@ func (c *wsConn) next() ([]byte, error) {
 		}
 		c.payload = c.payload[:0] // binary: not part of the protocol, skipped
 	}
+}
+
+// take returns the next k bytes read, where they lie in the read buffer
+// (k at most its size): valid until the next read.
+func (c *wsConn) take(k int) ([]byte, error) {
+	b, err := c.br.Peek(k)
+	if err != nil {
+		if errors.Is(err, io.EOF) && len(b) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	_, _ = c.br.Discard(k)
+	return b, nil
 }
 
 // close says goodbye with a normal close (1000) and closes the socket.
