@@ -73,7 +73,8 @@ members in this process, and prints a JSON report per scenario:
 
   A  one room of --a-members members at --a-rate messages a second
   B  one room of --b-members members at the highest rate every member keeps
-     up with (from --b-rate, doubled up to --b-steps times)
+     up with (from --b-rate, doubled or halved, then bisected, up to
+     --b-steps rates)
   C  --c-connections idle connections: the gateway's memory per connection
   D  --d-rooms rooms of --d-members members, --d-rate messages a second each
 
@@ -100,6 +101,7 @@ Flags:
 	fs.Float64Var(&b.BRate, "b-rate", b.BRate, "B: first rate tried, in messages a second")
 	fs.IntVar(&b.BSteps, "b-steps", b.BSteps, "B: most rates tried, each double the last")
 	fs.DurationVar(&b.BDuration, "b-duration", b.BDuration, "B: how long each rate is measured")
+	fs.DurationVar(&b.BReadEvery, "b-read-every", b.BReadEvery, "B: how often each member reads its socket (negative: as frames come)")
 	fs.IntVar(&b.CConnections, "c-connections", b.CConnections, "C: idle connections")
 	fs.IntVar(&b.DRooms, "d-rooms", b.DRooms, "D: rooms")
 	fs.IntVar(&b.DMembers, "d-members", b.DMembers, "D: members of each room")

@@ -133,3 +133,34 @@ func TestProcReadsThisProcess(t *testing.T) {
 		t.Fatal("no error for a process that does not exist")
 	}
 }
+
+func TestNextRateBracketsTheHighestRateKeptUpWith(t *testing.T) {
+	// Members who keep up with 230 messages/s and not more, from 50.
+	var kept, failed float64
+	var tried []float64
+	for rate := 50.0; rate > 0 && len(tried) < 20; rate = nextRate(kept, failed) {
+		tried = append(tried, rate)
+		if rate <= 230 {
+			kept = rate
+		} else {
+			failed = rate
+		}
+	}
+	want := []float64{50, 100, 200, 400, 300, 250, 225, 237.5}
+	if fmt.Sprint(tried) != fmt.Sprint(want) || kept != 225 {
+		t.Fatalf("tried %v, kept %g; want %v, 225", tried, kept, want)
+	}
+	// From too high a first rate, down.
+	kept, failed, tried = 0, 0, nil
+	for rate := 50.0; rate > 0 && len(tried) < 20; rate = nextRate(kept, failed) {
+		tried = append(tried, rate)
+		if rate <= 9 {
+			kept = rate
+		} else {
+			failed = rate
+		}
+	}
+	if want := []float64{50, 25, 12.5, 6.25, 9.38}; fmt.Sprint(tried[:5]) != fmt.Sprint(want) {
+		t.Fatalf("tried %v; want it to start %v", tried, want)
+	}
+}
