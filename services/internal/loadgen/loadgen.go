@@ -477,18 +477,20 @@ func (r *run) progress(sent, k, warm int) {
 }
 
 // drain waits until every member still connected has read every measured
-// message sent, or cfg.Drain passes.
+// message sent, and the senders every ack, or cfg.Drain passes.
 func (r *run) drain(ctx context.Context, sent int) {
 	deadline := time.Now().Add(r.cfg.Drain)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		complete := true
+		var acked int64
 		for _, m := range r.members {
 			if !m.closed.Load() && m.read.Load() < int64(sent) {
 				complete = false
 				break
 			}
+			acked += m.acked.Load()
 		}
-		if complete {
+		if complete && acked >= int64(sent) {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
