@@ -134,33 +134,30 @@ func TestProcReadsThisProcess(t *testing.T) {
 	}
 }
 
-func TestNextRateBracketsTheHighestRateKeptUpWith(t *testing.T) {
-	// Members who keep up with 230 messages/s and not more, from 50.
-	var kept, failed float64
-	var tried []float64
-	for rate := 50.0; rate > 0 && len(tried) < 20; rate = nextRate(kept, failed) {
+// tryRates returns the rates B tries from first, and the one it reports,
+// for members who keep up with rates up to limit.
+func tryRates(first, limit float64) (tried []float64, kept float64) {
+	var failed float64
+	for rate := first; rate > 0 && len(tried) < 20; rate = nextRate(kept, failed) {
 		tried = append(tried, rate)
-		if rate <= 230 {
+		if rate <= limit {
 			kept = rate
 		} else {
 			failed = rate
 		}
 	}
+	return tried, kept
+}
+
+func TestNextRateBracketsTheHighestRateKeptUpWith(t *testing.T) {
+	tried, kept := tryRates(50, 230)
 	want := []float64{50, 100, 200, 400, 300, 250, 225, 237.5}
 	if fmt.Sprint(tried) != fmt.Sprint(want) || kept != 225 {
 		t.Fatalf("tried %v, kept %g; want %v, 225", tried, kept, want)
 	}
 	// From too high a first rate, down.
-	kept, failed, tried = 0, 0, nil
-	for rate := 50.0; rate > 0 && len(tried) < 20; rate = nextRate(kept, failed) {
-		tried = append(tried, rate)
-		if rate <= 9 {
-			kept = rate
-		} else {
-			failed = rate
-		}
-	}
-	if want := []float64{50, 25, 12.5, 6.25, 9.38}; fmt.Sprint(tried[:5]) != fmt.Sprint(want) {
+	tried, _ = tryRates(50, 9)
+	if want := []float64{50, 25, 12.5, 6.25, 9.38}; len(tried) < 5 || fmt.Sprint(tried[:5]) != fmt.Sprint(want) {
 		t.Fatalf("tried %v; want it to start %v", tried, want)
 	}
 }
