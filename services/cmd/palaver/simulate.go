@@ -101,7 +101,6 @@ Flags:
 	fs.Float64Var(&b.BRate, "b-rate", b.BRate, "B: first rate tried, in messages a second")
 	fs.IntVar(&b.BSteps, "b-steps", b.BSteps, "B: most rates tried, each double the last")
 	fs.DurationVar(&b.BDuration, "b-duration", b.BDuration, "B: how long each rate is measured")
-	fs.DurationVar(&b.BReadEvery, "b-read-every", b.BReadEvery, "B: how often each member reads its socket (negative: as frames come)")
 	fs.IntVar(&b.CConnections, "c-connections", b.CConnections, "C: idle connections")
 	fs.IntVar(&b.DRooms, "d-rooms", b.DRooms, "D: rooms")
 	fs.IntVar(&b.DMembers, "d-members", b.DMembers, "D: members of each room")

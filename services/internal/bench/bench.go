@@ -54,10 +54,6 @@ type Options struct {
 	BRate     float64 // B: first rate tried, doubled while every member keeps up (50)
 	BSteps    int     // B: most rates tried (6)
 	BDuration time.Duration
-	// BReadEvery is how often each member of B reads its socket (200 ms;
-	// negative: as frames come): 10,000 members each woken for every
-	// message cost this process more than the gateway.
-	BReadEvery time.Duration
 
 	CConnections int // C: idle connections (10,000)
 
@@ -73,7 +69,7 @@ type Options struct {
 func DefaultOptions() Options {
 	return Options{
 		AMembers: 100, ARate: 1000, ACount: 10_000,
-		BMembers: 10_000, BRate: 50, BSteps: 6, BDuration: 5 * time.Second, BReadEvery: 200 * time.Millisecond,
+		BMembers: 10_000, BRate: 50, BSteps: 6, BDuration: 5 * time.Second,
 		CConnections: 10_000,
 		DRooms:       1000, DMembers: 10, DRate: 1, DDuration: 10 * time.Second,
 	}
@@ -99,9 +95,6 @@ func (o Options) withDefaults() Options {
 	setI(&o.BSteps, d.BSteps)
 	if o.BDuration <= 0 {
 		o.BDuration = d.BDuration
-	}
-	if o.BReadEvery == 0 {
-		o.BReadEvery = d.BReadEvery
 	}
 	setI(&o.CConnections, d.CConnections)
 	setI(&o.DRooms, d.DRooms)
@@ -299,15 +292,13 @@ func (o Options) scenarioB(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	top := &Report{Scenario: "B", Params: map[string]any{"members": o.BMembers, "first_rate": o.BRate, "seconds_per_rate": o.BDuration.Seconds(),
-		"text_bytes": 100, "member_read_every_ms": max(0, o.BReadEvery).Milliseconds()}}
+	top := &Report{Scenario: "B", Params: map[string]any{"members": o.BMembers, "first_rate": o.BRate, "seconds_per_rate": o.BDuration.Seconds(), "text_bytes": 100}}
 	var kept, failed float64 // the highest rate kept up with, the lowest not; 0 for none yet
 	for rate, step := o.BRate, 0; step < o.BSteps && rate > 0; step++ {
 		o.logf("B: one room of %d members at %g messages/s (rate %d of at most %d)", o.BMembers, rate, step+1, o.BSteps)
 		r, err := o.load(ctx, rooms[0], loadgen.Config{
 			Members: o.BMembers, Senders: senders(rate, o.BMembers), Rate: rate,
 			Count: max(10, int(rate*o.BDuration.Seconds())), Warmup: time.Second, TextBytes: 100, Drain: 4 * o.BDuration,
-			ReadEvery: max(0, o.BReadEvery),
 		})
 		if err != nil {
 			return nil, err

@@ -49,12 +49,6 @@ type Config struct {
 	TextBytes int
 	// Drain bounds the wait for the last deliveries after the last send.
 	Drain time.Duration
-	// ReadEvery, if set, makes each member read its socket at most this
-	// often, taking every frame that came meanwhile in one read: in a
-	// big room, a few wake-ups and system calls a second per member
-	// rather than one or two per delivery, at the cost of up to
-	// ReadEvery in the measured latency. Zero reads frames as they come.
-	ReadEvery time.Duration
 	// Token returns the bearer token member i (0-based) connects with.
 	Token func(ctx context.Context, member int) (string, error) `json:"-"`
 	// TLS configures https URLs; nil means the system's roots.
@@ -533,12 +527,6 @@ func (r *run) read(m *member) {
 	var now int64
 	reads := -1
 	for {
-		if every := r.cfg.ReadEvery; every > 0 && m.ws.br.Buffered() == 0 && reads >= 0 {
-			// Everything read so far is handled: wait for more to come.
-			if d := time.Duration(now) + every - time.Duration(r.since()); d > 0 && !r.closing.Load() {
-				time.Sleep(d)
-			}
-		}
 		p, err := m.ws.next()
 		if n := m.ws.reads(); n != reads {
 			now, reads = r.since(), n

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -170,54 +169,5 @@ func TestReadTimesEachSocketRead(t *testing.T) {
 	}
 	if c.reads() < 2 {
 		t.Fatalf("%d reads for two frames through a 16-byte buffer", c.reads())
-	}
-}
-
-// With ReadEvery, a member takes what came meanwhile in one read from
-// its socket: frames sent 5 ms apart for 300 ms come in a few reads, not
-// one each, and every one of them is read and timed.
-func TestReadEveryReadsWhatCameMeanwhile(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	const id, count = "load-1", 60
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for i := range count {
-			if _, err := c.Write(messageFrame(t, id+"."+strconv.Itoa(i), 0, int64(i))); err != nil {
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &run{cfg: Config{Count: count, ReadEvery: 100 * time.Millisecond}, id: id, sentAt: make([]atomic.Int64, count), clock: time.Now()}
-	in := &socketReader{r: nc}
-	m := &member{ws: &wsConn{nc: nc, br: bufio.NewReaderSize(in, 32<<10), in: in}, got: make([]uint64, 1), errs: map[string]int{}}
-	r.members = []*member{m}
-	done := make(chan struct{})
-	go func() { r.read(m); close(done) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for m.read.Load() < count && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	r.closeAll()
-	<-done
-	if got := m.read.Load(); got != count {
-		t.Fatalf("read %d of %d messages", got, count)
-	}
-	// 300 ms of frames at most every 100 ms: a handful of reads (a
-	// starved machine may add some), far fewer than one per frame.
-	if n := m.ws.reads(); n > count/3 {
-		t.Fatalf("%d reads from the socket for %d frames sent over 300 ms, reading every 100 ms", n, count)
 	}
 }
