@@ -23,7 +23,7 @@ type Config struct {
 	// Shard is the shard this replica serves, in [0, Shards).
 	Shard int
 	// Stores is how many database files the shard's rooms are spread over,
-	// each with a writer of its own, so that several cores write (1).
+	// each with a writer of its own, so that several cores write (2).
 	Stores int
 
 	BatchSize       int           // most records committed in one transaction (4000)
@@ -45,7 +45,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Dir: "data", Shards: 1, Stores: 1, BatchSize: 4000, BatchLinger: 5 * time.Millisecond, FetchBytes: 1 << 20, ReadyLag: 1000,
+		Dir: "data", Shards: 1, Stores: 2, BatchSize: 4000, BatchLinger: 5 * time.Millisecond, FetchBytes: 1 << 20, ReadyLag: 1000,
 		MaxWait: 2 * time.Second, RefreshInterval: 10 * time.Second, ProgressLog: 5 * time.Second,
 	}
 }
