@@ -99,7 +99,7 @@ Flags:
 	fs.IntVar(&b.ACount, "a-count", b.ACount, "A: messages measured")
 	fs.IntVar(&b.BMembers, "b-members", b.BMembers, "B: members of the room")
 	fs.Float64Var(&b.BRate, "b-rate", b.BRate, "B: first rate tried, in messages a second")
-	fs.IntVar(&b.BSteps, "b-steps", b.BSteps, "B: most rates tried, each double the last")
+	fs.IntVar(&b.BSteps, "b-steps", b.BSteps, "B: most rates tried (doubled or halved from --b-rate, then bisected)")
 	fs.DurationVar(&b.BDuration, "b-duration", b.BDuration, "B: how long each rate is measured")
 	fs.IntVar(&b.CConnections, "c-connections", b.CConnections, "C: idle connections")
 	fs.IntVar(&b.DRooms, "d-rooms", b.DRooms, "D: rooms")
