@@ -26,6 +26,16 @@ func parse(t *testing.T, args ...string) Config {
 }
 
 func TestFlagsEnvAndDefaults(t *testing.T) {
+	// The defaults are what this test checks first: none of the shell's
+	// Kafka settings (a developer's PALAVER_KAFKA_BOOTSTRAP, say) apply.
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "PALAVER_KAFKA_") {
+			t.Setenv(k, "") // restored after the test
+			if err := os.Unsetenv(k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	c := parse(t)
 	if !slices.Equal(c.Brokers, []string{"127.0.0.1:9092"}) || c.ClientID != "palaver-test" {
 		t.Fatalf("defaults not applied: %+v", c)
