@@ -81,10 +81,11 @@ CREATE VIRTUAL TABLE IF NOT EXISTS messages_text USING fts5 (
 // by sender and client message id (later copies). A store rebuilt from
 // empty builds them, with the search index, once its rows are in
 // (FinishBuild); their absence marks a rebuild not finished yet.
-const indexes = `
-CREATE INDEX IF NOT EXISTS messages_client ON messages (tag, sender_id, id);
-CREATE INDEX IF NOT EXISTS messages_time ON messages (tag, ts);
-`
+const (
+	clientIndex = `CREATE INDEX IF NOT EXISTS messages_client ON messages (tag, sender_id, id)`
+	timeIndex   = `CREATE INDEX IF NOT EXISTS messages_time ON messages (tag, ts)`
+	indexes     = clientIndex + ";\n" + timeIndex + ";"
+)
 
 // Store is the embedded database: the rows of every room the replica
 // serves and, in the same transactions, the next offset to consume in each
@@ -303,14 +304,14 @@ func (s *Store) FinishBuild(ctx context.Context) (built, error) {
 		return res, fmt.Errorf("history: build indexes: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `CREATE INDEX messages_client ON messages (tag, sender_id, id)`); err != nil {
+	if _, err := tx.ExecContext(ctx, clientIndex); err != nil {
 		return res, fmt.Errorf("history: build indexes: %w", err)
 	}
 	if res.Copies, err = s.removeCopies(ctx, tx); err != nil {
 		return res, err
 	}
 	for _, q := range []string{
-		`CREATE INDEX messages_time ON messages (tag, ts)`,
+		timeIndex,
 		fmt.Sprintf(`INSERT INTO messages_text (messages_text, rank) VALUES ('hashsize', %d)`, buildHashSize),
 		`INSERT INTO messages_text (rowid, text) SELECT rid, text FROM messages`,
 		`INSERT INTO messages_text (messages_text, rank) VALUES ('hashsize', 1048576)`, // FTS5's default
