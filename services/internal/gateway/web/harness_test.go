@@ -233,15 +233,27 @@ func roomControl(t *testing.T, bootstrap string) string {
 	})
 	mux.HandleFunc("POST /rooms/{name}/recreate", func(w http.ResponseWriter, r *http.Request) {
 		spec := room.Spec{Name: r.PathValue("name"), Partitions: 1, Retention: time.Hour}.WithDefaults(1)
+		before, err := prov.Observe(r.Context(), spec.Topic)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
 		if err := prov.DeleteTopics(r.Context(), spec.Topic); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		for {
-			// Kafka deletes asynchronously: create again once it is gone.
+			// Kafka deletes asynchronously: Ensure may still find the old
+			// topic, so done is a topic with another id.
 			err := prov.Ensure(r.Context(), spec)
 			if err == nil {
-				break
+				var now map[string]room.TopicState
+				if now, err = prov.Observe(r.Context(), spec.Topic); err == nil {
+					if st := now[spec.Topic]; st.Exists && st.ID != before[spec.Topic].ID {
+						break
+					}
+					err = fmt.Errorf("topic %s not created again yet", spec.Topic)
+				}
 			}
 			select {
 			case <-r.Context().Done():
