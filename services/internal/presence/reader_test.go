@@ -89,7 +89,11 @@ func TestReaderRidesOutPauses(t *testing.T) {
 		write()
 		read()
 	}
-	if st := rd.Stats(); st.Dials != 1 || st.Errors != 0 {
-		t.Errorf("the reader dialled %d times with %d errors over 8 pauses of %v; want 1 dial and no error", st.Dials, st.Errors, pause)
+	// With kafka-go's default margin about half of these pauses overran the
+	// fetch's deadline, each costing a reconnection. One is tolerated: on
+	// a machine busy with other tests the resumed broker can itself take
+	// longer than the margin to answer.
+	if st := rd.Stats(); st.Dials > 2 || st.Errors != 0 {
+		t.Errorf("the reader dialled %d times with %d errors over 8 pauses of %v; want at most one reconnection and no error", st.Dials, st.Errors, pause)
 	}
 }
