@@ -136,14 +136,20 @@ func recreate(t *testing.T, e *kafkaEnv, info room.Info) {
 	if spec.Topic != info.Topic {
 		t.Fatalf("spec topic %q, room topic %q", spec.Topic, info.Topic)
 	}
+	before, err := e.prov.Observe(ctx, info.Topic)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := e.prov.DeleteTopics(ctx, info.Topic); err != nil {
 		t.Fatal(err)
 	}
 	for {
+		// Kafka deletes asynchronously: Ensure may still find the old
+		// topic, so done is a topic with another id.
 		err := e.prov.Ensure(ctx, spec)
 		if err == nil {
 			st, oerr := e.prov.Observe(ctx, info.Topic)
-			if oerr == nil && st[info.Topic].Exists {
+			if oerr == nil && st[info.Topic].Exists && st[info.Topic].ID != before[info.Topic].ID {
 				return
 			}
 		}
