@@ -50,7 +50,7 @@ type Config struct {
 	Issuer          string        // required "iss" when set
 	Audience        string        // required in "aud" when set
 	RoomsClaim      string        // claim listing the rooms a user may join, default "rooms"
-	Leeway          time.Duration // clock skew allowed on exp and nbf, default 30s
+	Leeway          time.Duration // clock skew allowed on nbf (and by Verify on exp; the gateway refuses a token past exp), default 30s
 	DevTokenTTL     time.Duration // dev mode token lifetime, default 12h
 
 	env envflag.Vars // remembers environment values that did not parse, for Validate
@@ -80,7 +80,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def Config) {
 	fs.StringVar(&c.Audience, "auth-audience", envflag.String("PALAVER_AUTH_AUDIENCE", def.Audience), "required token audience (aud), if set ($PALAVER_AUTH_AUDIENCE)")
 	fs.StringVar(&c.RoomsClaim, "auth-rooms-claim", envflag.String("PALAVER_AUTH_ROOMS_CLAIM", def.RoomsClaim), "claim listing the rooms a user may join; absent means all rooms ($PALAVER_AUTH_ROOMS_CLAIM)")
 	c.env = envflag.Vars{}
-	c.env.Duration(fs, &c.Leeway, "auth-leeway", "PALAVER_AUTH_LEEWAY", def.Leeway, "clock skew allowed when checking exp and nbf")
+	c.env.Duration(fs, &c.Leeway, "auth-leeway", "PALAVER_AUTH_LEEWAY", def.Leeway, "clock skew allowed when checking a token's nbf; a token past its exp is refused all the same")
 	c.env.Duration(fs, &c.DevTokenTTL, "auth-dev-token-ttl", "PALAVER_AUTH_DEV_TOKEN_TTL", def.DevTokenTTL, "lifetime of tokens issued in dev mode")
 }
 
