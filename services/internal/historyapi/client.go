@@ -112,7 +112,9 @@ func (c *Client) getOne(ctx context.Context, u string, out any) error {
 	kind := ErrUnavailable
 	switch e.Code {
 	case CodeBadRequest:
-		kind = ErrBadRequest
+		// The client's own fault, told to the client: the replica's reason
+		// alone, as ParsePageRequest and ParseSearchRequest word theirs.
+		return fmt.Errorf("%w: %s", ErrBadRequest, strings.TrimPrefix(e.Message, ErrBadRequest.Error()+": "))
 	case CodeNotFound:
 		kind = ErrNotServed
 	case CodeBehind:
