@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -127,7 +128,18 @@ func Main(name string, run func(ctx context.Context, args []string, stderr io.Wr
 	err := run(ctx, os.Args[1:], os.Stderr)
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, name+":", err)
+		fmt.Fprintln(os.Stderr, failure(name, err))
 		os.Exit(1)
 	}
+}
+
+// failure is what Main prints for err: "name: err", or err alone when it
+// already starts with the name (a package's error of the same name, such
+// as "gateway: invalid configuration: ...").
+func failure(name string, err error) string {
+	msg := err.Error()
+	if strings.HasPrefix(msg, name+": ") {
+		return msg
+	}
+	return name + ": " + msg
 }

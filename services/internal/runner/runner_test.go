@@ -118,3 +118,17 @@ func TestRunPartsThatEndAtOnce(t *testing.T) {
 		t.Fatalf("Run = %v", err)
 	}
 }
+
+// TestFailure: Main names the command once, whether or not the error
+// already does.
+func TestFailure(t *testing.T) {
+	for _, c := range []struct{ err, want string }{
+		{"gateway: invalid configuration: --queue-size", "gateway: invalid configuration: --queue-size"},
+		{"listen tcp :8080: bind: address already in use", "gateway: listen tcp :8080: bind: address already in use"},
+		{"gatewayish: x", "gateway: gatewayish: x"},
+	} {
+		if got := failure("gateway", errors.New(c.err)); got != c.want {
+			t.Errorf("failure(%q) = %q, want %q", c.err, got, c.want)
+		}
+	}
+}
