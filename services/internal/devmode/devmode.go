@@ -210,12 +210,16 @@ Press Ctrl-C to stop.
 	})
 
 	// The broker outlives the gateway, whose shutdown flushes the sends in
-	// flight to it, and history, which commits what it fetched.
-	gwDone, histDone := make(chan struct{}), make(chan struct{})
+	// flight to it, history, which commits what it fetched, and presence,
+	// which publishes its pending states and checkpoints.
+	gwDone, histDone, presDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	return runner.Run(ctx, log, 15*time.Second,
 		runner.Named{Name: "ops", Part: opsServer},
 		runner.Named{Name: "rooms", Part: rooms},
-		runner.Named{Name: "presence", Part: pres},
+		runner.Named{Name: "presence", Part: runner.Func(func(ctx context.Context) error {
+			defer close(presDone)
+			return pres.Run(ctx)
+		})},
 		runner.Named{Name: "gateway", Part: runner.Func(func(ctx context.Context) error {
 			defer close(gwDone)
 			return gw.Run(ctx)
@@ -231,6 +235,7 @@ Press Ctrl-C to stop.
 			<-ctx.Done()
 			<-gwDone
 			<-histDone
+			<-presDone
 			return broker.Run(ctx)
 		})},
 	)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"palaver.dev/services/internal/testio"
 	"palaver.dev/services/kafkabus"
 	"palaver.dev/services/room"
 )
@@ -39,11 +41,13 @@ func TestRunServesAndStops(t *testing.T) {
 	dataDir := t.TempDir()
 	ctx, cancel := context.WithCancel(t.Context())
 	out := syncBuffer{make(chan string, 1)}
+	var logs testio.SyncBuffer
 	var runErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		runErr = Run(ctx, Config{OpsAddr: "127.0.0.1:0", Listen: "127.0.0.1:0", DataDir: dataDir, RoomsDir: samplesDir(t)}, nil, out)
+		runErr = Run(ctx, Config{OpsAddr: "127.0.0.1:0", Listen: "127.0.0.1:0", DataDir: dataDir, RoomsDir: samplesDir(t)},
+			slog.New(slog.NewTextHandler(&logs, nil)), out)
 	}()
 	// On a failure too, dev mode stops before its data directory is
 	// removed (cleanups run last registered first).
@@ -125,6 +129,13 @@ func TestRunServesAndStops(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("dev mode did not stop within 15 s of cancellation")
+	}
+	// Ctrl-C stops everything cleanly: the broker outlives every part
+	// that still writes to it.
+	if _, stopping, ok := strings.Cut(logs.String(), `msg="shutting down"`); !ok {
+		t.Errorf("no shutdown in the log:\n%s", logs.String())
+	} else if strings.Contains(stopping, "level=WARN") || strings.Contains(stopping, "level=ERROR") {
+		t.Errorf("the shutdown logged warnings:\n%s", stopping)
 	}
 }
 
@@ -301,11 +312,13 @@ func startDev(t *testing.T, dataDir string) (string, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	out := syncBuffer{make(chan string, 1)}
+	var logs testio.SyncBuffer
 	var runErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		runErr = Run(ctx, Config{OpsAddr: "127.0.0.1:0", Listen: "127.0.0.1:0", DataDir: dataDir, RoomsDir: samplesDir(t)}, nil, out)
+		runErr = Run(ctx, Config{OpsAddr: "127.0.0.1:0", Listen: "127.0.0.1:0", DataDir: dataDir, RoomsDir: samplesDir(t)},
+			slog.New(slog.NewTextHandler(&logs, nil)), out)
 	}()
 	stop := func() {
 		cancel()
