@@ -522,7 +522,7 @@ func (o Options) scenarioD(ctx context.Context) (*Report, error) {
 		in := l.NewInbox(fmt.Sprintf("r%dm%d", i/nm, i%nm))
 		wg.Go(func() {
 			for {
-				f, err := c.Read()
+				f, err := c.ReadLean()
 				if err != nil {
 					return
 				}

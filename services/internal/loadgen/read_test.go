@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -44,7 +45,8 @@ func documentedFrames(t *testing.T) [][]byte {
 }
 
 // The member's read path reads a message's id, partition and offset, an
-// ack's ref and an error's code from the frame's bytes: they must be what
+// ack's ref and an error's code from the frame's bytes, and ReadLean those
+// and the rooms, ids and positions of messages and acks: they must be what
 // the protocol's decoding finds, on the documented frames and on message
 // frames as the gateway encodes them with texts that look like fields.
 func TestFrameFieldsAgreeWithJSON(t *testing.T) {
@@ -75,6 +77,19 @@ func TestFrameFieldsAgreeWithJSON(t *testing.T) {
 			if got := isOp(p, bytes); got != (f.Op == op) {
 				t.Errorf("isOp(%s, %s) = %v, the frame's op is %s", p, op, got, f.Op)
 			}
+		}
+		lean, want := leanFrame(p), Frame{}
+		want.Op = f.Op
+		switch f.Op {
+		case protocol.OpMessage:
+			want.Room, want.ID, want.Partition, want.Offset = f.Room, f.ID, f.Partition, f.Offset
+		case protocol.OpAck:
+			want.Ref, want.Room, want.ID, want.Partition, want.Offset = f.Ref, f.Room, f.ID, f.Partition, f.Offset
+		case protocol.OpError:
+			want.Ref, want.Code, want.Room = f.Ref, f.Code, f.Room
+		}
+		if !reflect.DeepEqual(lean, want) {
+			t.Errorf("%s: ReadLean read %+v, decoded %+v", p, lean.ServerFrame, want.ServerFrame)
 		}
 		switch f.Op {
 		case protocol.OpMessage:
