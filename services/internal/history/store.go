@@ -71,11 +71,19 @@ CREATE TABLE IF NOT EXISTS messages (
 	text        TEXT NOT NULL,
 	client_ts   INTEGER -- the sender's clock, ms; NULL when it did not say
 );
-CREATE VIRTUAL TABLE IF NOT EXISTS messages_text USING fts5 (
-	text, content='', contentless_delete=1, detail=none,
-	tokenize='unicode61 remove_diacritics 2'
-);
+` + textSchema + `;
 `
+
+// textSchema is the search index: contentless (the text is in messages),
+// without positions (detail=none) nor per-row sizes (columnsize=0, which
+// would cost a B-tree insert per row). A row leaves it by FTS5's 'delete'
+// command with the text it was indexed with, read from messages
+// (deleteRows). Stores made before columnsize=0 had contentless_delete=1;
+// opening one builds its search index again (migrateText).
+const textSchema = `CREATE VIRTUAL TABLE IF NOT EXISTS messages_text USING fts5 (
+	text, content='', columnsize=0, detail=none,
+	tokenize='unicode61 remove_diacritics 2'
+)`
 
 // indexes are the table's secondary indexes: by time (jump to a date) and
 // by sender and client message id (later copies). A store rebuilt from
@@ -253,6 +261,9 @@ func createSchema(w *sql.DB, bulk bool) (building bool, err error) {
 		FROM sqlite_schema`).Scan(&tables, &idx); err != nil {
 		return false, err
 	}
+	if err := migrateText(w, tables == 1 && idx == 0); err != nil {
+		return false, err
+	}
 	if _, err := w.Exec(schema); err != nil {
 		return false, err
 	}
@@ -261,6 +272,40 @@ func createSchema(w *sql.DB, bulk bool) (building bool, err error) {
 	}
 	_, err = w.Exec(indexes)
 	return false, err
+}
+
+// migrateText replaces a search index of an earlier schema
+// (contentless_delete=1, with a size record per row) by textSchema's, in
+// one transaction: it indexes every stored row again, unless the store is
+// rebuilding (its rows are indexed when the rebuild finishes). About 3 µs
+// of CPU per stored row, once.
+func migrateText(w *sql.DB, building bool) error {
+	var def string
+	err := w.QueryRow(`SELECT sql FROM sqlite_schema WHERE name = 'messages_text'`).Scan(&def)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && !strings.Contains(def, "contentless_delete") {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	tx, err := w.Begin()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	qs := []string{`DROP TABLE messages_text`, textSchema}
+	if !building {
+		qs = append(qs,
+			fmt.Sprintf(`INSERT INTO messages_text (messages_text, rank) VALUES ('hashsize', %d)`, buildHashSize),
+			`INSERT INTO messages_text (rowid, text) SELECT rid, text FROM messages`,
+			`INSERT INTO messages_text (messages_text, rank) VALUES ('hashsize', 1048576)`)
+	}
+	for _, q := range qs {
+		if _, err := tx.Exec(q); err != nil {
+			return fmt.Errorf("migrate the search index: %w", err)
+		}
+	}
+	return tx.Commit()
 }
 
 // Building reports whether the store is being rebuilt from empty: its rows
@@ -972,7 +1017,7 @@ func (s *Store) deleteRows() []string {
 	if s.building.Load() {
 		return []string{table}
 	}
-	return []string{`DELETE FROM messages_text WHERE rowid IN (SELECT rid FROM messages WHERE rid >= ?1 AND rid < ?2)`, table}
+	return []string{`INSERT INTO messages_text (messages_text, rowid, text) SELECT 'delete', rid, text FROM messages WHERE rid >= ?1 AND rid < ?2`, table}
 }
 
 // trim deletes a partition's rows below o.Offset (all of them on a reset).

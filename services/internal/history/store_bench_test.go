@@ -10,7 +10,9 @@ import (
 )
 
 // BenchmarkStoreApply: the store alone, rows per second committed in
-// batches of 4,000 over 100 rooms, search index on (no Kafka), and the CPU
+// batches of 4,000 over 100 rooms, search index on (no Kafka), messages as
+// BenchmarkHistory writes them (50 senders, client message ids that grow),
+// and the CPU
 // time per row (the process's, all threads: the writer and SQLite's
 // checkpoints), which the machine's other load does not change.
 // PALAVER_BENCH_BULK=1: a rebuild's store, its indexes built at the end
@@ -38,8 +40,10 @@ func BenchmarkStoreApply(b *testing.B) {
 	for n := 0; n < b.N; n += batch {
 		for i := range ops {
 			k := r.IntN(rooms)
-			ops[i] = op{Room: fmt.Sprintf("r%d", k), Tag: tags[k], Offset: next[k],
-				Msg: stored(fmt.Sprintf("r%d", k), 0, next[k], t0.Add(time.Duration(n+i)*time.Millisecond), "u-1", benchText(r))}
+			sender := fmt.Sprintf("u-%d", r.IntN(50))
+			m := stored(fmt.Sprintf("r%d", k), 0, next[k], t0.Add(time.Duration(n+i)*time.Millisecond), sender, benchText(r))
+			m.ID, m.SenderName = fmt.Sprintf("b-%d", n+i), "User "+sender
+			ops[i] = op{Room: m.Room, Tag: tags[k], Offset: next[k], Msg: m}
 			next[k]++
 		}
 		if _, _, err := st.Apply(b.Context(), ops); err != nil {
