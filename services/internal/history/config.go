@@ -26,7 +26,7 @@ type Config struct {
 	// each with a writer of its own, so that several cores write (2).
 	Stores int
 
-	BatchSize       int           // most records committed in one transaction (4000)
+	BatchSize       int           // most records committed in one transaction (16000)
 	BatchLinger     time.Duration // a batch takes what arrives this long after its first record (5 ms)
 	FetchBytes      int           // most bytes one fetch of one partition returns (1 MiB)
 	ReadyLag        int           // ready once no partition is more records behind than this (1000)
@@ -45,7 +45,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Dir: "data", Shards: 1, Stores: 2, BatchSize: 4000, BatchLinger: 5 * time.Millisecond, FetchBytes: 1 << 20, ReadyLag: 1000,
+		Dir: "data", Shards: 1, Stores: 2, BatchSize: 16000, BatchLinger: 5 * time.Millisecond, FetchBytes: 1 << 20, ReadyLag: 1000,
 		MaxWait: 2 * time.Second, RefreshInterval: 10 * time.Second, ProgressLog: 5 * time.Second,
 	}
 }

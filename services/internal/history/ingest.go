@@ -238,6 +238,7 @@ func (s *Service) control(ctx context.Context, i int, fn func(*Store) error) err
 func (s *Service) write(ctx context.Context, i int) error {
 	st, ops := s.stores[i], s.ops[i]
 	batch := make([]op, 0, s.cfg.BatchSize)
+	var size int    // bytes of the batch's messages
 	merging := true // the search index may have merge work left
 	for {
 		var o op
@@ -270,15 +271,15 @@ func (s *Service) write(ctx context.Context, i int) error {
 				return nil
 			}
 		}
-		if err := s.handle(st, &batch, o); err != nil {
+		if err := s.handle(st, &batch, &size, o); err != nil {
 			return err
 		}
 		linger := time.NewTimer(s.cfg.BatchLinger)
 	fill:
-		for len(batch) < s.cfg.BatchSize {
+		for len(batch) < s.cfg.BatchSize && size < maxBatchBytes {
 			select {
 			case o = <-ops:
-				if err := s.handle(st, &batch, o); err != nil {
+				if err := s.handle(st, &batch, &size, o); err != nil {
 					linger.Stop()
 					return err
 				}
@@ -292,7 +293,7 @@ func (s *Service) write(ctx context.Context, i int) error {
 		if err := s.flush(st, batch); err != nil {
 			return err
 		}
-		batch = batch[:0]
+		batch, size = batch[:0], 0
 		merging = true
 		// A writer that never idles restarts the log at its bound.
 		if _, over := st.LogRestartDue(); over {
@@ -317,18 +318,26 @@ func (s *Service) restartLog(ctx context.Context, i int, bound bool) {
 	}
 }
 
-// handle adds o to the batch, or for a control op commits the batch and
-// runs it.
-func (s *Service) handle(st *Store, batch *[]op, o op) error {
+// maxBatchBytes bounds a batch's messages (their text, ids and sender)
+// whatever their size: a batch of BatchSize records of the largest
+// messages would otherwise hold hundreds of MiB.
+const maxBatchBytes = 16 << 20
+
+// handle adds o to the batch, adding its message's bytes to size, or for a
+// control op commits the batch and runs it.
+func (s *Service) handle(st *Store, batch *[]op, size *int, o op) error {
 	if o.control == nil {
 		*batch = append(*batch, o)
+		if m := o.Msg; m != nil {
+			*size += len(m.Text) + len(m.ID) + len(m.SenderID) + len(m.SenderName)
+		}
 		return nil
 	}
 	if err := s.flush(st, *batch); err != nil {
 		o.done <- err
 		return err
 	}
-	*batch = (*batch)[:0]
+	*batch, *size = (*batch)[:0], 0
 	o.done <- o.control(st)
 	return nil
 }

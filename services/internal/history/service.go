@@ -96,7 +96,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			}
 			return nil, err
 		}
-		stores[i], ops[i] = st, make(chan op, 2*cfg.BatchSize)
+		stores[i], ops[i] = st, make(chan op, cfg.BatchSize)
 	}
 	m := deps.Metrics
 	if m == nil {
