@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS messages (
 	sender_id   TEXT NOT NULL,
 	sender_name TEXT NOT NULL,
 	text        TEXT NOT NULL,
-	client_ts   INTEGER -- the sender's clock, ms; NULL when it did not say
+	client_ts   INTEGER, -- the sender's clock, ms; NULL when it did not say
+	ck          INTEGER NOT NULL DEFAULT 0 -- copyHash(sender_id, id)
 );
 ` + textSchema + `;
 `
@@ -79,21 +80,40 @@ CREATE TABLE IF NOT EXISTS messages (
 // would cost a B-tree insert per row). A row leaves it by FTS5's 'delete'
 // command with the text it was indexed with, read from messages
 // (deleteRows). Stores made before columnsize=0 had contentless_delete=1;
-// opening one builds its search index again (migrateText).
+// opening one builds its search index again (migrate).
 const textSchema = `CREATE VIRTUAL TABLE IF NOT EXISTS messages_text USING fts5 (
 	text, content='', columnsize=0, detail=none,
 	tokenize='unicode61 remove_diacritics 2'
 )`
 
 // indexes are the table's secondary indexes: by time (jump to a date) and
-// by sender and client message id (later copies). A store rebuilt from
-// empty builds them, with the search index, once its rows are in
-// (FinishBuild); their absence marks a rebuild not finished yet.
+// by a hash of the sender and client message id (later copies: an integer
+// key is a fraction of the two strings' size and compares faster). A store
+// rebuilt from empty builds them, with the search index, once its rows are
+// in (FinishBuild); the absence of the index of copies marks a rebuild not
+// finished yet.
 const (
-	clientIndex = `CREATE INDEX IF NOT EXISTS messages_client ON messages (tag, sender_id, id)`
-	timeIndex   = `CREATE INDEX IF NOT EXISTS messages_time ON messages (tag, ts)`
-	indexes     = clientIndex + ";\n" + timeIndex + ";"
+	copyIndex = `CREATE INDEX IF NOT EXISTS messages_copy ON messages (tag, ck)`
+	timeIndex = `CREATE INDEX IF NOT EXISTS messages_time ON messages (tag, ts)`
+	indexes   = copyIndex + ";\n" + timeIndex + ";"
 )
+
+// copyHash is the key of a message's copies in the index of copies: FNV-1a
+// of the sender, a byte that valid UTF-8 never holds, and the client
+// message id. Messages of other keys may share it; their strings tell them
+// apart.
+func copyHash(sender, id string) int64 {
+	const prime = 1099511628211
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(sender); i++ {
+		h = (h ^ uint64(sender[i])) * prime
+	}
+	h = (h ^ 0xff) * prime
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint64(id[i])) * prime
+	}
+	return int64(h)
+}
 
 // Store is the embedded database: the rows of every room the replica
 // serves and, in the same transactions, the next offset to consume in each
@@ -236,12 +256,12 @@ func openStore(dir string, i int, bulk bool) (*Store, error) {
 		if err != nil {
 			break
 		}
-		if s.insert[i], err = w.Prepare(`INSERT INTO messages (rid, tag, ts, id, sender_id, sender_name, text, client_ts) VALUES ` +
-			values(n, 8)); err != nil {
+		if s.insert[i], err = w.Prepare(`INSERT INTO messages (rid, tag, ts, id, sender_id, sender_name, text, client_ts, ck) VALUES ` +
+			values(n, 9)); err != nil {
 			break
 		}
-		if s.copies[i], err = w.Prepare(`SELECT rid, tag, sender_id, id, ts FROM messages WHERE (tag, sender_id, id) IN (VALUES ` +
-			values(n, 3) + `)`); err != nil {
+		if s.copies[i], err = w.Prepare(`SELECT rid, tag, sender_id, id, ts FROM messages WHERE (tag, ck) IN (VALUES ` +
+			values(n, 2) + `)`); err != nil {
 			break
 		}
 	}
@@ -257,55 +277,124 @@ func openStore(dir string, i int, bulk bool) (*Store, error) {
 // is rebuilding.
 func createSchema(w *sql.DB, bulk bool) (building bool, err error) {
 	var tables, idx int
-	if err := w.QueryRow(`SELECT count(*) FILTER (WHERE name = 'messages'), count(*) FILTER (WHERE name = 'messages_client')
+	if err := w.QueryRow(`SELECT count(*) FILTER (WHERE name = 'messages'),
+		count(*) FILTER (WHERE name IN ('messages_copy', 'messages_client')) -- the latter before copyHash
 		FROM sqlite_schema`).Scan(&tables, &idx); err != nil {
 		return false, err
 	}
-	if err := migrateText(w, tables == 1 && idx == 0); err != nil {
-		return false, err
+	building = tables == 0 && bulk || tables == 1 && idx == 0
+	if tables == 1 {
+		if err := migrate(w, building); err != nil {
+			return false, err
+		}
 	}
 	if _, err := w.Exec(schema); err != nil {
 		return false, err
 	}
-	if tables == 0 && bulk || tables == 1 && idx == 0 {
+	if building {
 		return true, nil
 	}
 	_, err = w.Exec(indexes)
 	return false, err
 }
 
-// migrateText replaces a search index of an earlier schema
-// (contentless_delete=1, with a size record per row) by textSchema's, in
-// one transaction: it indexes every stored row again, unless the store is
-// rebuilding (its rows are indexed when the rebuild finishes). About 3 µs
-// of CPU per stored row, once.
-func migrateText(w *sql.DB, building bool) error {
-	var def string
-	err := w.QueryRow(`SELECT sql FROM sqlite_schema WHERE name = 'messages_text'`).Scan(&def)
-	if errors.Is(err, sql.ErrNoRows) || err == nil && !strings.Contains(def, "contentless_delete") {
-		return nil
+// migrate brings a store of an earlier schema to this one, in one
+// transaction, keeping its rows and positions: before copyHash (no ck
+// column, an index of copies by the sender and client message id
+// themselves), it adds the column, fills it and replaces the index; before
+// columnsize=0 (a search index with contentless_delete=1, keeping a size
+// record per row), it replaces the search index by textSchema's and
+// indexes every row again. A store left rebuilding gets neither index: its
+// rebuild builds them. Each costs a few µs of CPU per stored row, once.
+func migrate(w *sql.DB, building bool) error {
+	var ck int
+	var text string
+	if err := w.QueryRow(`SELECT (SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'ck'),
+		coalesce((SELECT sql FROM sqlite_schema WHERE name = 'messages_text'), '')`).Scan(&ck, &text); err != nil {
+		return fmt.Errorf("read the schema: %w", err)
 	}
-	if err != nil {
-		return err
+	oldText := strings.Contains(text, "contentless_delete")
+	if ck == 1 && !oldText {
+		return nil
 	}
 	tx, err := w.Begin()
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	qs := []string{`DROP TABLE messages_text`, textSchema}
-	if !building {
-		qs = append(qs,
-			fmt.Sprintf(`INSERT INTO messages_text (messages_text, rank) VALUES ('hashsize', %d)`, buildHashSize),
-			`INSERT INTO messages_text (rowid, text) SELECT rid, text FROM messages`,
-			`INSERT INTO messages_text (messages_text, rank) VALUES ('hashsize', 1048576)`)
+	if ck == 0 {
+		if err := fillCopyHash(tx); err != nil {
+			return fmt.Errorf("migrate the index of copies: %w", err)
+		}
+		qs := []string{`DROP INDEX IF EXISTS messages_client`}
+		if !building {
+			qs = append(qs, copyIndex)
+		}
+		for _, q := range qs {
+			if _, err := tx.Exec(q); err != nil {
+				return fmt.Errorf("migrate the index of copies: %w", err)
+			}
+		}
 	}
-	for _, q := range qs {
-		if _, err := tx.Exec(q); err != nil {
-			return fmt.Errorf("migrate the search index: %w", err)
+	if oldText {
+		qs := []string{`DROP TABLE messages_text`, textSchema}
+		if !building {
+			qs = append(qs,
+				fmt.Sprintf(`INSERT INTO messages_text (messages_text, rank) VALUES ('hashsize', %d)`, buildHashSize),
+				`INSERT INTO messages_text (rowid, text) SELECT rid, text FROM messages`,
+				`INSERT INTO messages_text (messages_text, rank) VALUES ('hashsize', 1048576)`)
+		}
+		for _, q := range qs {
+			if _, err := tx.Exec(q); err != nil {
+				return fmt.Errorf("migrate the search index: %w", err)
+			}
 		}
 	}
 	return tx.Commit()
+}
+
+// fillCopyHash adds the ck column to messages and sets it on every row, a
+// range of row ids at a time.
+func fillCopyHash(tx *sql.Tx) error {
+	if _, err := tx.Exec(`ALTER TABLE messages ADD COLUMN ck INTEGER NOT NULL DEFAULT 0`); err != nil {
+		return err
+	}
+	set, err := tx.Prepare(`UPDATE messages SET ck = ? WHERE rid = ?`)
+	if err != nil {
+		return err
+	}
+	defer set.Close()
+	type key struct {
+		rid        int64
+		sender, id string
+	}
+	keys := make([]key, 0, 10000)
+	for after := int64(-1); ; after = keys[len(keys)-1].rid {
+		keys = keys[:0]
+		rs, err := tx.Query(`SELECT rid, sender_id, id FROM messages WHERE rid > ? ORDER BY rid LIMIT 10000`, after)
+		if err != nil {
+			return err
+		}
+		for rs.Next() {
+			var k key
+			if err := rs.Scan(&k.rid, &k.sender, &k.id); err != nil {
+				_ = rs.Close()
+				return err
+			}
+			keys = append(keys, k)
+		}
+		if err := errors.Join(rs.Err(), rs.Close()); err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			return nil
+		}
+		for _, k := range keys {
+			if _, err := set.Exec(copyHash(k.sender, k.id), k.rid); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // Building reports whether the store is being rebuilt from empty: its rows
@@ -349,7 +438,7 @@ func (s *Store) FinishBuild(ctx context.Context) (built, error) {
 		return res, fmt.Errorf("history: build indexes: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, clientIndex); err != nil {
+	if _, err := tx.ExecContext(ctx, copyIndex); err != nil {
 		return res, fmt.Errorf("history: build indexes: %w", err)
 	}
 	if res.Copies, err = s.removeCopies(ctx, tx); err != nil {
@@ -394,7 +483,7 @@ func (s *Store) FinishBuild(ctx context.Context) (built, error) {
 // later, is a later copy.
 func (s *Store) removeCopies(ctx context.Context, tx *sql.Tx) (map[int64]int64, error) {
 	rs, err := tx.QueryContext(ctx, `SELECT rid, tag, sender_id, id, ts FROM messages
-		WHERE (tag, sender_id, id) IN (SELECT tag, sender_id, id FROM messages GROUP BY tag, sender_id, id HAVING count(*) > 1)
+		WHERE (tag, ck) IN (SELECT tag, ck FROM messages GROUP BY tag, ck HAVING count(*) > 1)
 		ORDER BY tag, sender_id, id, rid`)
 	if err != nil {
 		return nil, fmt.Errorf("history: find later copies: %w", err)
@@ -884,7 +973,7 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op, copies ma
 			return err
 		}
 	}
-	args := make([]any, 0, 8*insertChunk)
+	args := make([]any, 0, 9*insertChunk)
 	inserted := make([]int64, 0, len(ops))
 	for len(ops) > 0 {
 		n, stmt := 1, s.insert[0]
@@ -899,7 +988,7 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, ops []*op, copies ma
 			if !m.ClientTime.IsZero() {
 				client = m.ClientTime.UnixMilli()
 			}
-			args = append(args, rid, o.Tag, m.Time.UnixMilli(), m.ID, m.SenderID, m.SenderName, m.Text, client)
+			args = append(args, rid, o.Tag, m.Time.UnixMilli(), m.ID, m.SenderID, m.SenderName, m.Text, client, copyHash(m.SenderID, m.ID))
 			inserted = append(inserted, rid)
 		}
 		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...); err != nil {
@@ -954,7 +1043,7 @@ type storedCopy struct {
 // the records one batch at a time.
 func (s *Store) dropCopies(ctx context.Context, tx *sql.Tx, ops []*op, copies map[string]int64) ([]*op, error) {
 	kept := make(map[copyKey][]storedCopy, len(ops)) // in row id order
-	args := make([]any, 0, 3*insertChunk)
+	args := make([]any, 0, 2*insertChunk)
 	for rest := ops; len(rest) > 0; {
 		n, stmt := 1, s.copies[0]
 		if len(rest) >= insertChunk {
@@ -962,7 +1051,7 @@ func (s *Store) dropCopies(ctx context.Context, tx *sql.Tx, ops []*op, copies ma
 		}
 		args = args[:0]
 		for _, o := range rest[:n] {
-			args = append(args, o.Tag, o.Msg.SenderID, o.Msg.ID)
+			args = append(args, o.Tag, copyHash(o.Msg.SenderID, o.Msg.ID))
 		}
 		rs, err := tx.StmtContext(ctx, stmt).QueryContext(ctx, args...)
 		if err != nil {
