@@ -10,10 +10,10 @@ import (
 )
 
 // BenchmarkStoreApply: the store alone, rows per second committed in
-// batches of 4,000 over 100 rooms, search index on (no Kafka), messages as
-// BenchmarkHistory writes them (50 senders, client message ids that grow),
-// and the CPU
-// time per row (the process's, all threads: the writer and SQLite's
+// batches of the replica's default size (16,000; PALAVER_BENCH_BATCH) over
+// 100 rooms, search index on (no Kafka), messages as BenchmarkHistory
+// writes them (50 senders, client message ids that grow), and the CPU time
+// per row (the process's, all threads: the writer and SQLite's
 // checkpoints), which the machine's other load does not change.
 // PALAVER_BENCH_BULK=1: a rebuild's store, its indexes built at the end
 // (FinishBuild, included in the figures).
@@ -24,7 +24,7 @@ func BenchmarkStoreApply(b *testing.B) {
 	}
 	defer st.Close()
 	const rooms = 100
-	batch := envInt("PALAVER_BENCH_BATCH", 4000)
+	batch := envInt("PALAVER_BENCH_BATCH", Config{}.withDefaults().BatchSize)
 	tags := make([]int64, rooms)
 	for i := range tags {
 		if tags[i], err = st.AddRoom(b.Context(), fmt.Sprintf("r%d", i), fmt.Sprintf("t%d", i)); err != nil {
