@@ -39,6 +39,12 @@ func benchText(r *rand.Rand) string {
 	return string(b)
 }
 
+// benchID is a client message id as the clients make them (chatcli's
+// newID): "c-" and 24 random hexadecimal digits.
+func benchID(r *rand.Rand) string {
+	return fmt.Sprintf("c-%016x%08x", r.Uint64(), r.Uint32())
+}
+
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
 		return v
@@ -58,7 +64,7 @@ func (e *kafkaEnv) fill(b *testing.B, rooms []room.Info, n int, seed uint64) tim
 		for range cap(msgs) {
 			in := rooms[done%len(rooms)]
 			sender := fmt.Sprintf("u-%d", r.IntN(50))
-			v, err := message.Encode(&message.Envelope{V: 1, ID: fmt.Sprintf("b-%d-%d", seed, done), Room: in.Name,
+			v, err := message.Encode(&message.Envelope{V: 1, ID: benchID(r), Room: in.Name,
 				SenderID: sender, SenderName: "User " + sender, Text: benchText(r)})
 			if err != nil {
 				b.Fatal(err)
@@ -96,7 +102,9 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // every message is stored and the replica ready; sustained ingest of 200,000 more written while
 // it runs; the p99 of 50-message pages and of searches; and the time from
 // Kafka's ack of a message to its visibility in history, at 1,000 messages
-// a second. The figures are custom metrics; ns/op means nothing.
+// a second; and a backlog of 200,000 more written while the replica is
+// stopped, stored by it started again. The figures are custom metrics;
+// ns/op means nothing.
 func BenchmarkHistory(b *testing.B) {
 	total := envInt("PALAVER_BENCH_MESSAGES", 1_000_000)
 	nRooms := envInt("PALAVER_BENCH_ROOMS", 100)
@@ -113,7 +121,8 @@ func BenchmarkHistory(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		// Rebuild: everything is in Kafka, the store is empty.
 		began, cpu0 := time.Now(), testio.ProcessCPU(b)
-		s := startService(b, e, b.TempDir(), pre, func(c *Config) {
+		dir := b.TempDir()
+		s := startService(b, e, dir, pre, func(c *Config) {
 			c.BatchSize = envInt("PALAVER_BENCH_BATCH", c.BatchSize)
 			c.rowByRow = envInt("PALAVER_BENCH_BULK", 1) == 0
 			c.Stores = envInt("PALAVER_BENCH_STORES", c.Stores)
@@ -182,6 +191,24 @@ func BenchmarkHistory(b *testing.B) {
 		visible := ackToVisible(b, e, s.Service, rooms, 1000, 10*time.Second)
 		b.ReportMetric(ms(pct(visible, 50)), "ack-to-visible-p50-ms")
 		b.ReportMetric(ms(pct(visible, 99)), "ack-to-visible-p99-ms")
+
+		// Backlog: more messages written while the replica is stopped,
+		// then stored by it started again on its store: its own ingest,
+		// row by row, with no writer beside it in the process.
+		s.stop()
+		base := s.storedTotal()
+		e.fill(b, rooms, more, 4)
+		began, cpu0 = time.Now(), testio.ProcessCPU(b)
+		s = startService(b, e, dir, pre, func(c *Config) {
+			c.BatchSize = envInt("PALAVER_BENCH_BATCH", c.BatchSize)
+			c.Stores = envInt("PALAVER_BENCH_STORES", c.Stores)
+		})
+		for s.storedTotal() < base+int64(more) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		backlog := time.Since(began)
+		b.ReportMetric(float64(more)/backlog.Seconds(), "backlog-msgs/s")
+		b.ReportMetric(float64((testio.ProcessCPU(b)-cpu0).Nanoseconds())/1e3/float64(more), "backlog-cpu-µs/msg")
 		s.stop()
 	}
 	b.ReportMetric(0, "ns/op")

@@ -12,7 +12,7 @@ import (
 // BenchmarkStoreApply: the store alone, rows per second committed in
 // batches of the replica's default size (16,000; PALAVER_BENCH_BATCH) over
 // 100 rooms, search index on (no Kafka), messages as BenchmarkHistory
-// writes them (50 senders, client message ids that grow), and the CPU time
+// writes them (50 senders, random client message ids), and the CPU time
 // per row (the process's, all threads: the writer and SQLite's
 // checkpoints), which the machine's other load does not change.
 // PALAVER_BENCH_BULK=1: a rebuild's store, its indexes built at the end
@@ -42,7 +42,7 @@ func BenchmarkStoreApply(b *testing.B) {
 			k := r.IntN(rooms)
 			sender := fmt.Sprintf("u-%d", r.IntN(50))
 			m := stored(fmt.Sprintf("r%d", k), 0, next[k], t0.Add(time.Duration(n+i)*time.Millisecond), sender, benchText(r))
-			m.ID, m.SenderName = fmt.Sprintf("b-%d", n+i), "User "+sender
+			m.ID, m.SenderName = benchID(r), "User "+sender
 			ops[i] = op{Room: m.Room, Tag: tags[k], Offset: next[k], Msg: m}
 			next[k]++
 		}
