@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // A store rebuilt from empty, its indexes built once its rows are in,
@@ -310,4 +312,54 @@ func TestWriterAfterTheIndexBuild(t *testing.T) {
 		waitFor(t, "a live row stored", func() bool { return committed() == off+1 })
 	}
 	waitFor(t, "the index merged", func() bool { return indexSegments(t, st) < segments+live })
+}
+
+// A batch holds at most maxBatchBytes of messages, whatever BatchSize
+// allows: eight queued messages of 5 MiB are committed four at most at a
+// time.
+func TestWriterBatchBoundedInBytes(t *testing.T) {
+	ctx := t.Context()
+	st, err := openStore(t.TempDir(), 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{BatchSize: 500}.withDefaults()
+	s := &Service{cfg: cfg, stores: []*Store{st}, ops: []chan op{make(chan op, cfg.BatchSize)},
+		m: NewMetrics(nil), log: slog.New(slog.DiscardHandler), finishing: []bool{false},
+		served: map[string]*servedRoom{}, committed: map[posKey]int64{}, end: map[posKey]int64{},
+		progress: make(chan struct{}), ready: make(chan struct{})}
+	const n, size = 8, 5 << 20
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	for off := range int64(n) { // all queued before the writer starts
+		m := stored("lobby", 0, off, t0, "u-1", "hello")
+		m.SenderName = strings.Repeat("x", size)
+		s.ops[0] <- op{Room: "lobby", Tag: tag, Offset: off, Msg: m}
+	}
+	writerCtx, stopWriter := context.WithCancel(ctx)
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- s.write(writerCtx, 0) }()
+	defer func() {
+		stopWriter()
+		if err := <-writerDone; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, "every message stored", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.committed[posKey{"lobby", 0}] == n
+	})
+	var h dto.Metric
+	if err := s.m.CommitSize.Write(&h); err != nil {
+		t.Fatal(err)
+	}
+	commits, rows := h.GetHistogram().GetSampleCount(), h.GetHistogram().GetSampleSum()
+	if rows != n || commits < 2 { // four at most a batch (three make 15 MiB)
+		t.Fatalf("%v rows in %d commits: a batch held more than %d bytes", rows, commits, maxBatchBytes)
+	}
 }
