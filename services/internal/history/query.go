@@ -379,44 +379,6 @@ func (s *Store) search(ctx context.Context, tag int64, partitions int, terms []t
 	return rows, more, nil
 }
 
-// highlight cuts text into segments, marking the words that match a term
-// (case-insensitively; a prefix term marks the words it starts).
-func highlight(text string, terms []term) []Segment {
-	var out []Segment
-	add := func(s string, mark bool) {
-		if s == "" {
-			return
-		}
-		if n := len(out); n > 0 && out[n-1].Mark == mark {
-			out[n-1].Text += s
-			return
-		}
-		out = append(out, Segment{Text: s, Mark: mark})
-	}
-	for i := 0; i < len(text); {
-		r, size := utf8.DecodeRuneInString(text[i:])
-		if !isWordRune(r) {
-			add(text[i:i+size], false)
-			i += size
-			continue
-		}
-		j := i
-		for j < len(text) {
-			r, size := utf8.DecodeRuneInString(text[j:])
-			if !isWordRune(r) {
-				break
-			}
-			j += size
-		}
-		word := strings.ToLower(text[i:j])
-		add(text[i:j], slices.ContainsFunc(terms, func(t term) bool {
-			return word == t.word || t.prefix && strings.HasPrefix(word, t.word)
-		}))
-		i = j
-	}
-	return out
-}
-
 // cursorOf is a cursor with the given next offsets.
 func cursorOf(next map[int]int64) cursor.Cursor {
 	var c cursor.Cursor
