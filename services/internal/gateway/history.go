@@ -71,7 +71,7 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request, info room.Info) {
 	s.m.HistoryQueries.WithLabelValues(source).Inc()
 	page, err := s.kafkaPage(ctx, info, epoch, req)
 	if errors.Is(err, roomhub.ErrBadCursor) {
-		writeError(w, fail(protocol.CodeBadRequest, err.Error()))
+		writeError(w, fail(protocol.CodeBadRequest, badCursorText(err)))
 		return
 	}
 	if err != nil {
@@ -171,29 +171,48 @@ func (s *Server) checkCursors(ctx context.Context, info room.Info, cs ...cursor.
 	epoch := cursor.NewEpoch(info.Name, ids[info.Topic])
 	for i, c := range cs {
 		if err := checkCursor([]string{"the cursor", "after", "seen"}[min(i, 2)], c, epoch, int(info.Partitions)); err != nil {
-			return epoch, fail(protocol.CodeBadRequest, err.Error())
+			return epoch, fail(protocol.CodeBadRequest, badCursorText(err))
 		}
 	}
 	return epoch, nil
 }
 
-// checkCursor is an error wrapping roomhub.ErrBadCursor when c cannot be a
-// position in the room's topic of epoch with n partitions: another room's,
-// another incarnation of the topic's, or naming a partition it lacks. A
-// cursor without epoch (made before epochs) is taken as it is.
+// checkCursor is an error that is roomhub.ErrBadCursor, its message the
+// client's, when c cannot be a position in the room's topic of epoch with n
+// partitions: another room's, another incarnation of the topic's, or
+// naming a partition it lacks. A cursor without epoch (made before epochs)
+// is taken as it is.
 func checkCursor(what string, c cursor.Cursor, epoch cursor.Epoch, n int) error {
 	if e := c.Epoch(); !e.IsZero() && e != epoch {
 		if e.Room != epoch.Room {
-			return fmt.Errorf("%w: %s is another room's cursor", roomhub.ErrBadCursor, what)
+			return badCursor(what + " is another room's cursor; start again without it")
 		}
-		return fmt.Errorf("%w: %s is a cursor of the room's topic before it was created again; start again without it", roomhub.ErrBadCursor, what)
+		return badCursor(what + " is a cursor of the room's topic before it was created again; start again without it")
 	}
 	for _, p := range c.Partitions() {
 		if p >= n {
-			return fmt.Errorf("%w: %s names partition %d and the room has %d", roomhub.ErrBadCursor, what, p, n)
+			return badCursor(fmt.Sprintf("%s names partition %d and the room has %d; start again without it", what, p, n))
 		}
 	}
 	return nil
+}
+
+// badCursor is roomhub.ErrBadCursor with the client's message: what is
+// wrong with the cursor, without a package's prefix.
+type badCursor string
+
+func (e badCursor) Error() string { return string(e) }
+
+// Is makes a badCursor roomhub.ErrBadCursor.
+func (e badCursor) Is(target error) bool { return target == roomhub.ErrBadCursor }
+
+// badCursorText is the client's message for err, which wraps
+// roomhub.ErrBadCursor.
+func badCursorText(err error) string {
+	if b, ok := errors.AsType[badCursor](err); ok {
+		return string(b)
+	}
+	return "the cursor is not a position in this room (another room's, or a partition the room does not have); start again without it"
 }
 
 // withEpoch stamps a cursor token of the history service, which knows

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,9 +82,19 @@ func TestWrongCursorsAreBadRequests(t *testing.T) {
 		c.quiet()
 		_ = name
 	}
-	code, body := getJSON(t, gw, "/v1/rooms/"+info.Name+"/messages?before="+otherCursor, token(t, "bob", nil, time.Hour))
-	if code != http.StatusBadRequest {
-		t.Fatalf("scroll-back with another room's cursor: %d %s", code, body)
+	// Scroll-back says what is wrong with the cursor, in the client's
+	// words (no package prefix), whichever parameter carries it.
+	for _, param := range []string{"before", "after", "seen"} {
+		for name, cur := range map[string]string{"partition 7": seven.String(), "another room's": otherCursor} {
+			code, body := getJSON(t, gw, "/v1/rooms/"+info.Name+"/messages?"+param+"="+cur, token(t, "bob", nil, time.Hour))
+			var e protocol.HTTPError
+			if err := json.Unmarshal(body, &e); err != nil || code != http.StatusBadRequest || e.Code != protocol.CodeBadRequest {
+				t.Fatalf("scroll-back with %s cursor as %s: %d %s", name, param, code, body)
+			}
+			if strings.Contains(e.Message, "roomhub") || !strings.Contains(e.Message, name) || !strings.HasSuffix(e.Message, "start again without it") {
+				t.Errorf("scroll-back with %s cursor as %s: message %q", name, param, e.Message)
+			}
+		}
 	}
 }
 
