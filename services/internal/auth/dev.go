@@ -131,12 +131,14 @@ func devUserID(name string) string {
 // LoginHandler serves POST /v1/dev/login: {"name":"Ada"} answers 200 with
 // {"token":"...","expires_at":"RFC 3339","user":{"id":"...","name":"..."}};
 // a bad body or name answers 400 {"code":"bad_request","message":"..."},
-// a body over 4 KiB 413 "too_large", another method 405.
+// a body over 4 KiB 413 "too_large", another method 405 in plain text
+// (Allow: POST).
 func (d *DevIssuer) LoginHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
+			// In plain text, as the HTTP API answers a method it does not serve.
 			w.Header().Set("Allow", http.MethodPost)
-			writeJSON(w, http.StatusMethodNotAllowed, protocol.HTTPError{Code: protocol.CodeBadRequest, Message: "use POST"})
+			http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLoginBody))

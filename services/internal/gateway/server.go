@@ -42,7 +42,8 @@ type Deps struct {
 	Cluster  *kafkabus.Cluster
 	Rooms    Rooms
 	Verifier auth.Verifier
-	// DevLogin, when set, is mounted at POST /v1/dev/login (dev mode only).
+	// DevLogin, when set, serves /v1/dev/login (dev mode only): POST logs
+	// in, every other method is its to refuse.
 	DevLogin http.Handler
 	Metrics  *Metrics     // nil: unregistered metrics
 	Logger   *slog.Logger // nil: discard
@@ -129,13 +130,26 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.hist = historyapi.NewClient(shards, cfg.HistoryTimeout)
 	}
 	mux.HandleFunc("GET /v1/rooms/{room}/presence", s.getPresence)
-	if deps.DevLogin != nil {
-		mux.Handle("POST /v1/dev/login", deps.DevLogin)
-	}
 	mux.Handle("GET /", web.Handler())
 	s.handler = mux
+	if login := deps.DevLogin; login != nil {
+		// Every method of the login path reaches the login handler, which
+		// answers all but POST with 405 (Allow: POST). The router cannot
+		// say so: GET would match the web UI's "GET /" (404), and a
+		// pattern of the path for every method conflicts with it.
+		s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == devLoginPath {
+				login.ServeHTTP(w, r)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		})
+	}
 	return s, nil
 }
+
+// devLoginPath is where Deps.DevLogin is served.
+const devLoginPath = "/v1/dev/login"
 
 // Handler serves the WebSocket endpoint, the HTTP API and the web UI.
 func (s *Server) Handler() http.Handler { return s.handler }
