@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -33,11 +34,14 @@ const (
 // conn is one WebSocket client. Its reader goroutine runs the commands; a
 // writer goroutine, started when frames are queued and gone writerLinger
 // after the queue emptied, writes them, so an idle connection costs one
-// goroutine. The writer is the only goroutine that writes to the socket
-// (see wire.go).
+// goroutine. A room's flush writes a connection's frames itself when no
+// writer runs and the socket takes them at once (see flush); otherwise the
+// writer writes them. One of the two at a time writes to the socket (see
+// wire.go).
 type conn struct {
 	s           *Server
 	nc          net.Conn
+	raw         syscall.RawConn // nc's, for flush's direct writes; nil when nc is not a TCP socket (TLS, a test's pipe)
 	rd          wsReader
 	headerToken string // from the upgrade's Authorization header
 
@@ -61,6 +65,8 @@ type conn struct {
 	q, spare []outItem
 	queued   int           // frames queued and not yet written
 	writing  bool          // a writer goroutine runs
+	direct   bool          // a flush writes the socket itself (see flush): no writer may start until it is done
+	kick     bool          // a writer was asked for during a direct write: start it after
 	waiting  bool          // the writer waits for frames (lingers): wake it
 	wake     chan struct{} // the lingering writer's signal; nil when no writer runs
 	closing  bool          // no more commands or live messages; answers still queue until final
@@ -83,6 +89,7 @@ type outItem struct {
 	d     *roomhub.Delivery
 	rs    *roomSub
 	live  bool
+	rest  []byte // the end of this item's frame, as on the wire, that a direct write left unwritten: written before anything else
 }
 
 // serveWS upgrades GET /v1/ws.
@@ -97,7 +104,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("gateway: upgrade refused", "err", err, "origin", r.Header.Get("Origin"))
 		return
 	}
-	c := &conn{s: s, headerToken: auth.BearerToken(r), nc: nc, closed: make(chan struct{})}
+	c := &conn{s: s, headerToken: auth.BearerToken(r), nc: nc, raw: rawConn(nc), closed: make(chan struct{})}
 	c.rd = wsReader{br: br, limit: s.cfg.Limits.MaxFrameBytes, ctl: c}
 	lim := s.cfg.Limits
 	c.sends = newBucket(lim.SendsPerSecond, lim.SendBurst)
@@ -573,13 +580,126 @@ func (c *conn) pushLocked(it outItem, hold bool) {
 	}
 }
 
-// flush writes the frames queued and held.
+// flush writes the frames queued and held. When no writer writes (none
+// runs, or it lingers for frames) and nothing but frames is due, the
+// flushing goroutine (a room's tail, or its flush hold) writes them to the
+// socket itself, once and without waiting (writeDirect): a busy room's
+// flush then wakes no goroutine per member, and a lingering writer that
+// finds a direct write under way exits. What the socket does not take at
+// once goes to the writer.
 func (c *conn) flush() {
 	c.mu.Lock()
-	if len(c.q) > 0 {
+	if len(c.q) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	if c.raw == nil || c.writing && !c.waiting || c.direct || c.closing || c.pingDue || c.pongDue || c.q[0].rest != nil {
+		c.startWriterLocked()
+		c.mu.Unlock()
+		return
+	}
+	c.direct, c.kick = true, false
+	batch := c.q
+	c.q = c.spare[:0]
+	c.spare = nil
+	c.mu.Unlock()
+	c.writeDirect(batch)
+}
+
+// writeDirect writes batch (taken from the queue by flush) with one
+// non-blocking system call, then puts back at the head of the queue, for
+// the writer, what the socket did not take: the rest of a frame cut short
+// (outItem.rest) and the frames after it. Frames keep their order: nothing
+// queued meanwhile is written before them, and no writer starts until they
+// are back in the queue.
+func (c *conn) writeDirect(batch []outItem) {
+	dw := directWriters.Get().(*directWriter)
+	buf := dw.buf[:0]
+	k := 0 // batch[:k] is in buf
+	for ; k < len(batch) && (k == 0 || len(buf) < maxBatchBytes); k++ {
+		b := batch[k].frame
+		if batch[k].d != nil {
+			b = batch[k].d.Frame()
+		}
+		buf = appendTextFrame(buf, b)
+	}
+	n := dw.write(c.raw, buf)
+	whole, at := 0, 0 // batch[:whole], buf[:at], were written
+	for whole < k {
+		e := at + frameLen(buf[at:])
+		if e > n {
+			break
+		}
+		whole, at = whole+1, e
+	}
+	if whole > 0 {
+		c.delivered(batch[:whole], time.Now())
+	}
+	c.mu.Lock()
+	c.direct = false
+	c.queued -= whole
+	if whole > 0 && c.space != nil {
+		close(c.space)
+		c.space = nil
+	}
+	switch {
+	case c.abort:
+		// closeWith (without flush) or the reader's end came meanwhile and
+		// dropped the queue: the close frame follows the rest of the frame
+		// cut short, as after the writer's interrupted write.
+		if n > at {
+			c.partial = append(c.partial[:0], buf[n:at+frameLen(buf[at:])]...)
+		}
+		clear(batch)
+	case whole < len(batch):
+		if n > at {
+			batch[whole].rest = slices.Clone(buf[n : at+frameLen(buf[at:])])
+		}
+		q := append(batch[:0], batch[whole:]...) // the unwritten frames, then what was queued meanwhile
+		clear(batch[len(q):])
+		q = append(q, c.q...)
+		clear(c.q)
+		c.spare = c.q[:0]
+		c.q = q
+		c.kick = true
+	default:
+		clear(batch)
+		if c.spare == nil && cap(batch) <= 16 { // an idle connection keeps no big queue
+			c.spare = batch[:0]
+		}
+	}
+	if c.kick || c.abort || c.final || c.pingDue || c.pongDue {
 		c.startWriterLocked()
 	}
 	c.mu.Unlock()
+	dw.buf = buf[:0]
+	if cap(buf) <= maxBatchBytes*2 {
+		directWriters.Put(dw)
+	}
+}
+
+// delivered counts frames written: the rooms' delivery counters, and the
+// delivery latency of live messages.
+func (c *conn) delivered(items []outItem, now time.Time) {
+	var rs *roomSub // counted per run of one room's frames: one shared counter update, not one per frame
+	n := 0
+	for _, it := range items {
+		if it.rs != rs {
+			if n > 0 {
+				rs.delivered.Add(float64(n))
+			}
+			rs, n = it.rs, 0
+		}
+		if it.rs != nil {
+			n++
+			if it.live {
+				c.s.m.DeliveryLatency.Observe(now.Sub(it.d.Msg.Time).Seconds())
+			}
+		}
+	}
+	if n > 0 {
+		rs.delivered.Add(float64(n))
+	}
 }
 
 // pushWait queues a recovery frame, waiting while the queue is over half
@@ -670,6 +790,14 @@ func (c *conn) writeLoop() {
 	for {
 		c.mu.Lock()
 		c.waiting = false
+		if c.direct {
+			// A flush writes the socket (it found this writer lingering):
+			// it starts a writer when it is done if one is needed.
+			c.writing = false
+			c.wake = nil
+			c.mu.Unlock()
+			return
+		}
 		if c.abort {
 			c.mu.Unlock()
 			c.sendClose()
@@ -741,15 +869,27 @@ func (c *conn) writeBatch(ctl []byte, batch []outItem) bool {
 	// per frame.
 	c.writeSince.Store(time.Now().UnixNano())
 	defer c.writeSince.Store(0)
-	buf := append((*bp)[:0], ctl...)
+	buf := (*bp)[:0]
+	lead := 0 // buf[:lead] is the end of a frame a direct write cut short: it goes first, before control frames
+	if len(batch) > 0 && batch[0].rest != nil {
+		buf = append(buf, batch[0].rest...)
+		lead = len(buf)
+	}
+	buf = append(buf, ctl...)
 	for start := 0; start < len(batch) || len(buf) > 0; {
 		c.mu.Lock()
 		abort := c.abort
+		if abort && lead > 0 {
+			c.partial = append(c.partial[:0], buf[:lead]...) // the close frame must follow it
+		}
 		c.mu.Unlock()
 		if abort {
 			return false
 		}
 		end := start
+		if end < len(batch) && batch[end].rest != nil {
+			end++ // in buf already
+		}
 		for ; end < len(batch) && (end == start || len(buf) < maxBatchBytes); end++ {
 			b := batch[end].frame
 			if batch[end].d != nil {
@@ -763,33 +903,14 @@ func (c *conn) writeBatch(ctl []byte, batch []outItem) bool {
 			if c.abort {
 				// Interrupted by closeWith: the close frame must follow the
 				// rest of the frame cut short.
-				if e := frameEnd(buf, n); e > n {
+				if e := frameEndAfter(buf, lead, n); e > n {
 					c.partial = append(c.partial[:0], buf[n:e]...)
 				}
 			}
 			c.mu.Unlock()
 			return false
 		}
-		now := time.Now()
-		var rs *roomSub // counted per run of one room's frames: one shared counter update, not one per frame
-		n := 0
-		for _, it := range batch[start:end] {
-			if it.rs != rs {
-				if n > 0 {
-					rs.delivered.Add(float64(n))
-				}
-				rs, n = it.rs, 0
-			}
-			if it.rs != nil {
-				n++
-				if it.live {
-					c.s.m.DeliveryLatency.Observe(now.Sub(it.d.Msg.Time).Seconds())
-				}
-			}
-		}
-		if n > 0 {
-			rs.delivered.Add(float64(n))
-		}
+		c.delivered(batch[start:end], time.Now())
 		c.mu.Lock()
 		c.queued -= end - start
 		if c.space != nil {
@@ -797,7 +918,7 @@ func (c *conn) writeBatch(ctl []byte, batch []outItem) bool {
 			c.space = nil
 		}
 		c.mu.Unlock()
-		start = end
+		start, lead = end, 0
 		buf = (*bp)[:0]
 	}
 	return true
@@ -840,8 +961,12 @@ func (c *conn) sendClose() {
 }
 
 // startWriterLocked starts the writer unless it runs, and wakes it if it
-// lingers.
+// lingers; during a direct write, the writer starts once it is done.
 func (c *conn) startWriterLocked() {
+	if c.direct {
+		c.kick = true
+		return
+	}
 	if !c.writing {
 		c.writing = true
 		go c.writeLoop()
@@ -905,11 +1030,15 @@ func (c *conn) closeWith(code ws.StatusCode, reason, metric string, flush bool) 
 	}()
 }
 
-// abortLocked drops the queue and interrupts a write in progress (a past
-// deadline), so that the writer goes on to the close frame. Under c.mu,
+// abortLocked drops the queue (but for the rest of a frame a direct write
+// cut short) and interrupts a write in progress (a past deadline), so that
+// the writer goes on to the close frame. Under c.mu,
 // like the writer's reading of abort before it sets its own deadline.
 func (c *conn) abortLocked() {
 	c.abort = true
+	if len(c.q) > 0 && c.q[0].rest != nil {
+		c.partial = append(c.partial[:0], c.q[0].rest...) // the rest of a frame a direct write cut short
+	}
 	c.q = nil
 	if c.writing {
 		_ = c.nc.SetWriteDeadline(time.Unix(1, 0))

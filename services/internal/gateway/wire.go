@@ -13,10 +13,12 @@ import (
 
 // The gateway owns its WebSocket connections frame by frame: gobwas/ws
 // validates the upgrade and parses frame headers, and everything else is
-// here and in conn.go. Exactly one goroutine writes to a socket, the
-// connection's writer (conn.writeLoop): it writes text frames in batches,
+// here and in conn.go. One goroutine at a time writes to a socket: the
+// connection's writer (conn.writeLoop), which writes text frames in batches,
 // many per system call, and the control frames (pong, ping, close) between
-// them. Owning the write path is what lets the gateway batch frames without
+// them, or, when no writer runs, a room's flush, which writes the frames
+// queued once without waiting and leaves what the socket did not take to
+// the writer (conn.flush, direct.go). Owning the write path is what lets the gateway batch frames without
 // racing a library's own writes, and deliver a close frame after a stalled
 // socket (see conn.sendClose).
 
@@ -73,6 +75,28 @@ func frameEnd(buf []byte, n int) int {
 		at += hdr + l
 	}
 	return at
+}
+
+// frameLen returns the length of the frame buf starts with (built by
+// appendFrame, so its header is whole).
+func frameLen(buf []byte) int {
+	switch l := int(buf[1] & 0x7f); l {
+	case 126:
+		return 4 + int(binary.BigEndian.Uint16(buf[2:]))
+	case 127:
+		return 10 + int(binary.BigEndian.Uint64(buf[2:]))
+	default:
+		return 2 + l
+	}
+}
+
+// frameEndAfter is frameEnd for a buf whose first lead bytes are the end
+// of a frame (what an earlier write left of it), whole frames after them.
+func frameEndAfter(buf []byte, lead, n int) int {
+	if n <= lead {
+		return lead
+	}
+	return lead + frameEnd(buf[lead:], n-lead)
 }
 
 // batchBufs recycles the buffers batches of frames are built in, so an
