@@ -34,14 +34,15 @@ const (
 // conn is one WebSocket client. Its reader goroutine runs the commands; a
 // writer goroutine, started when frames are queued and gone writerLinger
 // after the queue emptied, writes them, so an idle connection costs one
-// goroutine. A room's flush writes a connection's frames itself when no
-// writer runs and the socket takes them at once (see flush); otherwise the
-// writer writes them. One of the two at a time writes to the socket (see
-// wire.go).
+// goroutine. A room's flush has a flush worker write a connection's
+// frames when no writer writes and the socket takes them at once (see
+// flush); otherwise the writer writes them. One of the two at a time
+// writes to the socket (see wire.go).
 type conn struct {
 	s           *Server
 	nc          net.Conn
-	raw         syscall.RawConn // nc's, for flush's direct writes; nil when nc is not a TCP socket (TLS, a test's pipe)
+	raw         syscall.RawConn // nc's, for the flush workers' direct writes; nil when nc is not a TCP socket (TLS, a test's pipe)
+	flusher     uint32          // which flush worker writes for it (flusherOf), 0 until its first flush
 	rd          wsReader
 	headerToken string // from the upgrade's Authorization header
 
@@ -65,8 +66,9 @@ type conn struct {
 	q, spare []outItem
 	queued   int           // frames queued and not yet written
 	writing  bool          // a writer goroutine runs
-	direct   bool          // a flush writes the socket itself (see flush): no writer may start until it is done
+	direct   bool          // a flush worker writes the socket (see flush): no writer may start until it is done
 	kick     bool          // a writer was asked for during a direct write: start it after
+	flushing bool          // handed to a flush worker, which has not taken it yet
 	waiting  bool          // the writer waits for frames (lingers): wake it
 	wake     chan struct{} // the lingering writer's signal; nil when no writer runs
 	closing  bool          // no more commands or live messages; answers still queue until final
@@ -582,22 +584,59 @@ func (c *conn) pushLocked(it outItem, hold bool) {
 
 // flush writes the frames queued and held. When no writer writes (none
 // runs, or it lingers for frames) and nothing but frames is due, the
-// flushing goroutine (a room's tail, or its flush hold) writes them to the
-// socket itself, once and without waiting (writeDirect): a busy room's
-// flush then wakes no goroutine per member, and a lingering writer that
-// finds a direct write under way exits. What the socket does not take at
-// once goes to the writer.
+// connection is handed to a flush worker (flusher.go), which writes them
+// to the socket once and without waiting (writeDirect): a busy room's
+// flush then wakes one or two goroutines, not one per member, and a
+// lingering writer that finds a direct write under way exits. What the
+// socket does not take at once goes to the writer.
 func (c *conn) flush() {
 	c.mu.Lock()
-	if len(c.q) == 0 {
+	if len(c.q) == 0 || c.flushing {
 		c.mu.Unlock()
 		return
 	}
-	if c.raw == nil || c.writing && !c.waiting || c.direct || c.closing || c.pingDue || c.pongDue || c.q[0].rest != nil {
+	if !c.directLocked() {
 		c.startWriterLocked()
 		c.mu.Unlock()
 		return
 	}
+	if flushInline {
+		c.writeDirectLocked()
+		return
+	}
+	c.flushing = true
+	if c.flusher == 0 {
+		c.flusher = flusherNext.Add(1)
+	}
+	f := flusherOf(c.flusher)
+	c.mu.Unlock()
+	f.add(c)
+}
+
+// directLocked reports whether the frames queued may be written directly.
+func (c *conn) directLocked() bool {
+	return directFlush && c.raw != nil && (!c.writing || c.waiting) && !c.direct && !c.closing && !c.pingDue && !c.pongDue &&
+		len(c.q) > 0 && c.q[0].rest == nil
+}
+
+// flushNow is a flush worker's turn at c: it writes what c queued
+// directly, or leaves it to the writer if one writes by now.
+func (c *conn) flushNow() {
+	c.mu.Lock()
+	c.flushing = false
+	switch {
+	case len(c.q) == 0:
+		c.mu.Unlock()
+	case !c.directLocked():
+		c.startWriterLocked()
+		c.mu.Unlock()
+	default:
+		c.writeDirectLocked()
+	}
+}
+
+// writeDirectLocked takes the queue for writeDirect and unlocks c.mu.
+func (c *conn) writeDirectLocked() {
 	c.direct, c.kick = true, false
 	batch := c.q
 	c.q = c.spare[:0]
@@ -605,6 +644,11 @@ func (c *conn) flush() {
 	c.mu.Unlock()
 	c.writeDirect(batch)
 }
+
+// directFlush lets flush write directly, and flushInline has the flushing
+// goroutine write itself rather than a flush worker. Variables for
+// BenchmarkRoomWrites' comparison.
+var directFlush, flushInline = true, false
 
 // writeDirect writes batch (taken from the queue by flush) with one
 // non-blocking system call, then puts back at the head of the queue, for

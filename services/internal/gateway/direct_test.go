@@ -128,6 +128,7 @@ func TestDirectWriteHandsOverToWriter(t *testing.T) {
 		}
 	}
 	rs.Flush()
+	waitFlushed(t, c)
 
 	c.mu.Lock()
 	left, queued, woken, rest := len(c.q), c.queued, len(c.wake), c.q != nil && c.q[0].rest != nil
@@ -279,6 +280,22 @@ type slowReader struct{ r io.Reader }
 func (s *slowReader) Read(p []byte) (int, error) {
 	time.Sleep(200 * time.Microsecond)
 	return s.r.Read(p[:min(len(p), 1024)])
+}
+
+// waitFlushed waits until c's flush worker wrote what c's flush handed it.
+func waitFlushed(t *testing.T, c *conn) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		done := !c.flushing && !c.direct
+		c.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the flush worker did not get to the connection within 30 s")
+		}
+	}
 }
 
 // A connection that is not a TCP socket (TLS, a pipe) has its frames

@@ -16,9 +16,9 @@ import (
 // here and in conn.go. One goroutine at a time writes to a socket: the
 // connection's writer (conn.writeLoop), which writes text frames in batches,
 // many per system call, and the control frames (pong, ping, close) between
-// them, or, when no writer runs, a room's flush, which writes the frames
+// them, or, when no writer writes, a flush worker, which writes the frames
 // queued once without waiting and leaves what the socket did not take to
-// the writer (conn.flush, direct.go). Owning the write path is what lets the gateway batch frames without
+// the writer (conn.flush, flusher.go, direct.go). Owning the write path is what lets the gateway batch frames without
 // racing a library's own writes, and deliver a close frame after a stalled
 // socket (see conn.sendClose).
 

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,8 +20,10 @@ import (
 // `palaver bench`) and flushed after each one, as a room's tail does when
 // its messages come one at a time, or after every second one, as a busy
 // room that holds its flush (roomhub's FlushHold) mostly does. Reports the
-// process's CPU time per delivery (the readers' included) with the
-// writers lingering for the next flush (writerLinger) and without:
+// process's CPU time per delivery (the readers' included) with the flush
+// workers writing to the sockets (see conn.flush), with the flushing
+// goroutine writing them itself (inline), and with every write left to
+// the writers, lingering for the next flush (writerLinger) or not:
 //
 //	go test -run '^$' -bench RoomWrites -benchtime 3000x ./internal/gateway/
 func BenchmarkRoomWrites(b *testing.B) {
@@ -28,15 +31,21 @@ func BenchmarkRoomWrites(b *testing.B) {
 		name     string
 		linger   time.Duration
 		perFlush int
+		direct   bool
+		inline   bool
 	}{
-		{"linger=5ms,flush=1", writerLinger, 1},
-		{"linger=off,flush=1", 0, 1},
-		{"linger=5ms,flush=2", writerLinger, 2},
-		{"linger=off,flush=2", 0, 2},
+		{"workers,flush=1", writerLinger, 1, true, false},
+		{"inline,flush=1", writerLinger, 1, true, true},
+		{"linger=5ms,flush=1", writerLinger, 1, false, false},
+		{"linger=off,flush=1", 0, 1, false, false},
+		{"workers,flush=2", writerLinger, 2, true, false},
+		{"inline,flush=2", writerLinger, 2, true, true},
+		{"linger=5ms,flush=2", writerLinger, 2, false, false},
+		{"linger=off,flush=2", 0, 2, false, false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			defer func(l time.Duration) { writerLinger = l }(writerLinger)
-			writerLinger = c.linger
+			defer func(l time.Duration, d, i bool) { writerLinger, directFlush, flushInline = l, d, i }(writerLinger, directFlush, flushInline)
+			writerLinger, directFlush, flushInline = c.linger, c.direct, c.inline
 			benchRoomWrites(b, c.perFlush)
 		})
 	}
@@ -64,7 +73,7 @@ func benchRoomWrites(b *testing.B, perFlush int) {
 		}
 		b.Cleanup(func() { _ = nc.Close(); _ = far.Close() })
 		go func() { _, _ = io.CopyBuffer(io.Discard, far, make([]byte, 64<<10)) }()
-		c := &conn{s: s, nc: nc, closed: make(chan struct{})}
+		c := &conn{s: s, nc: nc, raw: rawConn(nc), closed: make(chan struct{})}
 		subs[i] = &roomSub{c: c, name: "bench", delivered: s.m.MessagesDelivered.WithLabelValues("bench")}
 	}
 	frame := make([]byte, 330)
@@ -77,7 +86,7 @@ func benchRoomWrites(b *testing.B, perFlush int) {
 		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
 	b.ResetTimer()
-	start, writes := cpu(), writeCalls(b)
+	start, writes, switches := cpu(), writeCalls(b), contextSwitches()
 	next := time.Now()
 	for i := range b.N {
 		time.Sleep(time.Until(next))
@@ -109,10 +118,32 @@ func benchRoomWrites(b *testing.B, perFlush int) {
 			}
 		}
 	}
-	used, wrote := cpu()-start, writeCalls(b)-writes
+	used, wrote, switched := cpu()-start, writeCalls(b)-writes, contextSwitches()-switches
 	b.StopTimer()
 	b.ReportMetric(float64(used.Nanoseconds())/float64(b.N*members), "cpu-ns/delivery")
 	b.ReportMetric(float64(wrote)/float64(b.N*members), "writes/delivery")
+	b.ReportMetric(float64(switched)/float64(b.N*members), "ctxsw/delivery")
+}
+
+// contextSwitches is the context switches of the process's threads so
+// far (those of /proc/self/task/*/status; a thread that ended is not
+// counted).
+func contextSwitches() int64 {
+	paths, _ := filepath.Glob("/proc/self/task/*/status")
+	var n int64
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			if _, v, ok := strings.Cut(line, "ctxt_switches:"); ok {
+				k, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += k
+			}
+		}
+	}
+	return n
 }
 
 // writeCalls is the process's write system calls so far (syscw of
