@@ -40,7 +40,7 @@ const (
 	DefaultStallCheck  = 10 * time.Second
 	DefaultReadTimeout = 30 * time.Second
 	DefaultDedupWindow = 10 * time.Minute
-	DefaultFlushHold   = time.Millisecond
+	DefaultFlushHold   = 2 * time.Millisecond
 	// DefaultDedupEntries bounds the messages a room remembers for
 	// deduplication.
 	DefaultDedupEntries = 100_000
