@@ -52,34 +52,7 @@ type config struct {
 func main() {
 	var cfg config
 	fs := flag.CommandLine
-	fs.StringVar(&cfg.metricsAddr, "metrics-bind-address", ":8080",
-		"Address the Prometheus metrics endpoint binds to; 0 disables it.")
-	fs.StringVar(&cfg.probeAddr, "health-probe-bind-address", ":8081",
-		"Address the /healthz and /readyz endpoints bind to.")
-	fs.BoolVar(&cfg.leaderElect, "leader-elect", true,
-		"Elect a leader so that only one replica reconciles at a time.")
-	fs.StringVar(&cfg.leaderNS, "leader-election-namespace", "",
-		"Namespace of the leader election Lease; default the operator pod's. Outside a cluster, name one or set --leader-elect=false.")
-	fs.Int64Var(&cfg.throttle, "reassignment-throttle", 50<<20,
-		"Replication throttle of replica reassignments, in bytes per second per broker (Kafka's leader and follower replication throttled rates), set while replicas move; 0 for none.")
-	cfg.kafka.RegisterFlags(fs, kafkabus.Config{ClientID: "palaver-operator"})
-	fs.StringVar(&cfg.credentialsDir, "kafka-credentials-dir", os.Getenv("PALAVER_KAFKA_CREDENTIALS_DIR"),
-		"Directory of a mounted Secret with Kafka credentials: ca.crt (turns TLS on), user.crt and user.key "+
-			"(mutual TLS), username and password (SASL SCRAM-SHA-512). Explicit --kafka-* flags win. ($PALAVER_KAFKA_CREDENTIALS_DIR)")
-	fs.IntVar(&cfg.defaultRF, "default-replication-factor", 3,
-		"Replication factor of topics whose ChatRoom sets none.")
-	fs.IntVar(&cfg.concurrency, "max-concurrent-reconciles", 64,
-		"ChatRooms reconciled at once; their Kafka calls are batched together.")
-	fs.DurationVar(&cfg.resync, "kafka-resync-interval", 30*time.Second,
-		"How often every room topic is re-read to find changes made outside the operator.")
-	fs.DurationVar(&cfg.kafkaTimeout, "kafka-timeout", 10*time.Second,
-		"Timeout of each Kafka request.")
-	fs.DurationVar(&cfg.deletionWait, "deletion-timeout", 5*time.Minute,
-		"How long a ChatRoom's deletion waits for an unreachable Kafka before it completes without cleaning up.")
-	fs.DurationVar(&cfg.sweepInterval, "registry-sweep-interval", 5*time.Minute,
-		"How often registry entries of rooms that have no ChatRoom (left when a deletion gave up on Kafka) are removed.")
-	fs.DurationVar(&cfg.retryMax, "kafka-retry-max", 5*time.Minute,
-		"Longest wait between a room's retries after Kafka errors (the backoff starts at 1s).")
+	cfg.registerFlags(fs)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	flag.Parse()
@@ -93,6 +66,40 @@ func main() {
 		setupLog.Error(err, "operator stopped")
 		os.Exit(1)
 	}
+}
+
+// registerFlags binds c to the operator's own flags on fs (docs/operator.md,
+// "Running it", lists each); controller-runtime's --zap-* logging flags are
+// bound next to them in main.
+func (c *config) registerFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8080",
+		"Address the Prometheus metrics endpoint binds to; 0 disables it.")
+	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081",
+		"Address the /healthz and /readyz endpoints bind to.")
+	fs.BoolVar(&c.leaderElect, "leader-elect", true,
+		"Elect a leader so that only one replica reconciles at a time.")
+	fs.StringVar(&c.leaderNS, "leader-election-namespace", "",
+		"Namespace of the leader election Lease; default the operator pod's. Outside a cluster, name one or set --leader-elect=false.")
+	fs.Int64Var(&c.throttle, "reassignment-throttle", 50<<20,
+		"Replication throttle of replica reassignments, in bytes per second per broker (Kafka's leader and follower replication throttled rates), set while replicas move; 0 for none.")
+	c.kafka.RegisterFlags(fs, kafkabus.Config{ClientID: "palaver-operator"})
+	fs.StringVar(&c.credentialsDir, "kafka-credentials-dir", os.Getenv("PALAVER_KAFKA_CREDENTIALS_DIR"),
+		"Directory of a mounted Secret with Kafka credentials: ca.crt (turns TLS on), user.crt and user.key "+
+			"(mutual TLS), username and password (SASL SCRAM-SHA-512). Explicit --kafka-* flags win. ($PALAVER_KAFKA_CREDENTIALS_DIR)")
+	fs.IntVar(&c.defaultRF, "default-replication-factor", 3,
+		"Replication factor of topics whose ChatRoom sets none.")
+	fs.IntVar(&c.concurrency, "max-concurrent-reconciles", 64,
+		"ChatRooms reconciled at once; their Kafka calls are batched together.")
+	fs.DurationVar(&c.resync, "kafka-resync-interval", 30*time.Second,
+		"How often every room topic is re-read to find changes made outside the operator.")
+	fs.DurationVar(&c.kafkaTimeout, "kafka-timeout", 10*time.Second,
+		"Timeout of each Kafka request.")
+	fs.DurationVar(&c.deletionWait, "deletion-timeout", 5*time.Minute,
+		"How long a ChatRoom's deletion waits for an unreachable Kafka before it completes without cleaning up.")
+	fs.DurationVar(&c.sweepInterval, "registry-sweep-interval", 5*time.Minute,
+		"How often registry entries of rooms that have no ChatRoom (left when a deletion gave up on Kafka) are removed.")
+	fs.DurationVar(&c.retryMax, "kafka-retry-max", 5*time.Minute,
+		"Longest wait between a room's retries after Kafka errors (the backoff starts at 1s).")
 }
 
 func (c *config) validate() error {
