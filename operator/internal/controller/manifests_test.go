@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -55,6 +56,22 @@ func TestConfigDefaultApplies(t *testing.T) {
 	for _, kind := range []string{"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment"} {
 		require.Contains(t, rendered, "\nkind: "+kind+"\n")
 	}
+	// An image loaded into the nodes (kind load docker-image, as
+	// docs/operator.md shows) must be used, not pulled again: Kubernetes
+	// pulls a :latest image every time unless told otherwise.
+	var deployments int
+	for _, doc := range strings.Split(rendered, "\n---\n") {
+		if !strings.Contains(doc, "\nkind: Deployment\n") {
+			continue
+		}
+		deployments++
+		var d appsv1.Deployment
+		require.NoError(t, yaml.Unmarshal([]byte(doc), &d))
+		for _, c := range d.Spec.Template.Spec.Containers {
+			require.Equal(t, corev1.PullIfNotPresent, c.ImagePullPolicy, "container %s (%s)", c.Name, c.Image)
+		}
+	}
+	require.Equal(t, 1, deployments)
 	// Namespaced objects need their namespace to exist, which a dry run
 	// does not create.
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "palaver-system"}}
