@@ -86,7 +86,7 @@ func TestConfigDefaultApplies(t *testing.T) {
 
 	// The names docs/operator.md uses.
 	cache := t.TempDir()
-	for _, resource := range []string{"rooms", "room", "chatrooms"} {
+	for _, resource := range []string{"rooms", "room", "chatrooms", "palaver"} {
 		run(nil, "--kubeconfig", kcPath, "--cache-dir", cache, "get", resource, "-A")
 	}
 }
