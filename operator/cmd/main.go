@@ -85,7 +85,7 @@ func (c *config) registerFlags(fs *flag.FlagSet) {
 	c.kafka.RegisterFlags(fs, kafkabus.Config{ClientID: "palaver-operator"})
 	fs.StringVar(&c.credentialsDir, "kafka-credentials-dir", os.Getenv("PALAVER_KAFKA_CREDENTIALS_DIR"),
 		"Directory of a mounted Secret with Kafka credentials: ca.crt (turns TLS on), user.crt and user.key "+
-			"(mutual TLS), username and password (SASL SCRAM-SHA-512). Explicit --kafka-* flags win. ($PALAVER_KAFKA_CREDENTIALS_DIR)")
+			"(mutual TLS), username and password (SASL SCRAM-SHA-512). Explicit --kafka-* flags win, but a ca.crt turns TLS on even with --kafka-tls=false. ($PALAVER_KAFKA_CREDENTIALS_DIR)")
 	fs.IntVar(&c.defaultRF, "default-replication-factor", 3,
 		"Replication factor of topics whose ChatRoom sets none.")
 	fs.IntVar(&c.concurrency, "max-concurrent-reconciles", 64,
