@@ -6,6 +6,18 @@ import (
 	"time"
 )
 
+// TestQueryKeepsCombiningAccents: a word typed with combining accents is
+// one word, as the index keeps it, not two cut at the accents.
+func TestQueryKeepsCombiningAccents(t *testing.T) {
+	terms, err := parseQuery("de\u0301ja\u0300 vu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := matchExpr(terms); got != "\"de\u0301ja\u0300\" \"vu\"" {
+		t.Fatalf("matchExpr = %q", got)
+	}
+}
+
 func TestHighlightIsAccentBlind(t *testing.T) {
 	terms, err := parseQuery("deja ecole*")
 	if err != nil {

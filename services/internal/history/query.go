@@ -262,19 +262,23 @@ func parseQuery(q string) ([]term, error) {
 	var terms []term
 	rs := []rune(q)
 	for i := 0; i < len(rs); {
-		if !isWordRune(rs[i]) {
+		if !isTokenRune(rs[i]) {
 			i++
 			continue
 		}
 		j := i
-		for j < len(rs) && isWordRune(rs[j]) {
+		for j < len(rs) && isTokenRune(rs[j]) {
 			j++
 		}
+		// A word typed with combining accents stays one word, as the
+		// index keeps it; one of accents alone is no word.
 		t := term{word: strings.ToLower(string(rs[i:j]))}
 		if j < len(rs) && rs[j] == '*' {
 			t.prefix = true
 		}
-		terms = append(terms, t)
+		if foldWord(t.word) != "" {
+			terms = append(terms, t)
+		}
 		i = j
 	}
 	switch {
