@@ -203,15 +203,7 @@ func TestStoreRebuildInBulk(t *testing.T) {
 // yet. Once the indexes are built they are.
 func TestQueriesWaitForTheRebuild(t *testing.T) {
 	ctx := t.Context()
-	st, err := openStore(t.TempDir(), 0, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, tag := lobbyStore(t, true)
 	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	if _, _, err := st.Apply(ctx, []op{{Room: "lobby", Tag: tag, Msg: stored("lobby", 0, 0, t0, "u-1", "hello")}}); err != nil {
 		t.Fatal(err)
@@ -247,36 +239,11 @@ func TestQueriesWaitForTheRebuild(t *testing.T) {
 // batches add after it.
 func TestWriterAfterTheIndexBuild(t *testing.T) {
 	ctx := t.Context()
-	st, err := openStore(t.TempDir(), 0, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, tag := lobbyStore(t, true)
 	const maxPages = 64
 	st.logMaxPages, st.logRestartPages = maxPages, 1<<40 // the bound alone
-	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{BatchSize: 500}.withDefaults()
-	s := &Service{cfg: cfg, stores: []*Store{st}, ops: []chan op{make(chan op, 2*cfg.BatchSize)},
-		m: NewMetrics(nil), log: slog.New(slog.DiscardHandler), finishing: []bool{false},
-		served: map[string]*servedRoom{}, committed: map[posKey]int64{}, end: map[posKey]int64{},
-		progress: make(chan struct{}), ready: make(chan struct{})}
-	writerCtx, stopWriter := context.WithCancel(ctx)
-	writerDone := make(chan error, 1)
-	go func() { writerDone <- s.write(writerCtx, 0) }()
-	defer func() {
-		stopWriter()
-		if err := <-writerDone; err != nil {
-			t.Error(err)
-		}
-	}()
-	committed := func() int64 {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.committed[posKey{"lobby", 0}]
-	}
+	s := startWriter(t, st, Config{BatchSize: 500}, 2)
+	committed := func() int64 { return s.committedAt("lobby", 0) }
 	r := rand.New(rand.NewPCG(3, 3))
 	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	send := func(off int64) {
@@ -318,21 +285,8 @@ func TestWriterAfterTheIndexBuild(t *testing.T) {
 // allows: eight queued messages of 5 MiB are committed four at most at a
 // time.
 func TestWriterBatchBoundedInBytes(t *testing.T) {
-	ctx := t.Context()
-	st, err := openStore(t.TempDir(), 0, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	tag, err := st.AddRoom(ctx, "lobby", "palaver.room.default.lobby")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{BatchSize: 500}.withDefaults()
-	s := &Service{cfg: cfg, stores: []*Store{st}, ops: []chan op{make(chan op, cfg.BatchSize)},
-		m: NewMetrics(nil), log: slog.New(slog.DiscardHandler), finishing: []bool{false},
-		served: map[string]*servedRoom{}, committed: map[posKey]int64{}, end: map[posKey]int64{},
-		progress: make(chan struct{}), ready: make(chan struct{})}
+	st, tag := lobbyStore(t, false)
+	s := newWriterService(st, Config{BatchSize: 500}, 1)
 	const n, size = 8, 5 << 20
 	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	for off := range int64(n) { // all queued before the writer starts
@@ -340,20 +294,8 @@ func TestWriterBatchBoundedInBytes(t *testing.T) {
 		m.SenderName = strings.Repeat("x", size)
 		s.ops[0] <- op{Room: "lobby", Tag: tag, Offset: off, Msg: m}
 	}
-	writerCtx, stopWriter := context.WithCancel(ctx)
-	writerDone := make(chan error, 1)
-	go func() { writerDone <- s.write(writerCtx, 0) }()
-	defer func() {
-		stopWriter()
-		if err := <-writerDone; err != nil {
-			t.Error(err)
-		}
-	}()
-	waitFor(t, "every message stored", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.committed[posKey{"lobby", 0}] == n
-	})
+	runWriter(t, s)
+	waitFor(t, "every message stored", func() bool { return s.committedAt("lobby", 0) == n })
 	var h dto.Metric
 	if err := s.m.CommitSize.Write(&h); err != nil {
 		t.Fatal(err)
@@ -362,4 +304,58 @@ func TestWriterBatchBoundedInBytes(t *testing.T) {
 	if rows != n || commits < 2 { // four at most a batch (three make 15 MiB)
 		t.Fatalf("%v rows in %d commits: a batch held more than %d bytes", rows, commits, maxBatchBytes)
 	}
+}
+
+// lobbyStore opens a store (bulk: as for a rebuild) in a temporary
+// directory, closed at the test's end, with the room lobby added.
+func lobbyStore(t *testing.T, bulk bool) (*Store, int64) {
+	t.Helper()
+	st, err := openStore(t.TempDir(), 0, bulk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	tag, err := st.AddRoom(t.Context(), "lobby", "palaver.room.default.lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, tag
+}
+
+// newWriterService is a Service over st alone whose writer queue holds
+// batches batches of cfg.BatchSize ops; runWriter runs its writer.
+func newWriterService(st *Store, cfg Config, batches int) *Service {
+	cfg = cfg.withDefaults()
+	return &Service{cfg: cfg, stores: []*Store{st}, ops: []chan op{make(chan op, batches*cfg.BatchSize)},
+		m: NewMetrics(nil), log: slog.New(slog.DiscardHandler), finishing: []bool{false},
+		served: map[string]*servedRoom{}, committed: map[posKey]int64{}, end: map[posKey]int64{},
+		progress: make(chan struct{}), ready: make(chan struct{})}
+}
+
+// runWriter runs s's writer of store 0 until the test ends, failing it if
+// the writer fails.
+func runWriter(t *testing.T, s *Service) {
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.write(ctx, 0) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// startWriter is newWriterService with its writer running.
+func startWriter(t *testing.T, st *Store, cfg Config, batches int) *Service {
+	s := newWriterService(st, cfg, batches)
+	runWriter(t, s)
+	return s
+}
+
+// committedAt is the position committed for a room's partition.
+func (s *Service) committedAt(room string, p int) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.committed[posKey{room, p}]
 }
