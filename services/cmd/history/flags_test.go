@@ -6,7 +6,7 @@ import (
 	"flag"
 	"testing"
 
-	"palaver.dev/services/internal/testio"
+	"palaver.dev/services/doccheck"
 )
 
 // TestFlagsAreDocumented: every flag of the history service, and its environment
@@ -16,5 +16,5 @@ func TestFlagsAreDocumented(t *testing.T) {
 	if err := run(t.Context(), []string{"-h"}, &usage); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("run -h: %v", err)
 	}
-	testio.FlagsAreDocumented(t, usage.String(), "../../../docs/history.md")
+	doccheck.FlagsAreDocumented(t, usage.String(), "../../../docs/history.md")
 }

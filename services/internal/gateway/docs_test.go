@@ -3,14 +3,14 @@ package gateway
 import (
 	"testing"
 
-	"palaver.dev/services/internal/testio"
+	"palaver.dev/services/doccheck"
 )
 
 // TestMetricsAreDocumented: every metric of the gateway, with its labels,
 // is in docs/gateway.md (the presence ones in docs/presence.md), and the
 // tables there list no metric the gateway lacks.
 func TestMetricsAreDocumented(t *testing.T) {
-	var reg testio.Registerer
+	var reg doccheck.Registerer
 	NewMetrics(&reg)
-	testio.MetricsAreDocumented(t, &reg, "palaver_gateway_", "../../../docs/gateway.md", "../../../docs/presence.md")
+	doccheck.MetricsAreDocumented(t, &reg, "palaver_gateway_", "../../../docs/gateway.md", "../../../docs/presence.md")
 }

@@ -3,14 +3,14 @@ package history
 import (
 	"testing"
 
-	"palaver.dev/services/internal/testio"
+	"palaver.dev/services/doccheck"
 )
 
 // TestMetricsAreDocumented: every metric of the history service, with its
 // labels, is in docs/history.md, and its table lists no metric the service
 // lacks.
 func TestMetricsAreDocumented(t *testing.T) {
-	var reg testio.Registerer
+	var reg doccheck.Registerer
 	NewMetrics(&reg)
-	testio.MetricsAreDocumented(t, &reg, "palaver_history_", "../../../docs/history.md")
+	doccheck.MetricsAreDocumented(t, &reg, "palaver_history_", "../../../docs/history.md")
 }

@@ -3,13 +3,13 @@ package presence
 import (
 	"testing"
 
-	"palaver.dev/services/internal/testio"
+	"palaver.dev/services/doccheck"
 )
 
 // TestMetricsAreDocumented: every metric of the presence service, with its
 // labels, is in docs/presence.md, and its table lists no other.
 func TestMetricsAreDocumented(t *testing.T) {
-	var reg testio.Registerer
+	var reg doccheck.Registerer
 	NewMetrics(&reg)
-	testio.MetricsAreDocumented(t, &reg, "palaver_presence_", "../../../docs/presence.md")
+	doccheck.MetricsAreDocumented(t, &reg, "palaver_presence_", "../../../docs/presence.md")
 }

@@ -1,4 +1,4 @@
-package testio
+package doccheck
 
 import (
 	"os"

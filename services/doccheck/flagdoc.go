@@ -1,4 +1,8 @@
-package testio
+// Package doccheck holds the operating notes in docs/ to the programs, for
+// the tests of every module: a command's flags, environment variables and
+// defaults against a doc's flag tables, and the metrics a program
+// registers against a doc's metric tables.
+package doccheck
 
 import (
 	"os"
